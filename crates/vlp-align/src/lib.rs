@@ -1,0 +1,17 @@
+//! Dual encoders and what aligns them.
+//!
+//! What belongs here: models that put images and texts in one embedding space (CLIP, SigLIP,
+//! and the later FILIP-style variants), their configuration files and checkpoint layouts
+//! (Hugging Face and open_clip, in and out), the alignment objectives (InfoNCE, sigmoid,
+//! fine-grained, distillation) as modules over features, prompt learners and adapters. What does
+//! not: the towers themselves (`vlp-vision`, `vlp-text`), datasets (`vlp-data`), evaluation
+//! protocols (`vlp-tasks`) and the training loop (`vlp-train`).
+
+pub mod error;
+pub mod model;
+pub mod parity;
+pub mod pretrained;
+
+pub use error::{AlignError, Result};
+pub use model::{ClipConfig, ClipModel, ClipOutput, ModelKind, normalize};
+pub use pretrained::{Layout, Pretrained, PreprocessConfig};

@@ -1,0 +1,130 @@
+//! The dual encoder: a vision tower and a text tower mapped into one embedding space.
+
+mod config;
+
+pub use config::{ClipConfig, ModelKind};
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{Int, Tensor, backend::Backend};
+use vlp_text::{TextOutput, TextTransformer};
+use vlp_vision::{Vit, VitOutput};
+
+/// CLIP or SigLIP, with fields named after Hugging Face's `CLIPModel` / `SiglipModel`.
+///
+/// SigLIP has no projections (its towers end at the shared width; the text tower's `head` plays
+/// that role) and adds a learned logit bias.
+#[derive(Module, Debug)]
+pub struct ClipModel<B: Backend> {
+    /// Image tower.
+    pub vision_model: Vit<B>,
+    /// Text tower.
+    pub text_model: TextTransformer<B>,
+    /// Image projection into the joint space, no bias (open_clip `visual.proj`).
+    pub visual_projection: Option<Linear<B>>,
+    /// Text projection into the joint space, no bias (open_clip `text_projection`).
+    pub text_projection: Option<Linear<B>>,
+    /// Log of the logit scale (temperature⁻¹), `[1]`.
+    pub logit_scale: Param<Tensor<B, 1>>,
+    /// Logit bias (SigLIP), `[1]`.
+    pub logit_bias: Option<Param<Tensor<B, 1>>>,
+    /// Model family.
+    pub kind: ModelKind,
+}
+
+/// Everything one forward pass of [`ClipModel::forward`] computes.
+#[derive(Debug, Clone)]
+pub struct ClipOutput<B: Backend> {
+    /// L2-normalised image embeddings, `[images, embed]`.
+    pub image_embeds: Tensor<B, 2>,
+    /// L2-normalised text embeddings, `[texts, embed]`.
+    pub text_embeds: Tensor<B, 2>,
+    /// `[images, texts]` similarity logits.
+    pub logits_per_image: Tensor<B, 2>,
+    /// The image tower's outputs.
+    pub vision: VitOutput<B>,
+    /// The text tower's outputs.
+    pub text: TextOutput<B>,
+}
+
+/// L2-normalises rows, guarding against zero vectors like `torch.nn.functional.normalize`.
+///
+/// # Shapes
+/// - `x`: `[n, d]`; returns `[n, d]`
+pub fn normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+impl<B: Backend> ClipModel<B> {
+    /// Image features in the joint space, not normalised (open_clip `encode_image`).
+    ///
+    /// # Shapes
+    /// - `pixels`: `[batch, 3, image_size, image_size]`; returns `[batch, embed]`
+    pub fn encode_image(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.project_image(self.vision_model.forward(pixels).pooler_output)
+    }
+
+    /// Text features in the joint space, not normalised (open_clip `encode_text`).
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, tokens]`; `attention_mask`: `[batch, tokens]`, `1` = token
+    /// - returns: `[batch, embed]`
+    pub fn encode_text(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> Tensor<B, 2> {
+        self.project_text(self.text_model.forward(input_ids, attention_mask).pooler_output)
+    }
+
+    /// Projects a pooled image feature into the joint space.
+    pub fn project_image(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.visual_projection {
+            Some(p) => p.forward(pooled),
+            None => pooled,
+        }
+    }
+
+    /// Projects a pooled text feature into the joint space.
+    pub fn project_text(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.text_projection {
+            Some(p) => p.forward(pooled),
+            None => pooled,
+        }
+    }
+
+    /// Logits between normalised embeddings: `exp(logit_scale) · img · txtᵀ (+ logit_bias)`.
+    ///
+    /// # Shapes
+    /// - `image_embeds`: `[images, embed]`, `text_embeds`: `[texts, embed]`
+    /// - returns: `[images, texts]`
+    pub fn logits(&self, image_embeds: Tensor<B, 2>, text_embeds: Tensor<B, 2>) -> Tensor<B, 2> {
+        let scale = self.logit_scale.val().exp().unsqueeze::<2>();
+        let logits = image_embeds.matmul(text_embeds.transpose()) * scale;
+        match &self.logit_bias {
+            Some(b) => logits + b.val().unsqueeze::<2>(),
+            None => logits,
+        }
+    }
+
+    /// Runs both towers and compares every image with every text.
+    pub fn forward(
+        &self,
+        pixels: Tensor<B, 4>,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        output_hidden_states: bool,
+    ) -> ClipOutput<B> {
+        let vision = self.vision_model.forward_with(pixels, output_hidden_states);
+        let text = self.text_model.forward_with(input_ids, attention_mask, output_hidden_states);
+        let image_embeds = normalize(self.project_image(vision.pooler_output.clone()));
+        let text_embeds = normalize(self.project_text(text.pooler_output.clone()));
+        let logits_per_image = self.logits(image_embeds.clone(), text_embeds.clone());
+        ClipOutput { image_embeds, text_embeds, logits_per_image, vision, text }
+    }
+
+    /// Width of the joint embedding space.
+    pub fn embed_dim(&self) -> usize {
+        match &self.visual_projection {
+            Some(p) => p.weight.lazy_shape().dims::<2>()[1],
+            None => self.vision_model.hidden_size(),
+        }
+    }
+}

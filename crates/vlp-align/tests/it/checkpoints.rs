@@ -1,0 +1,1 @@
+//! Checkpoint import errors, half-precision files, export round trips and full-size layouts.

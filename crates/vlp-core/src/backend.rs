@@ -1,0 +1,128 @@
+//! The one place where a concrete Burn backend is named.
+//!
+//! Every other crate is generic over `B: Backend` (or `B: AutodiffBackend` where it trains) and
+//! asks this module for the backend the binary was compiled with. When several backend features
+//! are enabled (e.g. `--features cuda` on top of the default `cpu`), the accelerator wins:
+//! `cuda` over `wgpu` over `cpu`.
+
+use burn::tensor::backend::Backend;
+
+#[cfg(not(any(feature = "cpu", feature = "wgpu", feature = "cuda")))]
+compile_error!("vlp-core needs one backend feature: `cpu` (default), `wgpu` or `cuda`");
+
+/// The backend selected at compile time (inference; no autodiff graph).
+#[cfg(feature = "cuda")]
+pub type DefaultBackend = burn::backend::Cuda<f32, i32>;
+/// The backend selected at compile time (inference; no autodiff graph).
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+pub type DefaultBackend = burn::backend::Wgpu<f32, i32>;
+/// The backend selected at compile time (inference; no autodiff graph).
+#[cfg(all(feature = "cpu", not(any(feature = "wgpu", feature = "cuda"))))]
+pub type DefaultBackend = burn::backend::Flex;
+
+/// The selected backend wrapped for training (records the autodiff graph).
+pub type TrainBackend = burn::backend::Autodiff<DefaultBackend>;
+
+/// Device type of the selected backend.
+pub type DefaultDevice = burn::tensor::Device<DefaultBackend>;
+
+/// Name of the selected backend, as accepted by `--backend` on the command line.
+pub const fn backend_name() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "wgpu") {
+        "wgpu"
+    } else {
+        "cpu"
+    }
+}
+
+/// Every backend feature compiled into this build (the selected one is [`backend_name`]).
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if cfg!(feature = "cpu") {
+        out.push("cpu");
+    }
+    if cfg!(feature = "wgpu") {
+        out.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        out.push("cuda");
+    }
+    out
+}
+
+/// Human-readable description of the concrete Burn backend behind [`DefaultBackend`].
+pub fn backend_description() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "burn Cuda<f32> (CubeCL, fusion + autotune)"
+    } else if cfg!(feature = "wgpu") {
+        "burn Wgpu<f32> (CubeCL over Vulkan/Metal/DX12, fusion + autotune)"
+    } else {
+        "burn Flex<f32> (pure-Rust CPU, SIMD + rayon)"
+    }
+}
+
+/// The default device of the selected backend (the first GPU, or the CPU).
+pub fn default_device() -> DefaultDevice {
+    DefaultDevice::default()
+}
+
+/// Parses a device index for the selected backend (`0`, `1`, ... for GPUs; the CPU has one).
+pub fn device(index: usize) -> DefaultDevice {
+    #[cfg(feature = "cuda")]
+    {
+        burn::backend::cuda::CudaDevice::new(index)
+    }
+    #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+    {
+        if index == 0 {
+            burn::backend::wgpu::WgpuDevice::DefaultDevice
+        } else {
+            burn::backend::wgpu::WgpuDevice::DiscreteGpu(index)
+        }
+    }
+    #[cfg(all(feature = "cpu", not(any(feature = "wgpu", feature = "cuda"))))]
+    {
+        let _ = index;
+        DefaultDevice::default()
+    }
+}
+
+/// Number of devices the selected backend can see, or an error message when the runtime could
+/// not be initialised (no driver, no GPU).
+pub fn device_count() -> Result<usize, String> {
+    use burn::prelude::DeviceOps;
+    let type_id = default_device().to_id().type_id;
+    // CubeCL runtimes panic when no driver is present; report that instead of aborting.
+    std::panic::catch_unwind(|| <DefaultBackend as Backend>::device_count(type_id)).map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the backend runtime panicked while listing devices".to_string())
+    })
+}
+
+/// Seeds the random number generator of the selected backend on `device`.
+pub fn seed(device: &DefaultDevice, seed: u64) {
+    <DefaultBackend as Backend>::seed(device, seed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_backend_is_compiled() {
+        assert!(compiled_backends().contains(&backend_name()));
+    }
+
+    #[test]
+    fn default_device_runs_a_matmul() {
+        let dev = default_device();
+        let a = burn::tensor::Tensor::<DefaultBackend, 2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &dev);
+        let b = a.clone().matmul(a);
+        let v: Vec<f32> = b.into_data().to_vec().unwrap();
+        assert_eq!(v, vec![7.0, 10.0, 15.0, 22.0]);
+    }
+}

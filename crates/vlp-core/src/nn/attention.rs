@@ -1,0 +1,449 @@
+//! Multi-head attention in the two layouts CLIP checkpoints use.
+//!
+//! Hugging Face stores separate `q_proj`/`k_proj`/`v_proj` projections; open_clip (and PyTorch's
+//! `nn.MultiheadAttention`, used by SigLIP's pooling head) stores one fused `in_proj` with q, k and
+//! v stacked. Both are supported by one module so that a checkpoint loads into the layout it was
+//! saved in, without splitting or concatenating weights.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::module::{attention, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Tensor, backend::Backend};
+
+use super::mask::AttentionMask;
+
+/// Configuration of an [`Attention`] layer.
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Width of queries, keys, values and output (HF `hidden_size`, open_clip `width`).
+    pub d_model: usize,
+    /// Number of heads; must divide `d_model` (HF `num_attention_heads`).
+    pub n_heads: usize,
+    /// One fused `in_proj` (open_clip, `nn.MultiheadAttention`) instead of `q_proj`/`k_proj`/`v_proj` (HF).
+    #[config(default = false)]
+    pub fused_qkv: bool,
+    /// Whether the projections carry biases (they do in every CLIP-family checkpoint).
+    #[config(default = true)]
+    pub bias: bool,
+    /// Dropout on the attention probabilities while training (HF `attention_dropout`).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+/// Multi-head scaled dot-product attention with PyTorch-named projections.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection (separate layout).
+    pub q_proj: Option<Linear<B>>,
+    /// Key projection (separate layout).
+    pub k_proj: Option<Linear<B>>,
+    /// Value projection (separate layout).
+    pub v_proj: Option<Linear<B>>,
+    /// Fused q/k/v projection, `d_model → 3·d_model` (fused layout).
+    pub in_proj: Option<Linear<B>>,
+    /// Output projection.
+    pub out_proj: Linear<B>,
+    /// Dropout on attention probabilities.
+    pub dropout: Dropout,
+    /// Number of heads.
+    pub n_heads: usize,
+}
+
+/// What [`Attention::forward_with_weights`] returns.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput<B: Backend> {
+    /// Attended values after the output projection, `[batch, queries, d_model]`.
+    pub context: Tensor<B, 3>,
+    /// Attention probabilities, `[batch, heads, queries, keys]`.
+    pub weights: Tensor<B, 4>,
+}
+
+impl AttentionConfig {
+    /// Creates the layer on `device`.
+    ///
+    /// # Panics
+    /// If `n_heads` does not divide `d_model` (a programming error in a preset; configs read
+    /// from files are validated before they get here).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
+        assert!(
+            self.n_heads > 0 && self.d_model % self.n_heads == 0,
+            "attention: {} heads do not divide width {}",
+            self.n_heads,
+            self.d_model
+        );
+        let lin = |o: usize| LinearConfig::new(self.d_model, o).with_bias(self.bias).init(device);
+        let (q, k, v, fused) = if self.fused_qkv {
+            (None, None, None, Some(lin(3 * self.d_model)))
+        } else {
+            (Some(lin(self.d_model)), Some(lin(self.d_model)), Some(lin(self.d_model)), None)
+        };
+        Attention {
+            q_proj: q,
+            k_proj: k,
+            v_proj: v,
+            in_proj: fused,
+            out_proj: lin(self.d_model),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            n_heads: self.n_heads,
+        }
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    /// Width of the layer.
+    pub fn d_model(&self) -> usize {
+        self.out_proj.weight.lazy_shape().dims::<2>()[1]
+    }
+
+    /// Self-attention.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, tokens, d_model]`
+    /// - `mask`: broadcastable to `[batch, heads, tokens, tokens]`, `true` = masked out
+    /// - returns: `[batch, tokens, d_model]`
+    pub fn forward(&self, x: Tensor<B, 3>, mask: Option<&AttentionMask<B>>) -> Tensor<B, 3> {
+        let (q, k, v) = self.project_self(x);
+        self.attend(q, k, v, mask, false).0
+    }
+
+    /// Self-attention that also returns the attention probabilities (GradCAM, dense features).
+    pub fn forward_with_weights(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Option<&AttentionMask<B>>,
+    ) -> AttentionOutput<B> {
+        let (q, k, v) = self.project_self(x);
+        let (context, weights) = self.attend(q, k, v, mask, true);
+        AttentionOutput { context, weights: weights.expect("weights were requested") }
+    }
+
+    /// Cross-attention: `queries` attend to `context` (e.g. SigLIP's pooling probe).
+    ///
+    /// # Shapes
+    /// - `queries`: `[batch, q_tokens, d_model]`
+    /// - `context`: `[batch, kv_tokens, d_model]`
+    /// - `mask`: broadcastable to `[batch, heads, q_tokens, kv_tokens]`
+    /// - returns: `[batch, q_tokens, d_model]`
+    pub fn forward_cross(
+        &self,
+        queries: Tensor<B, 3>,
+        context: Tensor<B, 3>,
+        mask: Option<&AttentionMask<B>>,
+    ) -> Tensor<B, 3> {
+        let q = self.project(queries, 0);
+        let k = self.project(context.clone(), 1);
+        let v = self.project(context, 2);
+        self.attend(q, k, v, mask, false).0
+    }
+
+    /// q, k, v for self-attention: one matmul in the fused layout.
+    fn project_self(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+        match &self.in_proj {
+            Some(in_proj) => {
+                let d = self.d_model();
+                let qkv = in_proj.forward(x);
+                let [b, l, _] = qkv.dims();
+                let q = qkv.clone().slice([0..b, 0..l, 0..d]);
+                let k = qkv.clone().slice([0..b, 0..l, d..2 * d]);
+                let v = qkv.slice([0..b, 0..l, 2 * d..3 * d]);
+                (q, k, v)
+            }
+            None => (self.project(x.clone(), 0), self.project(x.clone(), 1), self.project(x, 2)),
+        }
+    }
+
+    /// Projection `which` (0 = q, 1 = k, 2 = v) of `x`.
+    fn project(&self, x: Tensor<B, 3>, which: usize) -> Tensor<B, 3> {
+        let separate = [&self.q_proj, &self.k_proj, &self.v_proj][which];
+        if let Some(p) = separate {
+            return p.forward(x);
+        }
+        let fused = self.in_proj.as_ref().expect("attention has either q/k/v or in_proj");
+        let d = self.d_model();
+        // Burn stores Linear weights as [in, out]: the q/k/v blocks are column ranges.
+        let w = fused.weight.val().slice([0..d, which * d..(which + 1) * d]);
+        let b = fused.bias.as_ref().map(|b| b.val().slice([which * d..(which + 1) * d]));
+        linear(x, w, b)
+    }
+
+    fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
+        let [b, l, d] = x.dims();
+        x.reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2)
+    }
+
+    /// Scaled dot-product attention over projected q, k, v; returns the projected output and,
+    /// when asked, the probabilities.
+    fn attend(
+        &self,
+        q: Tensor<B, 3>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+        mask: Option<&AttentionMask<B>>,
+        need_weights: bool,
+    ) -> (Tensor<B, 3>, Option<Tensor<B, 4>>) {
+        let [b, lq, d] = q.dims();
+        let lk = k.dims()[1];
+        let h = self.n_heads;
+        let (q, k, v) = (self.split_heads(q), self.split_heads(k), self.split_heads(v));
+        let scale = 1.0 / ((d / h) as f64).sqrt();
+
+        // A query whose every key is masked gets a zero output (PyTorch's "safe softmax", also
+        // what Burn's fallback does). Those rows are unmasked for the softmax, so no backend can
+        // produce NaN from an all -inf row, and zeroed afterwards.
+        let (mask, dead_rows) = match mask {
+            Some(m) => {
+                let full = m.expand([b, 1, lq, lk]);
+                let dead: Tensor<B, 4, Bool> = full.clone().all_dim(3); // [b, 1, lq, 1]
+                let live_mask = full.bool_and(dead.clone().bool_not().expand([b, 1, lq, lk]));
+                (Some(live_mask.expand([b, h, lq, lk])), Some(dead))
+            }
+            None => (None, None),
+        };
+
+        let training_dropout = self.dropout.prob > 0.0 && B::ad_enabled(&q.device());
+        let (ctx, weights) = if need_weights || training_dropout {
+            let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+            let scores = match &mask {
+                Some(m) => scores.mask_fill(m.clone(), f32::NEG_INFINITY),
+                None => scores,
+            };
+            let probs = softmax(scores, 3);
+            let ctx = self.dropout.forward(probs.clone()).matmul(v);
+            (ctx, need_weights.then_some(probs))
+        } else {
+            let opts = AttentionModuleOptions { scale: Some(scale), ..Default::default() };
+            (attention(q, k, v, mask, None, opts), None)
+        };
+
+        let ctx = ctx.swap_dims(1, 2).reshape([b, lq, d]);
+        let (ctx, weights) = match dead_rows {
+            Some(dead) => {
+                let dead3 = dead.clone().reshape([b, lq, 1]);
+                let ctx = ctx.mask_fill(dead3.expand([b, lq, d]), 0.0);
+                let weights = weights.map(|w| w.mask_fill(dead.expand([b, h, lq, lk]), 0.0));
+                (ctx, weights)
+            }
+            None => (ctx, weights),
+        };
+        // The output projection's bias is added even to dead rows, as in PyTorch.
+        (self.out_proj.forward(ctx), weights)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{DefaultBackend as B, TrainBackend, default_device};
+    use burn::module::Param;
+    use burn::module::AutodiffModule;
+    use burn::tensor::{Distribution, Int, TensorData, Tolerance};
+
+    fn data<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().to_vec().unwrap()
+    }
+
+    /// Row-major `x @ w + b`, `w` in Burn's `[in, out]` layout.
+    fn affine(x: &[f32], rows: usize, w: &[f32], b: &[f32], d_in: usize, d_out: usize) -> Vec<f32> {
+        let mut out = vec![0.0; rows * d_out];
+        for r in 0..rows {
+            for o in 0..d_out {
+                out[r * d_out + o] = b[o] + (0..d_in).map(|i| x[r * d_in + i] * w[i * d_out + o]).sum::<f32>();
+            }
+        }
+        out
+    }
+
+    fn lin(l: &Linear<B>) -> (Vec<f32>, Vec<f32>) {
+        (data(l.weight.val()), data(l.bias.as_ref().unwrap().val()))
+    }
+
+    /// Attention written as loops over batch, head, query and key. `masked(b, i, j)` says whether
+    /// query `i` of batch `b` may not see key `j`; fully masked rows give zeros before `out_proj`.
+    fn naive(
+        attn: &Attention<B>,
+        xq: &[f32],
+        xkv: &[f32],
+        (bsz, lq, lk): (usize, usize, usize),
+        masked: &dyn Fn(usize, usize, usize) -> bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let d = attn.d_model();
+        let h = attn.n_heads;
+        let dh = d / h;
+        let (wq, bq, wk, bk, wv, bv) = match &attn.in_proj {
+            Some(f) => {
+                let (w, b) = lin(f);
+                let cols = |c: usize| -> Vec<f32> {
+                    (0..d).flat_map(|i| w[i * 3 * d + c * d..i * 3 * d + (c + 1) * d].to_vec()).collect()
+                };
+                (cols(0), b[..d].to_vec(), cols(1), b[d..2 * d].to_vec(), cols(2), b[2 * d..].to_vec())
+            }
+            None => {
+                let (wq, bq) = lin(attn.q_proj.as_ref().unwrap());
+                let (wk, bk) = lin(attn.k_proj.as_ref().unwrap());
+                let (wv, bv) = lin(attn.v_proj.as_ref().unwrap());
+                (wq, bq, wk, bk, wv, bv)
+            }
+        };
+        let q = affine(xq, bsz * lq, &wq, &bq, d, d);
+        let k = affine(xkv, bsz * lk, &wk, &bk, d, d);
+        let v = affine(xkv, bsz * lk, &wv, &bv, d, d);
+        let mut ctx = vec![0.0f32; bsz * lq * d];
+        let mut probs = vec![0.0f32; bsz * h * lq * lk];
+        for b in 0..bsz {
+            for hh in 0..h {
+                for i in 0..lq {
+                    let allowed: Vec<usize> = (0..lk).filter(|&j| !masked(b, i, j)).collect();
+                    if allowed.is_empty() {
+                        continue;
+                    }
+                    let s: Vec<f64> = allowed
+                        .iter()
+                        .map(|&j| {
+                            (0..dh)
+                                .map(|c| {
+                                    q[(b * lq + i) * d + hh * dh + c] as f64 * k[(b * lk + j) * d + hh * dh + c] as f64
+                                })
+                                .sum::<f64>()
+                                / (dh as f64).sqrt()
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    for (&j, sj) in allowed.iter().zip(&s) {
+                        let p = (sj - m).exp() / z;
+                        probs[((b * h + hh) * lq + i) * lk + j] = p as f32;
+                        for c in 0..dh {
+                            ctx[(b * lq + i) * d + hh * dh + c] += (p * v[(b * lk + j) * d + hh * dh + c] as f64) as f32;
+                        }
+                    }
+                }
+            }
+        }
+        let (wo, bo) = lin(&attn.out_proj);
+        (affine(&ctx, bsz * lq, &wo, &bo, d, d), probs)
+    }
+
+    fn check(got: Vec<f32>, want: Vec<f32>, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(err < 2e-5, "{what}: max abs error {err}");
+        assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+    }
+
+    fn layers(dev: &burn::tensor::Device<B>) -> Vec<(&'static str, Attention<B>)> {
+        vec![
+            ("separate", AttentionConfig::new(8, 2).init(dev)),
+            ("fused", AttentionConfig::new(8, 2).with_fused_qkv(true).init(dev)),
+        ]
+    }
+
+    #[test]
+    fn self_attention_matches_naive_with_every_mask() {
+        let dev = default_device();
+        let (bsz, l) = (2, 5);
+        let x = Tensor::<B, 3>::random([bsz, l, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let xs = data(x.clone());
+        let lens = [5usize, 2];
+        let am = Tensor::<B, 2, Int>::from_data(
+            TensorData::new((0..bsz * l).map(|i| (i % l < lens[i / l]) as i64).collect::<Vec<_>>(), [bsz, l]),
+            &dev,
+        );
+        // A hand-made mask that hides every key from query 1 of batch 0 and query 3 of batch 1.
+        let dead = |b: usize, i: usize| (b == 0 && i == 1) || (b == 1 && i == 3);
+        let custom = Tensor::<B, 4, Bool>::from_data(
+            TensorData::new(
+                (0..bsz * l * l).map(|n| dead(n / (l * l), n / l % l) || (n % l) == 4).collect::<Vec<_>>(),
+                [bsz, 1, l, l],
+            ),
+            &dev,
+        );
+        let cases: Vec<(&str, Option<AttentionMask<B>>, Box<dyn Fn(usize, usize, usize) -> bool>)> = vec![
+            ("none", None, Box::new(|_, _, _| false)),
+            ("causal", Some(AttentionMask::causal(l, &dev)), Box::new(|_, i, j| j > i)),
+            ("padding", Some(AttentionMask::from_attention_mask(am.clone())), Box::new(move |b, _, j| j >= lens[b])),
+            (
+                "causal+padding",
+                Some(AttentionMask::causal(l, &dev).or(AttentionMask::from_attention_mask(am))),
+                Box::new(move |b, i, j| j > i || j >= lens[b]),
+            ),
+            ("whole rows", Some(AttentionMask::new(custom)), Box::new(move |b, i, j| dead(b, i) || j == 4)),
+        ];
+        for (name, attn) in layers(&dev) {
+            for (case, mask, f) in &cases {
+                let (want, want_p) = naive(&attn, &xs, &xs, (bsz, l, l), f.as_ref());
+                let what = format!("{name}/{case}");
+                check(data(attn.forward(x.clone(), mask.as_ref())), want.clone(), &what);
+                let out = attn.forward_with_weights(x.clone(), mask.as_ref());
+                check(data(out.context), want, &format!("{what} (explicit path)"));
+                check(data(out.weights), want_p, &format!("{what} (weights)"));
+            }
+        }
+    }
+
+    #[test]
+    fn cross_attention_matches_naive() {
+        let dev = default_device();
+        let q = Tensor::<B, 3>::random([2, 1, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let kv = Tensor::<B, 3>::random([2, 6, 8], Distribution::Normal(0.0, 1.0), &dev);
+        for (name, attn) in layers(&dev) {
+            let (want, _) = naive(&attn, &data(q.clone()), &data(kv.clone()), (2, 1, 6), &|_, _, _| false);
+            check(data(attn.forward_cross(q.clone(), kv.clone(), None)), want, name);
+        }
+    }
+
+    #[test]
+    fn fused_and_separate_layouts_agree() {
+        let dev = default_device();
+        let sep = AttentionConfig::new(8, 4).init::<B>(&dev);
+        // Parameters are initialised lazily, and a clone of an uninitialised parameter draws
+        // its own values: materialise them before sharing `out_proj`.
+        let x = Tensor::<B, 3>::random([3, 4, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let _ = sep.forward(x.clone(), None);
+        let mut fused = AttentionConfig::new(8, 4).with_fused_qkv(true).init::<B>(&dev);
+        let ws = [&sep.q_proj, &sep.k_proj, &sep.v_proj].map(|p| p.as_ref().unwrap().weight.val());
+        let bs = [&sep.q_proj, &sep.k_proj, &sep.v_proj].map(|p| p.as_ref().unwrap().bias.as_ref().unwrap().val());
+        let f = fused.in_proj.as_mut().unwrap();
+        f.weight = Param::from_tensor(Tensor::cat(ws.to_vec(), 1));
+        f.bias = Some(Param::from_tensor(Tensor::cat(bs.to_vec(), 0)));
+        fused.out_proj = sep.out_proj.clone();
+        let mask = AttentionMask::causal(4, &dev);
+        fused.forward(x.clone(), Some(&mask)).into_data().assert_approx_eq::<f32>(
+            &sep.forward(x, Some(&mask)).into_data(),
+            Tolerance::absolute(1e-5),
+        );
+    }
+
+    #[test]
+    fn gradients_flow_through_masked_attention_without_nan() {
+        let dev = default_device();
+        let attn = AttentionConfig::new(8, 2).init::<TrainBackend>(&dev);
+        let x = Tensor::<TrainBackend, 3>::random([1, 3, 8], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        // Query 0 sees nothing: its row is dead, and must not poison the gradient.
+        let m = Tensor::<TrainBackend, 4, Bool>::from_data(
+            TensorData::new(vec![true, true, true, false, false, true, false, false, false], [1, 1, 3, 3]),
+            &dev,
+        );
+        let y = attn.forward(x.clone(), Some(&AttentionMask::new(m)));
+        let grads = y.sum().backward();
+        let gx: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
+        assert!(gx.iter().all(|v| v.is_finite()));
+        let gw = attn.q_proj.as_ref().unwrap().weight.grad(&grads).unwrap();
+        assert!(gw.into_data().to_vec::<f32>().unwrap().iter().any(|v| *v != 0.0));
+    }
+
+    #[test]
+    fn dropout_changes_training_outputs_only() {
+        let dev = default_device();
+        let attn = AttentionConfig::new(8, 2).with_dropout(0.5).init::<TrainBackend>(&dev);
+        let x = Tensor::<TrainBackend, 3>::random([2, 6, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let a = attn.forward(x.clone(), None).into_data();
+        let b = attn.forward(x.clone(), None).into_data();
+        assert_ne!(a, b, "dropout inactive while training");
+        let valid = attn.valid();
+        let xv = x.inner();
+        valid.forward(xv.clone(), None).into_data().assert_eq(&valid.forward(xv, None).into_data(), true);
+    }
+}

@@ -1,0 +1,19 @@
+//! Layers every transformer in vlp is built from.
+//!
+//! Field names follow the Hugging Face checkpoints (`q_proj`, `out_proj`, `fc1`, `weight`/`bias`
+//! for norms) so that loading a `transformers` state dict needs no renaming; the open_clip layout
+//! maps onto the same fields with one short table (see `vlp-align`'s checkpoint layouts).
+
+pub mod activation;
+pub mod attention;
+pub mod mask;
+pub mod mlp;
+pub mod norm;
+pub mod transformer;
+
+pub use activation::Activation;
+pub use attention::{Attention, AttentionConfig, AttentionOutput};
+pub use mask::AttentionMask;
+pub use mlp::{Mlp, MlpConfig};
+pub use norm::{LayerNorm, LayerNormConfig};
+pub use transformer::{EncoderLayer, EncoderOutput, TransformerEncoder, TransformerEncoderConfig};

@@ -1,0 +1,92 @@
+//! The Vision Transformer (Dosovitskiy et al., 2021) as CLIP and SigLIP use it.
+
+mod config;
+mod embeddings;
+mod pooling;
+
+pub use config::{VitConfig, VitLayout};
+pub use embeddings::VitEmbeddings;
+pub use pooling::AttentionPoolingHead;
+
+use burn::module::Module;
+use burn::tensor::{Tensor, backend::Backend};
+use vlp_core::nn::{LayerNorm, TransformerEncoder};
+
+/// A Vision Transformer, with fields named after Hugging Face's `vision_model`.
+#[derive(Module, Debug)]
+pub struct Vit<B: Backend> {
+    /// Patch, class and position embeddings.
+    pub embeddings: VitEmbeddings<B>,
+    /// LayerNorm before the blocks (CLIP only; HF spells it `pre_layrnorm`, open_clip `ln_pre`).
+    pub pre_layrnorm: Option<LayerNorm<B>>,
+    /// The transformer blocks.
+    pub encoder: TransformerEncoder<B>,
+    /// Final LayerNorm (open_clip `ln_post`): on the class token for CLIP, on every token for SigLIP.
+    pub post_layernorm: LayerNorm<B>,
+    /// SigLIP's multihead attention-pooling head.
+    pub head: Option<AttentionPoolingHead<B>>,
+    /// Which layout this is.
+    pub layout: VitLayout,
+}
+
+/// What [`Vit::forward`] returns, as transformers' `BaseModelOutputWithPooling`.
+#[derive(Debug, Clone)]
+pub struct VitOutput<B: Backend> {
+    /// Token features after the last block, `[batch, tokens, hidden]` (for SigLIP after
+    /// `post_layernorm`, as in transformers; for CLIP before it).
+    pub last_hidden_state: Tensor<B, 3>,
+    /// Pooled image feature, `[batch, hidden]`: `post_layernorm(class token)` for CLIP, the
+    /// attention-pooling head's output for SigLIP.
+    pub pooler_output: Tensor<B, 2>,
+    /// When requested: the encoder input and every block's output (`layers + 1` tensors).
+    pub hidden_states: Option<Vec<Tensor<B, 3>>>,
+}
+
+impl<B: Backend> Vit<B> {
+    /// Encodes images.
+    ///
+    /// # Shapes
+    /// - `pixels`: `[batch, channels, image_size, image_size]`, normalised
+    /// - returns: see [`VitOutput`]; tokens = patches (+1 class token for CLIP)
+    pub fn forward(&self, pixels: Tensor<B, 4>) -> VitOutput<B> {
+        self.forward_with(pixels, false)
+    }
+
+    /// Encodes images, optionally keeping every layer's hidden states.
+    pub fn forward_with(&self, pixels: Tensor<B, 4>, output_hidden_states: bool) -> VitOutput<B> {
+        let x = self.embeddings.forward(pixels);
+        self.forward_tokens(x, output_hidden_states)
+    }
+
+    /// Runs everything after the embeddings, for callers that edit the token sequence first
+    /// (visual prompts, patch dropout, token merging).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, tokens, hidden]`, the output of [`VitEmbeddings::forward`] or an edit of it
+    pub fn forward_tokens(&self, tokens: Tensor<B, 3>, output_hidden_states: bool) -> VitOutput<B> {
+        let x = match &self.pre_layrnorm {
+            Some(ln) => ln.forward(tokens),
+            None => tokens,
+        };
+        let enc = self.encoder.forward(x, None, output_hidden_states);
+        let x = enc.last_hidden_state;
+        let (last_hidden_state, pooler_output) = match &self.head {
+            None => {
+                let [b, _, d] = x.dims();
+                let cls = x.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
+                (x, self.post_layernorm.forward(cls))
+            }
+            Some(head) => {
+                let x = self.post_layernorm.forward(x);
+                let pooled = head.forward(x.clone());
+                (x, pooled)
+            }
+        };
+        VitOutput { last_hidden_state, pooler_output, hidden_states: enc.hidden_states }
+    }
+
+    /// Width of the token features.
+    pub fn hidden_size(&self) -> usize {
+        self.post_layernorm.weight.lazy_shape().dims::<1>()[0]
+    }
+}
