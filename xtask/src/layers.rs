@@ -9,11 +9,37 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("vlp-text", &["vlp-core"]),
     ("vlp-data", &["vlp-core", "vlp-text"]),
     ("vlp-align", &["vlp-core", "vlp-vision", "vlp-text"]),
-    ("vlp-curate", &["vlp-core", "vlp-vision", "vlp-text", "vlp-data", "vlp-align"]),
-    ("vlp-tasks", &["vlp-core", "vlp-vision", "vlp-text", "vlp-data", "vlp-align"]),
+    (
+        "vlp-curate",
+        &[
+            "vlp-core",
+            "vlp-vision",
+            "vlp-text",
+            "vlp-data",
+            "vlp-align",
+        ],
+    ),
+    (
+        "vlp-tasks",
+        &[
+            "vlp-core",
+            "vlp-vision",
+            "vlp-text",
+            "vlp-data",
+            "vlp-align",
+        ],
+    ),
     (
         "vlp-train",
-        &["vlp-core", "vlp-vision", "vlp-text", "vlp-data", "vlp-align", "vlp-curate", "vlp-tasks"],
+        &[
+            "vlp-core",
+            "vlp-vision",
+            "vlp-text",
+            "vlp-data",
+            "vlp-align",
+            "vlp-curate",
+            "vlp-tasks",
+        ],
     ),
     (
         "vlp-cli",
@@ -50,27 +76,36 @@ impl std::fmt::Display for Violation {
             self.from,
             self.kind,
             self.to,
-            allowed_for(&self.from).map(|a| a.join(", ")).unwrap_or_else(|| "none listed".into())
+            allowed_for(&self.from)
+                .map(|a| a.join(", "))
+                .unwrap_or_else(|| "none listed".into())
         )
     }
 }
 
 fn allowed_for(name: &str) -> Option<Vec<&'static str>> {
-    ALLOWED.iter().find(|(n, _)| *n == name).map(|(_, a)| a.to_vec())
+    ALLOWED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| a.to_vec())
 }
 
 /// Checks `cargo metadata --no-deps` output. Workspace crates missing from [`ALLOWED`] are
 /// violations too, so a new crate has to be placed in the layering explicitly.
 pub fn check(metadata: &serde_json::Value) -> Result<(), Vec<String>> {
     let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
-    let members: BTreeSet<String> =
-        packages.iter().filter_map(|p| p["name"].as_str().map(str::to_string)).collect();
+    let members: BTreeSet<String> = packages
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
     let mut problems = Vec::new();
     let mut edges: BTreeMap<(String, String), String> = BTreeMap::new();
     for p in &packages {
         let name = p["name"].as_str().unwrap_or_default().to_string();
         let Some(allowed) = allowed_for(&name) else {
-            problems.push(format!("workspace crate {name} is not placed in the layering (xtask/src/layers.rs)"));
+            problems.push(format!(
+                "workspace crate {name} is not placed in the layering (xtask/src/layers.rs)"
+            ));
             continue;
         };
         for d in p["dependencies"].as_array().into_iter().flatten() {
@@ -85,7 +120,11 @@ pub fn check(metadata: &serde_json::Value) -> Result<(), Vec<String>> {
     for ((from, to), kind) in edges {
         problems.push(Violation { from, to, kind }.to_string());
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]
@@ -120,8 +159,16 @@ mod tests {
         ]});
         let err = check(&m).unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
-        assert!(err[0].contains("vlp-core has a normal dependency on vlp-vision"), "{}", err[0]);
-        assert!(err[1].contains("vlp-vision has a dev dependency on vlp-align"), "{}", err[1]);
+        assert!(
+            err[0].contains("vlp-core has a normal dependency on vlp-vision"),
+            "{}",
+            err[0]
+        );
+        assert!(
+            err[1].contains("vlp-vision has a dev dependency on vlp-align"),
+            "{}",
+            err[1]
+        );
     }
 
     #[test]
@@ -132,12 +179,23 @@ mod tests {
 
     #[test]
     fn this_workspace_respects_the_layering() {
-        let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cargo metadata runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args([
+                    "metadata",
+                    "--format-version",
+                    "1",
+                    "--no-deps",
+                    "--offline",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .expect("cargo metadata runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         if let Err(problems) = check(&m) {
             panic!("layering violations:\n{}", problems.join("\n"));

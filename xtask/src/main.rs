@@ -77,7 +77,9 @@ fn cargo() -> Command {
 fn run(mut cmd: Command, what: &str) -> Result<()> {
     eprintln!("xtask: {what}");
     let start = Instant::now();
-    let status = cmd.status().with_context(|| format!("could not start: {what}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start: {what}"))?;
     eprintln!("xtask: {what}: {:.0} s", start.elapsed().as_secs_f64());
     if !status.success() {
         bail!("failed: {what} ({status})");
@@ -87,7 +89,15 @@ fn run(mut cmd: Command, what: &str) -> Result<()> {
 
 fn run_vlp(sub: &str, backend: &str, args: &[String]) -> Result<()> {
     let mut c = cargo();
-    c.args(["run", "--release", "--package", "vlp-cli", "--bin", "vlp", "--no-default-features"]);
+    c.args([
+        "run",
+        "--release",
+        "--package",
+        "vlp-cli",
+        "--bin",
+        "vlp",
+        "--no-default-features",
+    ]);
     c.args(["--features", backend, "--", sub]);
     c.args(args);
     run(c, &format!("vlp {sub} on {backend}"))
@@ -97,12 +107,21 @@ fn test(backend: &str, args: &[String]) -> Result<()> {
     let extra: Vec<String> = args.iter().skip_while(|a| *a == "--").cloned().collect();
     if backend == "cpu" {
         let mut c = cargo();
-        c.args(["test", "--workspace", "--all-targets"]).args(&extra);
+        c.args(["test", "--workspace", "--all-targets"])
+            .args(&extra);
         return run(c, "tests on cpu");
     }
     for (package, filter) in GPU_SUBSET {
         let mut c = cargo();
-        c.args(["test", "--package", package, "--no-default-features", "--features", backend, "--"]);
+        c.args([
+            "test",
+            "--package",
+            package,
+            "--no-default-features",
+            "--features",
+            backend,
+            "--",
+        ]);
         c.arg(filter).args(&extra);
         run(c, &format!("{package} `{filter}` tests on {backend}"))?;
     }
@@ -115,7 +134,10 @@ fn check_layers() -> Result<()> {
         .output()
         .context("could not run cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let metadata: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     match layers::check(&metadata) {
@@ -134,11 +156,25 @@ fn ci() -> Result<()> {
     c.args(["fmt", "--all", "--", "--check"]);
     run(c, "cargo fmt --check")?;
     let mut c = cargo();
-    c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    c.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(c, "clippy")?;
     for backend in ["wgpu", "cuda"] {
         let mut c = cargo();
-        c.args(["check", "--package", "vlp-cli", "--no-default-features", "--features", backend]);
+        c.args([
+            "check",
+            "--package",
+            "vlp-cli",
+            "--no-default-features",
+            "--features",
+            backend,
+        ]);
         run(c, &format!("cargo check --features {backend}"))?;
     }
     test("cpu", &[])?;

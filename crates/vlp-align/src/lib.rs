@@ -14,4 +14,4 @@ pub mod pretrained;
 
 pub use error::{AlignError, Result};
 pub use model::{ClipConfig, ClipModel, ClipOutput, ModelKind, normalize};
-pub use pretrained::{Layout, Pretrained, PreprocessConfig};
+pub use pretrained::{Layout, PreprocessConfig, Pretrained};

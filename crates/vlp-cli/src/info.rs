@@ -14,7 +14,9 @@ pub struct InfoArgs {
 /// Prints what this build can run on.
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     let devices = backend::device_count();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if args.json {
         let v = serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -29,10 +31,20 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("vlp {}", env!("CARGO_PKG_VERSION"));
-    println!("backend: {} ({})", backend::backend_name(), backend::backend_description());
-    println!("compiled backends: {}", backend::compiled_backends().join(", "));
+    println!(
+        "backend: {} ({})",
+        backend::backend_name(),
+        backend::backend_description()
+    );
+    println!(
+        "compiled backends: {}",
+        backend::compiled_backends().join(", ")
+    );
     match devices {
-        Ok(n) => println!("devices: {n} ({:?} is the default)", backend::default_device()),
+        Ok(n) => println!(
+            "devices: {n} ({:?} is the default)",
+            backend::default_device()
+        ),
         Err(e) => println!("devices: none usable ({e})"),
     }
     println!("cpu threads: {threads}");

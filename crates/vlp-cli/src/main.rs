@@ -1,6 +1,7 @@
 //! `vlp`: train, evaluate and convert vision-language models from the command line.
 
 mod info;
+mod parity;
 
 use clap::{Parser, Subcommand};
 
@@ -16,11 +17,17 @@ struct Cli {
 enum Command {
     /// Print the version, the compiled backends and the devices they find.
     Info(info::InfoArgs),
+    /// Compare a checkpoint's outputs with reference outputs from transformers or open_clip.
+    CheckParity(parity::ParityArgs),
+    /// Convert a transformers or open_clip checkpoint to transformers' safetensors layout.
+    Convert(parity::ConvertArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => info::run(args),
+        Command::CheckParity(args) => parity::run(args),
+        Command::Convert(args) => parity::convert(args),
     }
 }

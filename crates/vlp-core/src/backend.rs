@@ -120,7 +120,8 @@ mod tests {
     #[test]
     fn default_device_runs_a_matmul() {
         let dev = default_device();
-        let a = burn::tensor::Tensor::<DefaultBackend, 2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &dev);
+        let a =
+            burn::tensor::Tensor::<DefaultBackend, 2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &dev);
         let b = a.clone().matmul(a);
         let v: Vec<f32> = b.into_data().to_vec().unwrap();
         assert_eq!(v, vec![7.0, 10.0, 15.0, 22.0]);

@@ -25,8 +25,17 @@ fn axis_taps(n_in: usize, n_out: usize) -> Vec<([usize; 4], [f64; 4])> {
 
 /// Bicubic resize of `channels` planes of `h × w` (row-major, plane after plane) to
 /// `oh × ow`, as `torch.nn.functional.interpolate(mode="bicubic", align_corners=False)` does.
-pub fn bicubic_resize(data: &[f32], channels: usize, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Vec<f32> {
-    assert_eq!(data.len(), channels * h * w, "bicubic_resize: data does not match {channels}x{h}x{w}");
+pub fn bicubic_resize(
+    data: &[f32],
+    channels: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    assert_eq!(
+        data.len(),
+        channels * h * w,
+        "bicubic_resize: data does not match {channels}x{h}x{w}"
+    );
     let ty = axis_taps(h, oh);
     let tx = axis_taps(w, ow);
     let mut out = vec![0.0f32; channels * oh * ow];
@@ -66,25 +75,59 @@ mod tests {
             assert!((cubic_weights(t).iter().sum::<f64>() - 1.0).abs() < 1e-12);
         }
         let d = vec![2.5f32; 5 * 5];
-        assert!(bicubic_resize(&d, 1, (5, 5), (9, 3)).iter().all(|v| (v - 2.5).abs() < 1e-6));
+        assert!(
+            bicubic_resize(&d, 1, (5, 5), (9, 3))
+                .iter()
+                .all(|v| (v - 2.5).abs() < 1e-6)
+        );
     }
 
     #[test]
     fn matches_torch() {
         // torch.nn.functional.interpolate(..., mode="bicubic", align_corners=False), PyTorch 2.15.
         let up = [
-            -0.31640625, 0.015625, 0.5625, 0.89453125, 0.34765625, 0.6796875, 1.2265625, 1.55859375, 1.44140625,
-            1.7734375, 2.3203125, 2.65234375, 2.10546875, 2.4375, 2.984375, 3.31640625,
+            -0.31640625,
+            0.015625,
+            0.5625,
+            0.89453125,
+            0.34765625,
+            0.6796875,
+            1.2265625,
+            1.55859375,
+            1.44140625,
+            1.7734375,
+            2.3203125,
+            2.65234375,
+            2.10546875,
+            2.4375,
+            2.984375,
+            3.31640625,
         ];
         let got = bicubic_resize(&[0.0, 1.0, 2.0, 3.0], 1, (2, 2), (4, 4));
-        assert!(got.iter().zip(up).all(|(g, w)| (g - w).abs() < 1e-6), "{got:?}");
+        assert!(
+            got.iter().zip(up).all(|(g, w)| (g - w).abs() < 1e-6),
+            "{got:?}"
+        );
         // arange(12).reshape(3, 4) ** 1.5 resized to 5x2 (up one axis, down the other).
         let mixed = [
-            -0.528877317905426, 2.9592669010162354, 2.705540895462036, 7.869035720825195, 9.260488510131836,
-            16.93828010559082, 19.156925201416016, 28.595945358276367, 25.831832885742188, 36.17081832885742,
+            -0.528877317905426,
+            2.9592669010162354,
+            2.705540895462036,
+            7.869035720825195,
+            9.260488510131836,
+            16.93828010559082,
+            19.156925201416016,
+            28.595945358276367,
+            25.831832885742188,
+            36.17081832885742,
         ];
         let src: Vec<f32> = (0..12).map(|v| (v as f32).powf(1.5)).collect();
         let got = bicubic_resize(&src, 1, (3, 4), (5, 2));
-        assert!(got.iter().zip(mixed).all(|(g, w)| (g - w as f32).abs() < 1e-4), "{got:?}");
+        assert!(
+            got.iter()
+                .zip(mixed)
+                .all(|(g, w)| (g - w as f32).abs() < 1e-4),
+            "{got:?}"
+        );
     }
 }

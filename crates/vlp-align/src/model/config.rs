@@ -46,15 +46,31 @@ impl ClipConfig {
     pub fn validate(&self) -> Result<(), vlp_core::CoreError> {
         self.vision.validate()?;
         self.text.validate()?;
-        let bad = |field: &str, reason: &str| Err(vlp_core::CoreError::Config { field: field.into(), reason: reason.into() });
+        let bad = |field: &str, reason: &str| {
+            Err(vlp_core::CoreError::Config {
+                field: field.into(),
+                reason: reason.into(),
+            })
+        };
         match self.kind {
-            ModelKind::Clip if self.projection_dim.is_none() => bad("projection_dim", "CLIP needs a joint embedding width"),
-            ModelKind::Clip if self.vision.layout != VitLayout::Clip => bad("vision.layout", "CLIP needs the clip ViT layout"),
-            ModelKind::Siglip if self.vision.layout != VitLayout::Siglip => bad("vision.layout", "SigLIP needs the siglip ViT layout"),
-            ModelKind::Siglip if self.text.projection_size.unwrap_or(self.text.hidden_size) != self.vision.hidden_size => bad(
-                "text.projection_size",
-                "SigLIP's text head must map to the vision width (there is no image projection)",
-            ),
+            ModelKind::Clip if self.projection_dim.is_none() => {
+                bad("projection_dim", "CLIP needs a joint embedding width")
+            }
+            ModelKind::Clip if self.vision.layout != VitLayout::Clip => {
+                bad("vision.layout", "CLIP needs the clip ViT layout")
+            }
+            ModelKind::Siglip if self.vision.layout != VitLayout::Siglip => {
+                bad("vision.layout", "SigLIP needs the siglip ViT layout")
+            }
+            ModelKind::Siglip
+                if self.text.projection_size.unwrap_or(self.text.hidden_size)
+                    != self.vision.hidden_size =>
+            {
+                bad(
+                    "text.projection_size",
+                    "SigLIP's text head must map to the vision width (there is no image projection)",
+                )
+            }
             _ => Ok(()),
         }
     }
@@ -66,7 +82,10 @@ impl ClipConfig {
             self.projection_dim.map(|p| {
                 LinearConfig::new(d_in, p)
                     .with_bias(false)
-                    .with_initializer(Initializer::Normal { mean: 0.0, std: (d_in as f64).powf(-0.5) })
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: (d_in as f64).powf(-0.5),
+                    })
                     .init(device)
             })
         };
@@ -74,9 +93,20 @@ impl ClipConfig {
         ClipModel {
             vision_model: self.vision.init(device),
             text_model: self.text.init(device),
-            visual_projection: if clip { proj(self.vision.hidden_size) } else { None },
-            text_projection: if clip { proj(self.text.hidden_size) } else { None },
-            logit_scale: Param::from_tensor(Tensor::from_floats([self.logit_scale_init as f32], device)),
+            visual_projection: if clip {
+                proj(self.vision.hidden_size)
+            } else {
+                None
+            },
+            text_projection: if clip {
+                proj(self.text.hidden_size)
+            } else {
+                None
+            },
+            logit_scale: Param::from_tensor(Tensor::from_floats(
+                [self.logit_scale_init as f32],
+                device,
+            )),
             logit_bias: self
                 .logit_bias_init
                 .or((!clip).then_some(-10.0))
@@ -91,12 +121,20 @@ impl ClipConfig {
     }
 
     /// An OpenAI CLIP layout (HF `openai/clip-vit-*`): text width 512 (768 for L/14).
-    fn openai(vision: (usize, usize, usize, usize), image: usize, patch: usize, text: (usize, usize), embed: usize) -> Self {
+    fn openai(
+        vision: (usize, usize, usize, usize),
+        image: usize,
+        patch: usize,
+        text: (usize, usize),
+        embed: usize,
+    ) -> Self {
         let (width, layers, heads, mlp) = vision;
         let (t_width, t_heads) = text;
         ClipConfig::new(
             ModelKind::Clip,
-            VitConfig::new(width, layers, heads, mlp).with_image_size(image).with_patch_size(patch),
+            VitConfig::new(width, layers, heads, mlp)
+                .with_image_size(image)
+                .with_patch_size(patch),
             TextTransformerConfig::new(49408, t_width, 12, t_heads, 4 * t_width),
         )
         .with_projection_dim(Some(embed))
@@ -143,20 +181,29 @@ impl ClipConfig {
     }
 
     /// Names accepted by [`ClipConfig::preset`].
-    pub const PRESETS: &'static [&'static str] =
-        &["vit-b-32", "vit-b-16", "vit-l-14", "vit-l-14-336", "siglip-b-16-224"];
+    pub const PRESETS: &'static [&'static str] = &[
+        "vit-b-32",
+        "vit-b-16",
+        "vit-l-14",
+        "vit-l-14-336",
+        "siglip-b-16-224",
+    ];
 
     /// A preset by name: `vit-b-32`, `vit-b-16`, `vit-l-14`, `vit-l-14-336`, `siglip-b-16-224`
     /// (case-insensitive; `/` and `_` may replace `-`, and the hub ids are accepted too).
     pub fn preset(name: &str) -> Option<Self> {
         let n = name.to_ascii_lowercase().replace(['/', '_'], "-");
-        let n = n.trim_start_matches("openai-").trim_start_matches("google-");
+        let n = n
+            .trim_start_matches("openai-")
+            .trim_start_matches("google-");
         Some(match n {
             "vit-b-32" | "clip-vit-base-patch32" => Self::vit_b_32(),
             "vit-b-16" | "clip-vit-base-patch16" => Self::vit_b_16(),
             "vit-l-14" | "clip-vit-large-patch14" => Self::vit_l_14(),
             "vit-l-14-336" | "clip-vit-large-patch14-336" => Self::vit_l_14_336(),
-            "siglip-b-16-224" | "siglip-base-patch16-224" | "vit-b-16-siglip" => Self::siglip_b_16_224(),
+            "siglip-b-16-224" | "siglip-base-patch16-224" | "vit-b-16-siglip" => {
+                Self::siglip_b_16_224()
+            }
             _ => return None,
         })
     }

@@ -70,8 +70,16 @@ impl<B: Backend> ClipModel<B> {
     /// # Shapes
     /// - `input_ids`: `[batch, tokens]`; `attention_mask`: `[batch, tokens]`, `1` = token
     /// - returns: `[batch, embed]`
-    pub fn encode_text(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> Tensor<B, 2> {
-        self.project_text(self.text_model.forward(input_ids, attention_mask).pooler_output)
+    pub fn encode_text(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+    ) -> Tensor<B, 2> {
+        self.project_text(
+            self.text_model
+                .forward(input_ids, attention_mask)
+                .pooler_output,
+        )
     }
 
     /// Projects a pooled image feature into the joint space.
@@ -113,11 +121,19 @@ impl<B: Backend> ClipModel<B> {
         output_hidden_states: bool,
     ) -> ClipOutput<B> {
         let vision = self.vision_model.forward_with(pixels, output_hidden_states);
-        let text = self.text_model.forward_with(input_ids, attention_mask, output_hidden_states);
+        let text = self
+            .text_model
+            .forward_with(input_ids, attention_mask, output_hidden_states);
         let image_embeds = normalize(self.project_image(vision.pooler_output.clone()));
         let text_embeds = normalize(self.project_text(text.pooler_output.clone()));
         let logits_per_image = self.logits(image_embeds.clone(), text_embeds.clone());
-        ClipOutput { image_embeds, text_embeds, logits_per_image, vision, text }
+        ClipOutput {
+            image_embeds,
+            text_embeds,
+            logits_per_image,
+            vision,
+            text,
+        }
     }
 
     /// Width of the joint embedding space.

@@ -84,14 +84,26 @@ pub fn parse(root: &Map<String, Value>) -> FieldResult<ClipConfig> {
     let (kind, d) = match model_type {
         "clip" => (ModelKind::Clip, &CLIP),
         "siglip" => (ModelKind::Siglip, &SIGLIP),
-        other => return Err(format!("field `model_type` = \"{other}\" is not supported (expected \"clip\" or \"siglip\")")),
+        other => {
+            return Err(format!(
+                "field `model_type` = \"{other}\" is not supported (expected \"clip\" or \"siglip\")"
+            ));
+        }
     };
-    let (tm, vm) = (sub_config(&r, "text_config")?, sub_config(&r, "vision_config")?);
-    let (t, v) = (Fields::new(&tm, "text_config"), Fields::new(&vm, "vision_config"));
+    let (tm, vm) = (
+        sub_config(&r, "text_config")?,
+        sub_config(&r, "vision_config")?,
+    );
+    let (t, v) = (
+        Fields::new(&tm, "text_config"),
+        Fields::new(&vm, "vision_config"),
+    );
 
     let eos = match t.get("eos_token_id") {
         Some(Value::Array(a)) => a.first().and_then(Value::as_u64).unwrap_or(49407),
-        Some(x) => x.as_u64().ok_or_else(|| format!("field `text_config.eos_token_id` must be an integer, got {x}"))?,
+        Some(x) => x.as_u64().ok_or_else(|| {
+            format!("field `text_config.eos_token_id` must be an integer, got {x}")
+        })?,
         None => 49407,
     } as u32;
     let text_hidden = t.usize_or("hidden_size", d.text_hidden)?;
@@ -123,7 +135,11 @@ pub fn parse(root: &Map<String, Value>) -> FieldResult<ClipConfig> {
     let config = match kind {
         ModelKind::Clip => {
             // transformers pools at argmax(id) when the config carries the pre-2023 eos id 2.
-            let pooling = if eos == 2 { TextPooling::ArgmaxId } else { TextPooling::FirstEos { eos_token_id: eos } };
+            let pooling = if eos == 2 {
+                TextPooling::ArgmaxId
+            } else {
+                TextPooling::FirstEos { eos_token_id: eos }
+            };
             text = text.with_pooling(pooling);
             ClipConfig::new(kind, vision, text)
                 .with_projection_dim(Some(r.usize_or("projection_dim", 512)?))
@@ -135,8 +151,13 @@ pub fn parse(root: &Map<String, Value>) -> FieldResult<ClipConfig> {
             }
             vision = vision.with_layout(VitLayout::Siglip);
             let projection = t.usize_or("projection_size", text_hidden)?;
-            text = text.with_causal(false).with_pooling(TextPooling::Last).with_projection_size(Some(projection));
-            ClipConfig::new(kind, vision, text).with_logit_scale_init(10f64.ln()).with_logit_bias_init(Some(-10.0))
+            text = text
+                .with_causal(false)
+                .with_pooling(TextPooling::Last)
+                .with_projection_size(Some(projection));
+            ClipConfig::new(kind, vision, text)
+                .with_logit_scale_init(10f64.ln())
+                .with_logit_bias_init(Some(-10.0))
         }
     };
     config.validate().map_err(|e| e.to_string())?;
@@ -171,7 +192,10 @@ pub fn write(config: &ClipConfig) -> FieldResult<Value> {
         "layer_norm_eps": v.layer_norm_eps,
         "attention_dropout": v.attention_dropout,
     });
-    let (tm, vm) = (text.as_object_mut().expect("object"), vision.as_object_mut().expect("object"));
+    let (tm, vm) = (
+        text.as_object_mut().expect("object"),
+        vision.as_object_mut().expect("object"),
+    );
     match config.kind {
         ModelKind::Clip => {
             if !t.causal {
@@ -181,7 +205,11 @@ pub fn write(config: &ClipConfig) -> FieldResult<Value> {
             let eos = match t.pooling {
                 TextPooling::FirstEos { eos_token_id } => eos_token_id,
                 TextPooling::ArgmaxId => 49407,
-                TextPooling::Last => return Err("transformers' CLIP text model cannot pool at the last position".into()),
+                TextPooling::Last => {
+                    return Err(
+                        "transformers' CLIP text model cannot pool at the last position".into(),
+                    );
+                }
             };
             let proj = config.projection_dim.ok_or("CLIP needs projection_dim")?;
             tm.insert("model_type".into(), json!("clip_text_model"));
@@ -206,7 +234,10 @@ pub fn write(config: &ClipConfig) -> FieldResult<Value> {
             tm.insert("model_type".into(), json!("siglip_text_model"));
             tm.insert("eos_token_id".into(), json!(49407));
             tm.insert("pad_token_id".into(), json!(1));
-            tm.insert("projection_size".into(), json!(t.projection_size.unwrap_or(t.hidden_size)));
+            tm.insert(
+                "projection_size".into(),
+                json!(t.projection_size.unwrap_or(t.hidden_size)),
+            );
             vm.insert("model_type".into(), json!("siglip_vision_model"));
             vm.insert("vision_use_head".into(), json!(true));
             Ok(json!({
@@ -247,23 +278,39 @@ mod tests {
     fn errors_name_the_field() {
         let e = parse(&obj(json!({"text_config": {}}))).unwrap_err();
         assert!(e.contains("model_type"), "{e}");
-        let e = parse(&obj(json!({"model_type": "clip", "vision_config": {"hidden_size": "wide"}}))).unwrap_err();
+        let e = parse(&obj(
+            json!({"model_type": "clip", "vision_config": {"hidden_size": "wide"}}),
+        ))
+        .unwrap_err();
         assert!(e.contains("vision_config.hidden_size"), "{e}");
-        let e = parse(&obj(json!({"model_type": "clip", "text_config": {"hidden_act": "swish"}}))).unwrap_err();
+        let e = parse(&obj(
+            json!({"model_type": "clip", "text_config": {"hidden_act": "swish"}}),
+        ))
+        .unwrap_err();
         assert!(e.contains("text_config.hidden_act"), "{e}");
-        let e = parse(&obj(json!({"model_type": "clip", "vision_config": {"patch_size": 7}}))).unwrap_err();
+        let e = parse(&obj(
+            json!({"model_type": "clip", "vision_config": {"patch_size": 7}}),
+        ))
+        .unwrap_err();
         assert!(e.contains("patch_size"), "{e}");
     }
 
     #[test]
     fn legacy_eos_id_pools_at_argmax() {
-        let c = parse(&obj(json!({"model_type": "clip", "text_config": {"eos_token_id": 2}}))).unwrap();
+        let c = parse(&obj(
+            json!({"model_type": "clip", "text_config": {"eos_token_id": 2}}),
+        ))
+        .unwrap();
         assert_eq!(c.text.pooling, TextPooling::ArgmaxId);
     }
 
     #[test]
     fn write_then_parse_is_the_same_config() {
-        for c in [ClipConfig::vit_b_32(), ClipConfig::vit_l_14_336(), ClipConfig::siglip_b_16_224()] {
+        for c in [
+            ClipConfig::vit_b_32(),
+            ClipConfig::vit_l_14_336(),
+            ClipConfig::siglip_b_16_224(),
+        ] {
             let back = parse(write(&c).unwrap().as_object().unwrap()).unwrap();
             assert_eq!(format!("{back}"), format!("{c}"));
         }

@@ -12,11 +12,18 @@ pub(crate) type FieldResult<T> = std::result::Result<T, String>;
 
 impl<'a> Fields<'a> {
     pub fn new(obj: &'a Map<String, Value>, prefix: &str) -> Self {
-        Self { obj, prefix: prefix.to_string() }
+        Self {
+            obj,
+            prefix: prefix.to_string(),
+        }
     }
 
     fn name(&self, key: &str) -> String {
-        if self.prefix.is_empty() { key.to_string() } else { format!("{}.{key}", self.prefix) }
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.prefix)
+        }
     }
 
     /// The value of `key`, treating JSON `null` as absent.
@@ -32,9 +39,12 @@ impl<'a> Fields<'a> {
     }
 
     fn as_usize(&self, key: &str, v: &Value) -> FieldResult<usize> {
-        v.as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| format!("field `{}` must be a non-negative integer, got {v}", self.name(key)))
+        v.as_u64().map(|n| n as usize).ok_or_else(|| {
+            format!(
+                "field `{}` must be a non-negative integer, got {v}",
+                self.name(key)
+            )
+        })
     }
 
     /// An integer, or a square `[n, n]` pair (HF allows image and patch sizes as pairs).
@@ -43,7 +53,10 @@ impl<'a> Fields<'a> {
             Some(Value::Array(a)) if a.len() == 2 => {
                 let (h, w) = (self.as_usize(key, &a[0])?, self.as_usize(key, &a[1])?);
                 if h != w {
-                    return Err(format!("field `{}` is {h}x{w}; only square images and patches are supported", self.name(key)));
+                    return Err(format!(
+                        "field `{}` is {h}x{w}; only square images and patches are supported",
+                        self.name(key)
+                    ));
                 }
                 Ok(h)
             }
@@ -54,21 +67,27 @@ impl<'a> Fields<'a> {
     pub fn f64_or(&self, key: &str, default: f64) -> FieldResult<f64> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| format!("field `{}` must be a number, got {v}", self.name(key))),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("field `{}` must be a number, got {v}", self.name(key))),
         }
     }
 
     pub fn bool_or(&self, key: &str, default: bool) -> FieldResult<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| format!("field `{}` must be true or false, got {v}", self.name(key))),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                format!("field `{}` must be true or false, got {v}", self.name(key))
+            }),
         }
     }
 
     pub fn str_or(&self, key: &str, default: &'a str) -> FieldResult<&'a str> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_str().ok_or_else(|| format!("field `{}` must be a string, got {v}", self.name(key))),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| format!("field `{}` must be a string, got {v}", self.name(key))),
         }
     }
 
@@ -78,14 +97,25 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(Fields::new(EMPTY.get_or_init(Map::new), &self.name(key))),
             Some(Value::Object(o)) => Ok(Fields::new(o, &self.name(key))),
-            Some(v) => Err(format!("field `{}` must be an object, got {v}", self.name(key))),
+            Some(v) => Err(format!(
+                "field `{}` must be an object, got {v}",
+                self.name(key)
+            )),
         }
     }
 
     /// Fails when `key` is present with a value other than the ones vlp implements.
-    pub fn reject_unless(&self, key: &str, ok: impl Fn(&Value) -> bool, what: &str) -> FieldResult<()> {
+    pub fn reject_unless(
+        &self,
+        key: &str,
+        ok: impl Fn(&Value) -> bool,
+        what: &str,
+    ) -> FieldResult<()> {
         match self.get(key) {
-            Some(v) if !ok(v) => Err(format!("field `{}` = {v} is not supported ({what})", self.name(key))),
+            Some(v) if !ok(v) => Err(format!(
+                "field `{}` = {v} is not supported ({what})",
+                self.name(key)
+            )),
             _ => Ok(()),
         }
     }

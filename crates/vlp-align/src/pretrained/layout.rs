@@ -23,7 +23,9 @@ impl Layout {
         let mut oc = false;
         for k in keys {
             hf |= k.starts_with("vision_model.") || k.starts_with("text_model.");
-            oc |= k.starts_with("visual.") || k.starts_with("transformer.resblocks.") || k == "token_embedding.weight";
+            oc |= k.starts_with("visual.")
+                || k.starts_with("transformer.resblocks.")
+                || k == "token_embedding.weight";
         }
         match (hf, oc) {
             (true, false) => Some(Self::Hf),
@@ -52,7 +54,10 @@ impl Layout {
             Self::Hf => key.ends_with("embeddings.position_ids"),
             // OpenAI's original files carry the causal mask and a few integers.
             Self::OpenClip => {
-                matches!(key, "attn_mask" | "input_resolution" | "context_length" | "vocab_size")
+                matches!(
+                    key,
+                    "attn_mask" | "input_resolution" | "context_length" | "vocab_size"
+                )
             }
         }
     }
@@ -93,12 +98,21 @@ fn block_key(rest: &str) -> String {
 pub fn open_clip_key(path: &str) -> Source {
     const PREFIXES: &[(&str, &str)] = &[
         ("vision_model.embeddings.patch_embedding.", "visual.conv1."),
-        ("vision_model.embeddings.class_embedding", "visual.class_embedding"),
-        ("vision_model.embeddings.position_embedding.weight", "visual.positional_embedding"),
+        (
+            "vision_model.embeddings.class_embedding",
+            "visual.class_embedding",
+        ),
+        (
+            "vision_model.embeddings.position_embedding.weight",
+            "visual.positional_embedding",
+        ),
         ("vision_model.pre_layrnorm.", "visual.ln_pre."),
         ("vision_model.post_layernorm.", "visual.ln_post."),
         ("text_model.embeddings.token_embedding.", "token_embedding."),
-        ("text_model.embeddings.position_embedding.weight", "positional_embedding"),
+        (
+            "text_model.embeddings.position_embedding.weight",
+            "positional_embedding",
+        ),
         ("text_model.final_layer_norm.", "ln_final."),
     ];
     match path {
@@ -111,7 +125,13 @@ pub fn open_clip_key(path: &str) -> Source {
             return Source::Key(format!("{theirs}{tail}"));
         }
     }
-    for (ours, theirs) in [("vision_model.encoder.layers.", "visual.transformer.resblocks."), ("text_model.encoder.layers.", "transformer.resblocks.")] {
+    for (ours, theirs) in [
+        (
+            "vision_model.encoder.layers.",
+            "visual.transformer.resblocks.",
+        ),
+        ("text_model.encoder.layers.", "transformer.resblocks."),
+    ] {
         if let Some(tail) = path.strip_prefix(ours) {
             let (index, rest) = tail.split_once('.').unwrap_or((tail, ""));
             return Source::Key(format!("{theirs}{index}.{}", block_key(rest)));
@@ -127,12 +147,30 @@ mod tests {
     #[test]
     fn open_clip_table() {
         let cases = [
-            ("vision_model.embeddings.patch_embedding.weight", Source::Key("visual.conv1.weight".into())),
-            ("vision_model.encoder.layers.3.self_attn.in_proj.weight", Source::Key("visual.transformer.resblocks.3.attn.in_proj_weight".into())),
-            ("text_model.encoder.layers.11.mlp.fc2.bias", Source::Key("transformer.resblocks.11.mlp.c_proj.bias".into())),
-            ("text_model.encoder.layers.0.layer_norm1.weight", Source::Key("transformer.resblocks.0.ln_1.weight".into())),
-            ("visual_projection.weight", Source::Transposed("visual.proj".into())),
-            ("text_model.embeddings.position_embedding.weight", Source::Key("positional_embedding".into())),
+            (
+                "vision_model.embeddings.patch_embedding.weight",
+                Source::Key("visual.conv1.weight".into()),
+            ),
+            (
+                "vision_model.encoder.layers.3.self_attn.in_proj.weight",
+                Source::Key("visual.transformer.resblocks.3.attn.in_proj_weight".into()),
+            ),
+            (
+                "text_model.encoder.layers.11.mlp.fc2.bias",
+                Source::Key("transformer.resblocks.11.mlp.c_proj.bias".into()),
+            ),
+            (
+                "text_model.encoder.layers.0.layer_norm1.weight",
+                Source::Key("transformer.resblocks.0.ln_1.weight".into()),
+            ),
+            (
+                "visual_projection.weight",
+                Source::Transposed("visual.proj".into()),
+            ),
+            (
+                "text_model.embeddings.position_embedding.weight",
+                Source::Key("positional_embedding".into()),
+            ),
             ("logit_scale", Source::Key("logit_scale".into())),
         ];
         for (ours, want) in cases {
@@ -142,9 +180,18 @@ mod tests {
 
     #[test]
     fn detects_layouts() {
-        assert_eq!(Layout::detect(["vision_model.x", "logit_scale"]), Some(Layout::Hf));
-        assert_eq!(Layout::detect(["visual.conv1.weight", "logit_scale"]), Some(Layout::OpenClip));
+        assert_eq!(
+            Layout::detect(["vision_model.x", "logit_scale"]),
+            Some(Layout::Hf)
+        );
+        assert_eq!(
+            Layout::detect(["visual.conv1.weight", "logit_scale"]),
+            Some(Layout::OpenClip)
+        );
         assert_eq!(Layout::detect(["foo.bar"]), None);
-        assert_eq!(Layout::detect(["visual.conv1.weight", "vision_model.x"]), None);
+        assert_eq!(
+            Layout::detect(["visual.conv1.weight", "vision_model.x"]),
+            None
+        );
     }
 }

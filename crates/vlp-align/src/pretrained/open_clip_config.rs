@@ -22,14 +22,36 @@ fn is_false(v: &Value) -> bool {
 pub fn parse(root: &Map<String, Value>) -> FieldResult<(ClipConfig, Option<PreprocessConfig>)> {
     let r = Fields::new(root, "");
     // Hub repos wrap the model under `model_cfg`; open_clip's own model_configs/*.json do not.
-    let m = if r.get("model_cfg").is_some() { r.object("model_cfg")? } else { Fields::new(root, "") };
-    let embed_dim = m
-        .get("embed_dim")
-        .ok_or_else(|| format!("missing field `{}embed_dim`", if m.prefix.is_empty() { "" } else { "model_cfg." }))?;
-    let embed_dim = embed_dim.as_u64().ok_or_else(|| format!("field `embed_dim` must be an integer, got {embed_dim}"))? as usize;
-    let act = if m.bool_or("quick_gelu", false)? { Activation::QuickGelu } else { Activation::Gelu };
+    let m = if r.get("model_cfg").is_some() {
+        r.object("model_cfg")?
+    } else {
+        Fields::new(root, "")
+    };
+    let embed_dim = m.get("embed_dim").ok_or_else(|| {
+        format!(
+            "missing field `{}embed_dim`",
+            if m.prefix.is_empty() {
+                ""
+            } else {
+                "model_cfg."
+            }
+        )
+    })?;
+    let embed_dim = embed_dim
+        .as_u64()
+        .ok_or_else(|| format!("field `embed_dim` must be an integer, got {embed_dim}"))?
+        as usize;
+    let act = if m.bool_or("quick_gelu", false)? {
+        Activation::QuickGelu
+    } else {
+        Activation::Gelu
+    };
     for key in ["custom_text", "cast_dtype"] {
-        m.reject_unless(key, |v| is_false(v) || v.is_string(), "only the plain CLIP text tower")?;
+        m.reject_unless(
+            key,
+            |v| is_false(v) || v.is_string(),
+            "only the plain CLIP text tower",
+        )?;
     }
 
     let v = m.object("vision_cfg")?;
@@ -41,8 +63,16 @@ pub fn parse(root: &Map<String, Value>) -> FieldResult<(ClipConfig, Option<Prepr
     v.reject_unless("attentional_pool", is_false, "attentional pooling")?;
     v.reject_unless("no_ln_pre", is_false, "ViTs without ln_pre")?;
     v.reject_unless("pool_type", |p| p == "tok", "class-token pooling only")?;
-    v.reject_unless("pos_embed_type", |p| p == "learnable", "learned position embeddings only")?;
-    v.reject_unless("norm_kwargs", |p| p.as_object().is_some_and(Map::is_empty), "default LayerNorm only")?;
+    v.reject_unless(
+        "pos_embed_type",
+        |p| p == "learnable",
+        "learned position embeddings only",
+    )?;
+    v.reject_unless(
+        "norm_kwargs",
+        |p| p.as_object().is_some_and(Map::is_empty),
+        "default LayerNorm only",
+    )?;
     let width = v.usize_or("width", 768)?;
     let head_width = v.usize_or("head_width", 64)?;
     let vision = VitConfig::new(
@@ -65,8 +95,14 @@ pub fn parse(root: &Map<String, Value>) -> FieldResult<(ClipConfig, Option<Prepr
     let pooling = match t.str_or("pool_type", "argmax")? {
         "argmax" => TextPooling::ArgmaxId,
         "last" => TextPooling::Last,
-        "eos" => TextPooling::FirstEos { eos_token_id: 49407 },
-        other => return Err(format!("field `text_cfg.pool_type` = \"{other}\" is not supported (argmax, last, eos)")),
+        "eos" => TextPooling::FirstEos {
+            eos_token_id: 49407,
+        },
+        other => {
+            return Err(format!(
+                "field `text_cfg.pool_type` = \"{other}\" is not supported (argmax, last, eos)"
+            ));
+        }
     };
     let t_width = t.usize_or("width", 512)?;
     let text = TextTransformerConfig::new(
@@ -82,10 +118,14 @@ pub fn parse(root: &Map<String, Value>) -> FieldResult<(ClipConfig, Option<Prepr
     .with_pooling(pooling)
     .with_fused_qkv(true);
 
-    let config = ClipConfig::new(ModelKind::Clip, vision, text).with_projection_dim(Some(embed_dim));
+    let config =
+        ClipConfig::new(ModelKind::Clip, vision, text).with_projection_dim(Some(embed_dim));
     config.validate().map_err(|e| e.to_string())?;
     let preprocess = match r.get("preprocess_cfg") {
-        Some(_) => Some(PreprocessConfig::from_open_clip(&r.object("preprocess_cfg")?, config.vision.image_size)?),
+        Some(_) => Some(PreprocessConfig::from_open_clip(
+            &r.object("preprocess_cfg")?,
+            config.vision.image_size,
+        )?),
         None => None,
     };
     Ok((config, preprocess))
@@ -98,7 +138,12 @@ mod tests {
 
     #[test]
     fn reads_a_bare_model_config_with_defaults() {
-        let (c, p) = parse(json!({"embed_dim": 512, "vision_cfg": {"patch_size": 32}, "text_cfg": {}}).as_object().unwrap()).unwrap();
+        let (c, p) = parse(
+            json!({"embed_dim": 512, "vision_cfg": {"patch_size": 32}, "text_cfg": {}})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(c.vision.num_attention_heads, 12);
         assert_eq!(c.vision.intermediate_size, 3072);
         assert_eq!(c.text.pooling, TextPooling::ArgmaxId);
@@ -109,10 +154,22 @@ mod tests {
     #[test]
     fn rejects_what_it_cannot_build_by_name() {
         for (cfg, field) in [
-            (json!({"embed_dim": 8, "vision_cfg": {"timm_model_name": "vit_base"}}), "vision_cfg.timm_model_name"),
-            (json!({"embed_dim": 8, "vision_cfg": {"layers": [3, 4, 6, 3]}}), "vision_cfg.layers"),
-            (json!({"embed_dim": 8, "text_cfg": {"hf_model_name": "xlm-roberta"}}), "text_cfg.hf_model_name"),
-            (json!({"model_cfg": {"vision_cfg": {}}}), "model_cfg.embed_dim"),
+            (
+                json!({"embed_dim": 8, "vision_cfg": {"timm_model_name": "vit_base"}}),
+                "vision_cfg.timm_model_name",
+            ),
+            (
+                json!({"embed_dim": 8, "vision_cfg": {"layers": [3, 4, 6, 3]}}),
+                "vision_cfg.layers",
+            ),
+            (
+                json!({"embed_dim": 8, "text_cfg": {"hf_model_name": "xlm-roberta"}}),
+                "text_cfg.hf_model_name",
+            ),
+            (
+                json!({"model_cfg": {"vision_cfg": {}}}),
+                "model_cfg.embed_dim",
+            ),
         ] {
             let e = parse(cfg.as_object().unwrap()).unwrap_err();
             assert!(e.contains(field), "{e}");

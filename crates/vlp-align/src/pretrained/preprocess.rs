@@ -28,12 +28,24 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 impl PreprocessConfig {
     /// CLIP's pipeline at `size`: shortest side, bicubic, centre crop, CLIP statistics.
     pub fn clip(size: usize) -> Self {
-        Self { image_size: size, mean: CLIP_MEAN, std: CLIP_STD, interpolation: "bicubic".into(), resize_mode: "shortest".into() }
+        Self {
+            image_size: size,
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
+            interpolation: "bicubic".into(),
+            resize_mode: "shortest".into(),
+        }
     }
 
     /// SigLIP's pipeline at `size`: squash to a square, bicubic, mean = std = 0.5.
     pub fn siglip(size: usize) -> Self {
-        Self { image_size: size, mean: [0.5; 3], std: [0.5; 3], interpolation: "bicubic".into(), resize_mode: "squash".into() }
+        Self {
+            image_size: size,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            interpolation: "bicubic".into(),
+            resize_mode: "squash".into(),
+        }
     }
 
     fn triple(f: &Fields, key: &str, default: [f32; 3]) -> FieldResult<[f32; 3]> {
@@ -42,10 +54,16 @@ impl PreprocessConfig {
             Some(v) => {
                 let a: Vec<f32> = v
                     .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_f64().map(|x| x as f32)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_f64().map(|x| x as f32))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let ok: Option<[f32; 3]> = a.try_into().ok();
-                ok.ok_or_else(|| format!("field `{}.{key}` must be three numbers, got {v}", f.prefix))
+                ok.ok_or_else(|| {
+                    format!("field `{}.{key}` must be three numbers, got {v}", f.prefix)
+                })
             }
         }
     }
@@ -53,11 +71,17 @@ impl PreprocessConfig {
     pub(crate) fn from_open_clip(f: &Fields, image_size: usize) -> FieldResult<Self> {
         let interpolation = f.str_or("interpolation", "bicubic")?.to_string();
         if !matches!(interpolation.as_str(), "bicubic" | "bilinear") {
-            return Err(format!("field `{}.interpolation` = \"{interpolation}\" is not supported (bicubic, bilinear)", f.prefix));
+            return Err(format!(
+                "field `{}.interpolation` = \"{interpolation}\" is not supported (bicubic, bilinear)",
+                f.prefix
+            ));
         }
         let resize_mode = f.str_or("resize_mode", "shortest")?.to_string();
         if !matches!(resize_mode.as_str(), "shortest" | "squash") {
-            return Err(format!("field `{}.resize_mode` = \"{resize_mode}\" is not supported (shortest, squash)", f.prefix));
+            return Err(format!(
+                "field `{}.resize_mode` = \"{resize_mode}\" is not supported (shortest, squash)",
+                f.prefix
+            ));
         }
         Ok(Self {
             image_size: f.square_or("size", image_size)?,
@@ -72,12 +96,20 @@ impl PreprocessConfig {
     pub(crate) fn from_hf(f: &Fields, image_size: usize) -> FieldResult<Self> {
         let size = f.object("size")?;
         let shortest = size.get("shortest_edge").is_some();
-        let side = if shortest { size.usize_or("shortest_edge", image_size)? } else { size.usize_or("height", image_size)? };
+        let side = if shortest {
+            size.usize_or("shortest_edge", image_size)?
+        } else {
+            size.usize_or("height", image_size)?
+        };
         // PIL's resample codes: 2 = bilinear, 3 = bicubic.
         let interpolation = match f.usize_or("resample", 3)? {
             2 => "bilinear",
             3 => "bicubic",
-            other => return Err(format!("field `resample` = {other} is not supported (2 = bilinear, 3 = bicubic)")),
+            other => {
+                return Err(format!(
+                    "field `resample` = {other} is not supported (2 = bilinear, 3 = bicubic)"
+                ));
+            }
         };
         Ok(Self {
             image_size: side,

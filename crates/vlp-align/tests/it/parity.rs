@@ -1,8 +1,8 @@
 //! Every output listed in the fixtures' README, within 1e-4 of transformers and open_clip.
 
+use vlp_align::Layout;
 use vlp_align::parity::check_parity;
 use vlp_align::pretrained::load_pretrained;
-use vlp_align::Layout;
 use vlp_core::backend::{DefaultBackend as B, default_device};
 
 use crate::reference;
@@ -11,11 +11,24 @@ fn check(dir: &str, layout: Layout, expect: &[&str]) {
     let dev = default_device();
     let p = load_pretrained::<B>(reference(dir), &dev).unwrap();
     assert_eq!(p.layout, layout);
-    let report = check_parity(&p, reference(&format!("{dir}/expected.safetensors")), 1e-4, &dev).unwrap();
+    let report = check_parity(
+        &p,
+        reference(&format!("{dir}/expected.safetensors")),
+        1e-4,
+        &dev,
+    )
+    .unwrap();
     for c in &report.checks {
-        println!("{dir} {:<28} {:?} max abs err {:.3e} mean {:.3e}", c.name, c.shape, c.max_abs_err, c.mean_abs_err);
+        println!(
+            "{dir} {:<28} {:?} max abs err {:.3e} mean {:.3e}",
+            c.name, c.shape, c.max_abs_err, c.mean_abs_err
+        );
     }
-    assert!(report.unknown.is_empty(), "unknown tensors {:?}", report.unknown);
+    assert!(
+        report.unknown.is_empty(),
+        "unknown tensors {:?}",
+        report.unknown
+    );
     let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
     for e in expect {
         assert!(names.contains(e), "{e} was not compared");
@@ -48,7 +61,13 @@ fn clip_openclip_matches_open_clip() {
     check(
         "clip_openclip",
         Layout::OpenClip,
-        &["image_features", "text_features", "image_features_normalized", "text_features_normalized", "logits_per_image"],
+        &[
+            "image_features",
+            "text_features",
+            "image_features_normalized",
+            "text_features_normalized",
+            "logits_per_image",
+        ],
     );
 }
 
@@ -57,6 +76,12 @@ fn siglip_hf_matches_transformers() {
     check(
         "siglip_hf",
         Layout::Hf,
-        &["vision_pooler_output", "text_pooler_output", "image_embeds", "text_embeds", "logits_per_image"],
+        &[
+            "vision_pooler_output",
+            "text_pooler_output",
+            "image_embeds",
+            "text_embeds",
+            "logits_per_image",
+        ],
     );
 }

@@ -51,13 +51,12 @@ impl Source {
         match self {
             Self::Key(_) => Some(stored.to_vec()),
             Self::Transposed(_) => (stored.len() == 2).then(|| vec![stored[1], stored[0]]),
-            Self::Rows { start, len, .. } => {
-                (stored.first().is_some_and(|&n| start + len <= n)).then(|| {
+            Self::Rows { start, len, .. } => (stored.first().is_some_and(|&n| start + len <= n))
+                .then(|| {
                     let mut s = stored.to_vec();
                     s[0] = *len;
                     s
-                })
-            }
+                }),
         }
     }
 
@@ -95,7 +94,10 @@ impl fmt::Display for LoadReport {
             writeln!(f, "  missing key \"{key}\" (for parameter {path})")?;
         }
         for (key, path, want, got) in &self.mismatched {
-            writeln!(f, "  key \"{key}\" has shape {got:?}, expected {want:?} (for parameter {path})")?;
+            writeln!(
+                f,
+                "  key \"{key}\" has shape {got:?}, expected {want:?} (for parameter {path})"
+            )?;
         }
         for key in &self.unused {
             writeln!(f, "  unused key \"{key}\"")?;
@@ -125,7 +127,8 @@ impl PathStack {
     }
     /// Burn's derive reports the *parent* struct as container: `weight` inside `Struct:Linear`.
     fn is_linear_weight(&self) -> bool {
-        self.names.last().is_some_and(|n| n == "weight") && self.containers.last().is_some_and(|c| c == "Struct:Linear")
+        self.names.last().is_some_and(|n| n == "weight")
+            && self.containers.last().is_some_and(|c| c == "Struct:Linear")
     }
 }
 
@@ -147,14 +150,21 @@ impl<B: Backend> ModuleVisitor<B> for InfoVisitor {
         if linear_weight {
             shape.reverse();
         }
-        self.out.push(ParamInfo { path: self.stack.path(), shape, linear_weight });
+        self.out.push(ParamInfo {
+            path: self.stack.path(),
+            shape,
+            linear_weight,
+        });
     }
 }
 
 /// Lists a module's float parameters without materialising lazily-initialised ones, so the
 /// layout of a full-size model can be inspected without allocating its weights.
 pub fn param_infos<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamInfo> {
-    let mut v = InfoVisitor { stack: PathStack::default(), out: Vec::new() };
+    let mut v = InfoVisitor {
+        stack: PathStack::default(),
+        out: Vec::new(),
+    };
     module.visit(&mut v);
     v.out
 }
@@ -214,21 +224,39 @@ pub fn load_params<B: Backend, M: Module<B>>(
             continue;
         };
         let got = source.shape_from(&stored);
-        let fits = got.as_ref().is_some_and(|g| *g == info.shape || (g.is_empty() && info.shape == [1]));
+        let fits = got
+            .as_ref()
+            .is_some_and(|g| *g == info.shape || (g.is_empty() && info.shape == [1]));
         if !fits {
-            report.mismatched.push((key, info.path.clone(), info.shape.clone(), got.unwrap_or(stored)));
+            report.mismatched.push((
+                key,
+                info.path.clone(),
+                info.shape.clone(),
+                got.unwrap_or(stored),
+            ));
             continue;
         }
         plan.push((info.path.clone(), source));
     }
-    report.unused = file.keys().filter(|k| !used.contains(*k) && !is_buffer(k)).map(str::to_string).collect();
+    report.unused = file
+        .keys()
+        .filter(|k| !used.contains(*k) && !is_buffer(k))
+        .map(str::to_string)
+        .collect();
     if !report.is_clean() {
-        return Err(CoreError::CheckpointMismatch { path: file.path().to_path_buf(), report });
+        return Err(CoreError::CheckpointMismatch {
+            path: file.path().to_path_buf(),
+            report,
+        });
     }
     let mut values = BTreeMap::new();
     for (path, source) in plan {
         values.insert(path, source.read(file)?);
     }
-    let mut loader = Loader { stack: PathStack::default(), values, _file: file };
+    let mut loader = Loader {
+        stack: PathStack::default(),
+        values,
+        _file: file,
+    };
     Ok(module.map(&mut loader))
 }

@@ -8,6 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use safetensors::{Dtype, View};
 
 use super::host::HostTensor;
+use super::store::StoredDType;
 use crate::error::{CoreError, Result};
 
 struct Collect {
@@ -38,38 +39,74 @@ impl<B: Backend> ModuleVisitor<B> for Collect {
 
 /// Every float parameter of `module`, by dotted path, in PyTorch orientation.
 pub fn collect_params<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, HostTensor> {
-    let mut c = Collect { names: Vec::new(), containers: Vec::new(), out: BTreeMap::new() };
+    let mut c = Collect {
+        names: Vec::new(),
+        containers: Vec::new(),
+        out: BTreeMap::new(),
+    };
     module.visit(&mut c);
     c.out
 }
 
-struct F32View<'a>(&'a HostTensor);
+struct HostView<'a>(&'a HostTensor, StoredDType);
 
-impl View for F32View<'_> {
+impl View for HostView<'_> {
     fn dtype(&self) -> Dtype {
-        Dtype::F32
+        match self.1 {
+            StoredDType::F16 => Dtype::F16,
+            StoredDType::BF16 => Dtype::BF16,
+            StoredDType::F64 => Dtype::F64,
+            StoredDType::F32 | StoredDType::Other => Dtype::F32,
+        }
     }
     fn shape(&self) -> &[usize] {
         &self.0.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        self.0.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()
+        let d = &self.0.data;
+        let bytes: Vec<u8> = match self.1 {
+            StoredDType::F16 => d
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            StoredDType::BF16 => d
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+            StoredDType::F64 => d.iter().flat_map(|v| (*v as f64).to_le_bytes()).collect(),
+            StoredDType::F32 | StoredDType::Other => {
+                d.iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+        };
+        bytes.into()
     }
     fn data_len(&self) -> usize {
-        self.0.data.len() * 4
+        let width = match self.1 {
+            StoredDType::F16 | StoredDType::BF16 => 2,
+            StoredDType::F64 => 8,
+            StoredDType::F32 | StoredDType::Other => 4,
+        };
+        self.0.data.len() * width
     }
 }
 
-/// Writes `tensors` as an f32 safetensors file, atomically (temporary file, then rename).
+/// Writes `tensors` as a safetensors file stored in `dtype` (f32, f16, bf16 or f64; values are
+/// rounded to nearest), atomically: a temporary file, then a rename.
 pub fn write_safetensors(
     path: impl AsRef<Path>,
     tensors: &BTreeMap<String, HostTensor>,
+    dtype: StoredDType,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let views: Vec<(&str, F32View)> = tensors.iter().map(|(k, v)| (k.as_str(), F32View(v))).collect();
-    let bytes = safetensors::serialize(views, metadata)
-        .map_err(|e| CoreError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })?;
+    let views: Vec<(&str, HostView)> = tensors
+        .iter()
+        .map(|(k, v)| (k.as_str(), HostView(v, dtype)))
+        .collect();
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| CoreError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let tmp = path.with_extension("safetensors.tmp");
     std::fs::write(&tmp, bytes).map_err(|e| CoreError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))

@@ -27,7 +27,11 @@ pub enum StoredDType {
 
 enum Entry {
     /// Safetensors: a byte range of the file.
-    Raw { dtype: Dtype, shape: Vec<usize>, range: (usize, usize) },
+    Raw {
+        dtype: Dtype,
+        shape: Vec<usize>,
+        range: (usize, usize),
+    },
     /// PyTorch pickle: Burn's lazy snapshot.
     Snapshot(TensorSnapshot),
 }
@@ -46,12 +50,18 @@ pub struct TensorFile {
 
 impl std::fmt::Debug for TensorFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TensorFile").field("path", &self.path).field("tensors", &self.entries.len()).finish()
+        f.debug_struct("TensorFile")
+            .field("path", &self.path)
+            .field("tensors", &self.entries.len())
+            .finish()
     }
 }
 
 fn bad(path: &Path, reason: impl std::fmt::Display) -> CoreError {
-    CoreError::Checkpoint { path: path.to_path_buf(), reason: reason.to_string() }
+    CoreError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 impl TensorFile {
@@ -81,22 +91,44 @@ impl TensorFile {
             .into_iter()
             .map(|(k, info)| {
                 let range = (base + info.data_offsets.0, base + info.data_offsets.1);
-                (k, Entry::Raw { dtype: info.dtype, shape: info.shape.clone(), range })
+                (
+                    k,
+                    Entry::Raw {
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        range,
+                    },
+                )
             })
             .collect();
-        Ok(Self { path: path.to_path_buf(), bytes, entries })
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes,
+            entries,
+        })
     }
 
     fn open_pytorch(path: &Path) -> Result<Self> {
-        let reader = PytorchReader::new(path).map_err(|e| bad(path, format!("not a readable PyTorch file ({e})")))?;
+        let reader = PytorchReader::new(path)
+            .map_err(|e| bad(path, format!("not a readable PyTorch file ({e})")))?;
         let mut tensors = reader.into_tensors();
         for wrapper in ["state_dict.", "model.", "module."] {
             if !tensors.is_empty() && tensors.keys().all(|k| k.starts_with(wrapper)) {
-                tensors = tensors.into_iter().map(|(k, v)| (k[wrapper.len()..].to_string(), v)).collect();
+                tensors = tensors
+                    .into_iter()
+                    .map(|(k, v)| (k[wrapper.len()..].to_string(), v))
+                    .collect();
             }
         }
-        let entries = tensors.into_iter().map(|(k, v)| (k, Entry::Snapshot(v))).collect();
-        Ok(Self { path: path.to_path_buf(), bytes: Vec::new(), entries })
+        let entries = tensors
+            .into_iter()
+            .map(|(k, v)| (k, Entry::Snapshot(v)))
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes: Vec::new(),
+            entries,
+        })
     }
 
     /// The file this was read from.
@@ -136,39 +168,83 @@ impl TensorFile {
     pub fn dtype(&self, key: &str) -> Option<StoredDType> {
         use burn::tensor::DType as D;
         self.entries.get(key).map(|e| match e {
-            Entry::Raw { dtype: Dtype::F32, .. } | Entry::Snapshot(TensorSnapshot { dtype: D::F32, .. }) => StoredDType::F32,
-            Entry::Raw { dtype: Dtype::F16, .. } | Entry::Snapshot(TensorSnapshot { dtype: D::F16, .. }) => StoredDType::F16,
-            Entry::Raw { dtype: Dtype::BF16, .. } | Entry::Snapshot(TensorSnapshot { dtype: D::BF16, .. }) => StoredDType::BF16,
-            Entry::Raw { dtype: Dtype::F64, .. } | Entry::Snapshot(TensorSnapshot { dtype: D::F64, .. }) => StoredDType::F64,
+            Entry::Raw {
+                dtype: Dtype::F32, ..
+            }
+            | Entry::Snapshot(TensorSnapshot { dtype: D::F32, .. }) => StoredDType::F32,
+            Entry::Raw {
+                dtype: Dtype::F16, ..
+            }
+            | Entry::Snapshot(TensorSnapshot { dtype: D::F16, .. }) => StoredDType::F16,
+            Entry::Raw {
+                dtype: Dtype::BF16, ..
+            }
+            | Entry::Snapshot(TensorSnapshot { dtype: D::BF16, .. }) => StoredDType::BF16,
+            Entry::Raw {
+                dtype: Dtype::F64, ..
+            }
+            | Entry::Snapshot(TensorSnapshot { dtype: D::F64, .. }) => StoredDType::F64,
             _ => StoredDType::Other,
         })
     }
 
     /// Reads `key` as f32 (f16, bf16 and f64 are converted).
     pub fn get(&self, key: &str) -> Result<HostTensor> {
-        let entry = self.entries.get(key).ok_or_else(|| bad(&self.path, format!("no tensor named \"{key}\"")))?;
+        let entry = self
+            .entries
+            .get(key)
+            .ok_or_else(|| bad(&self.path, format!("no tensor named \"{key}\"")))?;
         match entry {
-            Entry::Raw { dtype, shape, range } => {
+            Entry::Raw {
+                dtype,
+                shape,
+                range,
+            } => {
                 let raw = &self.bytes[range.0..range.1];
                 let data: Vec<f32> = match dtype {
-                    Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                    Dtype::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                    Dtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                    Dtype::F32 => raw
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                    Dtype::F16 => raw
+                        .chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    Dtype::BF16 => raw
+                        .chunks_exact(2)
+                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
                     Dtype::F64 => raw
                         .chunks_exact(8)
                         .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
                         .collect(),
-                    other => return Err(bad(&self.path, format!("tensor \"{key}\" has dtype {other:?}, not a float type"))),
+                    other => {
+                        return Err(bad(
+                            &self.path,
+                            format!("tensor \"{key}\" has dtype {other:?}, not a float type"),
+                        ));
+                    }
                 };
                 Ok(HostTensor::new(shape.clone(), data))
             }
             Entry::Snapshot(s) => {
-                let data = s.to_data().map_err(|e| bad(&self.path, format!("tensor \"{key}\": {e}")))?;
+                let data = s
+                    .to_data()
+                    .map_err(|e| bad(&self.path, format!("tensor \"{key}\": {e}")))?;
                 if !data.dtype.is_float() {
-                    return Err(bad(&self.path, format!("tensor \"{key}\" has dtype {:?}, not a float type", data.dtype)));
+                    return Err(bad(
+                        &self.path,
+                        format!(
+                            "tensor \"{key}\" has dtype {:?}, not a float type",
+                            data.dtype
+                        ),
+                    ));
                 }
                 let shape = data.shape.to_vec();
-                let values = data.convert::<f32>().into_vec::<f32>().map_err(|e| bad(&self.path, format!("tensor \"{key}\": {e:?}")))?;
+                let values = data
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .map_err(|e| bad(&self.path, format!("tensor \"{key}\": {e:?}")))?;
                 Ok(HostTensor::new(shape, values))
             }
         }

@@ -67,7 +67,11 @@ mod tests {
     fn activations_match_their_formulas() {
         let xs = [-3.0f32, -1.0, -0.25, 0.0, 0.5, 1.0, 2.5];
         let t = Tensor::<B, 1>::from_floats(xs, &default_device());
-        for act in [Activation::QuickGelu, Activation::Gelu, Activation::GeluTanh] {
+        for act in [
+            Activation::QuickGelu,
+            Activation::Gelu,
+            Activation::GeluTanh,
+        ] {
             let got: Vec<f32> = act.forward(t.clone()).into_data().to_vec().unwrap();
             for (x, y) in xs.iter().zip(got) {
                 let x = *x as f64;
@@ -79,17 +83,29 @@ mod tests {
                         0.5 * x * (1.0 + (k * (x + 0.044715 * x.powi(3))).tanh())
                     }
                 };
-                assert!((y as f64 - want).abs() < 1e-5, "{act:?}({x}) = {y}, want {want}");
+                assert!(
+                    (y as f64 - want).abs() < 1e-5,
+                    "{act:?}({x}) = {y}, want {want}"
+                );
             }
         }
     }
 
     #[test]
     fn parses_hf_names() {
-        assert_eq!(Activation::from_hf_name("quick_gelu"), Some(Activation::QuickGelu));
+        assert_eq!(
+            Activation::from_hf_name("quick_gelu"),
+            Some(Activation::QuickGelu)
+        );
         assert_eq!(Activation::from_hf_name("gelu"), Some(Activation::Gelu));
-        assert_eq!(Activation::from_hf_name("gelu_pytorch_tanh"), Some(Activation::GeluTanh));
-        assert_eq!(Activation::from_hf_name("gelu_new"), Some(Activation::GeluTanh));
+        assert_eq!(
+            Activation::from_hf_name("gelu_pytorch_tanh"),
+            Some(Activation::GeluTanh)
+        );
+        assert_eq!(
+            Activation::from_hf_name("gelu_new"),
+            Some(Activation::GeluTanh)
+        );
         assert_eq!(Activation::from_hf_name("relu"), None);
     }
 }

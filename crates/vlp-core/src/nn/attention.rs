@@ -74,11 +74,20 @@ impl AttentionConfig {
             self.n_heads,
             self.d_model
         );
-        let lin = |o: usize| LinearConfig::new(self.d_model, o).with_bias(self.bias).init(device);
+        let lin = |o: usize| {
+            LinearConfig::new(self.d_model, o)
+                .with_bias(self.bias)
+                .init(device)
+        };
         let (q, k, v, fused) = if self.fused_qkv {
             (None, None, None, Some(lin(3 * self.d_model)))
         } else {
-            (Some(lin(self.d_model)), Some(lin(self.d_model)), Some(lin(self.d_model)), None)
+            (
+                Some(lin(self.d_model)),
+                Some(lin(self.d_model)),
+                Some(lin(self.d_model)),
+                None,
+            )
         };
         Attention {
             q_proj: q,
@@ -117,7 +126,10 @@ impl<B: Backend> Attention<B> {
     ) -> AttentionOutput<B> {
         let (q, k, v) = self.project_self(x);
         let (context, weights) = self.attend(q, k, v, mask, true);
-        AttentionOutput { context, weights: weights.expect("weights were requested") }
+        AttentionOutput {
+            context,
+            weights: weights.expect("weights were requested"),
+        }
     }
 
     /// Cross-attention: `queries` attend to `context` (e.g. SigLIP's pooling probe).
@@ -151,7 +163,11 @@ impl<B: Backend> Attention<B> {
                 let v = qkv.slice([0..b, 0..l, 2 * d..3 * d]);
                 (q, k, v)
             }
-            None => (self.project(x.clone(), 0), self.project(x.clone(), 1), self.project(x, 2)),
+            None => (
+                self.project(x.clone(), 0),
+                self.project(x.clone(), 1),
+                self.project(x, 2),
+            ),
         }
     }
 
@@ -161,17 +177,24 @@ impl<B: Backend> Attention<B> {
         if let Some(p) = separate {
             return p.forward(x);
         }
-        let fused = self.in_proj.as_ref().expect("attention has either q/k/v or in_proj");
+        let fused = self
+            .in_proj
+            .as_ref()
+            .expect("attention has either q/k/v or in_proj");
         let d = self.d_model();
         // Burn stores Linear weights as [in, out]: the q/k/v blocks are column ranges.
         let w = fused.weight.val().slice([0..d, which * d..(which + 1) * d]);
-        let b = fused.bias.as_ref().map(|b| b.val().slice([which * d..(which + 1) * d]));
+        let b = fused
+            .bias
+            .as_ref()
+            .map(|b| b.val().slice([which * d..(which + 1) * d]));
         linear(x, w, b)
     }
 
     fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, l, d] = x.dims();
-        x.reshape([b, l, self.n_heads, d / self.n_heads]).swap_dims(1, 2)
+        x.reshape([b, l, self.n_heads, d / self.n_heads])
+            .swap_dims(1, 2)
     }
 
     /// Scaled dot-product attention over projected q, k, v; returns the projected output and,
@@ -187,7 +210,11 @@ impl<B: Backend> Attention<B> {
         let [b, lq, d] = q.dims();
         let lk = k.dims()[1];
         let h = self.n_heads;
-        let (q, k, v) = (self.split_heads(q), self.split_heads(k), self.split_heads(v));
+        let (q, k, v) = (
+            self.split_heads(q),
+            self.split_heads(k),
+            self.split_heads(v),
+        );
         let scale = 1.0 / ((d / h) as f64).sqrt();
 
         // A query whose every key is masked gets a zero output (PyTorch's "safe softmax", also
@@ -214,7 +241,10 @@ impl<B: Backend> Attention<B> {
             let ctx = self.dropout.forward(probs.clone()).matmul(v);
             (ctx, need_weights.then_some(probs))
         } else {
-            let opts = AttentionModuleOptions { scale: Some(scale), ..Default::default() };
+            let opts = AttentionModuleOptions {
+                scale: Some(scale),
+                ..Default::default()
+            };
             (attention(q, k, v, mask, None, opts), None)
         };
 
@@ -237,8 +267,8 @@ impl<B: Backend> Attention<B> {
 mod tests {
     use super::*;
     use crate::backend::{DefaultBackend as B, TrainBackend, default_device};
-    use burn::module::Param;
     use burn::module::AutodiffModule;
+    use burn::module::Param;
     use burn::tensor::{Distribution, Int, TensorData, Tolerance};
 
     fn data<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -250,7 +280,10 @@ mod tests {
         let mut out = vec![0.0; rows * d_out];
         for r in 0..rows {
             for o in 0..d_out {
-                out[r * d_out + o] = b[o] + (0..d_in).map(|i| x[r * d_in + i] * w[i * d_out + o]).sum::<f32>();
+                out[r * d_out + o] = b[o]
+                    + (0..d_in)
+                        .map(|i| x[r * d_in + i] * w[i * d_out + o])
+                        .sum::<f32>();
             }
         }
         out
@@ -276,9 +309,18 @@ mod tests {
             Some(f) => {
                 let (w, b) = lin(f);
                 let cols = |c: usize| -> Vec<f32> {
-                    (0..d).flat_map(|i| w[i * 3 * d + c * d..i * 3 * d + (c + 1) * d].to_vec()).collect()
+                    (0..d)
+                        .flat_map(|i| w[i * 3 * d + c * d..i * 3 * d + (c + 1) * d].to_vec())
+                        .collect()
                 };
-                (cols(0), b[..d].to_vec(), cols(1), b[d..2 * d].to_vec(), cols(2), b[2 * d..].to_vec())
+                (
+                    cols(0),
+                    b[..d].to_vec(),
+                    cols(1),
+                    b[d..2 * d].to_vec(),
+                    cols(2),
+                    b[2 * d..].to_vec(),
+                )
             }
             None => {
                 let (wq, bq) = lin(attn.q_proj.as_ref().unwrap());
@@ -304,7 +346,8 @@ mod tests {
                         .map(|&j| {
                             (0..dh)
                                 .map(|c| {
-                                    q[(b * lq + i) * d + hh * dh + c] as f64 * k[(b * lk + j) * d + hh * dh + c] as f64
+                                    q[(b * lq + i) * d + hh * dh + c] as f64
+                                        * k[(b * lk + j) * d + hh * dh + c] as f64
                                 })
                                 .sum::<f64>()
                                 / (dh as f64).sqrt()
@@ -316,7 +359,8 @@ mod tests {
                         let p = (sj - m).exp() / z;
                         probs[((b * h + hh) * lq + i) * lk + j] = p as f32;
                         for c in 0..dh {
-                            ctx[(b * lq + i) * d + hh * dh + c] += (p * v[(b * lk + j) * d + hh * dh + c] as f64) as f32;
+                            ctx[(b * lq + i) * d + hh * dh + c] +=
+                                (p * v[(b * lk + j) * d + hh * dh + c] as f64) as f32;
                         }
                     }
                 }
@@ -328,15 +372,25 @@ mod tests {
 
     fn check(got: Vec<f32>, want: Vec<f32>, what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");
-        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(err < 2e-5, "{what}: max abs error {err}");
-        assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+        assert!(
+            got.iter().all(|v| v.is_finite()),
+            "{what}: non-finite output"
+        );
     }
 
     fn layers(dev: &burn::tensor::Device<B>) -> Vec<(&'static str, Attention<B>)> {
         vec![
             ("separate", AttentionConfig::new(8, 2).init(dev)),
-            ("fused", AttentionConfig::new(8, 2).with_fused_qkv(true).init(dev)),
+            (
+                "fused",
+                AttentionConfig::new(8, 2).with_fused_qkv(true).init(dev),
+            ),
         ]
     }
 
@@ -348,34 +402,61 @@ mod tests {
         let xs = data(x.clone());
         let lens = [5usize, 2];
         let am = Tensor::<B, 2, Int>::from_data(
-            TensorData::new((0..bsz * l).map(|i| (i % l < lens[i / l]) as i64).collect::<Vec<_>>(), [bsz, l]),
+            TensorData::new(
+                (0..bsz * l)
+                    .map(|i| (i % l < lens[i / l]) as i64)
+                    .collect::<Vec<_>>(),
+                [bsz, l],
+            ),
             &dev,
         );
         // A hand-made mask that hides every key from query 1 of batch 0 and query 3 of batch 1.
         let dead = |b: usize, i: usize| (b == 0 && i == 1) || (b == 1 && i == 3);
         let custom = Tensor::<B, 4, Bool>::from_data(
             TensorData::new(
-                (0..bsz * l * l).map(|n| dead(n / (l * l), n / l % l) || (n % l) == 4).collect::<Vec<_>>(),
+                (0..bsz * l * l)
+                    .map(|n| dead(n / (l * l), n / l % l) || (n % l) == 4)
+                    .collect::<Vec<_>>(),
                 [bsz, 1, l, l],
             ),
             &dev,
         );
-        let cases: Vec<(&str, Option<AttentionMask<B>>, Box<dyn Fn(usize, usize, usize) -> bool>)> = vec![
+        let cases: Vec<(
+            &str,
+            Option<AttentionMask<B>>,
+            Box<dyn Fn(usize, usize, usize) -> bool>,
+        )> = vec![
             ("none", None, Box::new(|_, _, _| false)),
-            ("causal", Some(AttentionMask::causal(l, &dev)), Box::new(|_, i, j| j > i)),
-            ("padding", Some(AttentionMask::from_attention_mask(am.clone())), Box::new(move |b, _, j| j >= lens[b])),
+            (
+                "causal",
+                Some(AttentionMask::causal(l, &dev)),
+                Box::new(|_, i, j| j > i),
+            ),
+            (
+                "padding",
+                Some(AttentionMask::from_attention_mask(am.clone())),
+                Box::new(move |b, _, j| j >= lens[b]),
+            ),
             (
                 "causal+padding",
                 Some(AttentionMask::causal(l, &dev).or(AttentionMask::from_attention_mask(am))),
                 Box::new(move |b, i, j| j > i || j >= lens[b]),
             ),
-            ("whole rows", Some(AttentionMask::new(custom)), Box::new(move |b, i, j| dead(b, i) || j == 4)),
+            (
+                "whole rows",
+                Some(AttentionMask::new(custom)),
+                Box::new(move |b, i, j| dead(b, i) || j == 4),
+            ),
         ];
         for (name, attn) in layers(&dev) {
             for (case, mask, f) in &cases {
                 let (want, want_p) = naive(&attn, &xs, &xs, (bsz, l, l), f.as_ref());
                 let what = format!("{name}/{case}");
-                check(data(attn.forward(x.clone(), mask.as_ref())), want.clone(), &what);
+                check(
+                    data(attn.forward(x.clone(), mask.as_ref())),
+                    want.clone(),
+                    &what,
+                );
                 let out = attn.forward_with_weights(x.clone(), mask.as_ref());
                 check(data(out.context), want, &format!("{what} (explicit path)"));
                 check(data(out.weights), want_p, &format!("{what} (weights)"));
@@ -389,8 +470,18 @@ mod tests {
         let q = Tensor::<B, 3>::random([2, 1, 8], Distribution::Normal(0.0, 1.0), &dev);
         let kv = Tensor::<B, 3>::random([2, 6, 8], Distribution::Normal(0.0, 1.0), &dev);
         for (name, attn) in layers(&dev) {
-            let (want, _) = naive(&attn, &data(q.clone()), &data(kv.clone()), (2, 1, 6), &|_, _, _| false);
-            check(data(attn.forward_cross(q.clone(), kv.clone(), None)), want, name);
+            let (want, _) = naive(
+                &attn,
+                &data(q.clone()),
+                &data(kv.clone()),
+                (2, 1, 6),
+                &|_, _, _| false,
+            );
+            check(
+                data(attn.forward_cross(q.clone(), kv.clone(), None)),
+                want,
+                name,
+            );
         }
     }
 
@@ -402,28 +493,38 @@ mod tests {
         // its own values: materialise them before sharing `out_proj`.
         let x = Tensor::<B, 3>::random([3, 4, 8], Distribution::Normal(0.0, 1.0), &dev);
         let _ = sep.forward(x.clone(), None);
-        let mut fused = AttentionConfig::new(8, 4).with_fused_qkv(true).init::<B>(&dev);
+        let mut fused = AttentionConfig::new(8, 4)
+            .with_fused_qkv(true)
+            .init::<B>(&dev);
         let ws = [&sep.q_proj, &sep.k_proj, &sep.v_proj].map(|p| p.as_ref().unwrap().weight.val());
-        let bs = [&sep.q_proj, &sep.k_proj, &sep.v_proj].map(|p| p.as_ref().unwrap().bias.as_ref().unwrap().val());
+        let bs = [&sep.q_proj, &sep.k_proj, &sep.v_proj]
+            .map(|p| p.as_ref().unwrap().bias.as_ref().unwrap().val());
         let f = fused.in_proj.as_mut().unwrap();
         f.weight = Param::from_tensor(Tensor::cat(ws.to_vec(), 1));
         f.bias = Some(Param::from_tensor(Tensor::cat(bs.to_vec(), 0)));
         fused.out_proj = sep.out_proj.clone();
         let mask = AttentionMask::causal(4, &dev);
-        fused.forward(x.clone(), Some(&mask)).into_data().assert_approx_eq::<f32>(
-            &sep.forward(x, Some(&mask)).into_data(),
-            Tolerance::absolute(1e-5),
-        );
+        fused
+            .forward(x.clone(), Some(&mask))
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &sep.forward(x, Some(&mask)).into_data(),
+                Tolerance::absolute(1e-5),
+            );
     }
 
     #[test]
     fn gradients_flow_through_masked_attention_without_nan() {
         let dev = default_device();
         let attn = AttentionConfig::new(8, 2).init::<TrainBackend>(&dev);
-        let x = Tensor::<TrainBackend, 3>::random([1, 3, 8], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let x = Tensor::<TrainBackend, 3>::random([1, 3, 8], Distribution::Normal(0.0, 1.0), &dev)
+            .require_grad();
         // Query 0 sees nothing: its row is dead, and must not poison the gradient.
         let m = Tensor::<TrainBackend, 4, Bool>::from_data(
-            TensorData::new(vec![true, true, true, false, false, true, false, false, false], [1, 1, 3, 3]),
+            TensorData::new(
+                vec![true, true, true, false, false, true, false, false, false],
+                [1, 1, 3, 3],
+            ),
             &dev,
         );
         let y = attn.forward(x.clone(), Some(&AttentionMask::new(m)));
@@ -431,19 +532,30 @@ mod tests {
         let gx: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
         assert!(gx.iter().all(|v| v.is_finite()));
         let gw = attn.q_proj.as_ref().unwrap().weight.grad(&grads).unwrap();
-        assert!(gw.into_data().to_vec::<f32>().unwrap().iter().any(|v| *v != 0.0));
+        assert!(
+            gw.into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .any(|v| *v != 0.0)
+        );
     }
 
     #[test]
     fn dropout_changes_training_outputs_only() {
         let dev = default_device();
-        let attn = AttentionConfig::new(8, 2).with_dropout(0.5).init::<TrainBackend>(&dev);
+        let attn = AttentionConfig::new(8, 2)
+            .with_dropout(0.5)
+            .init::<TrainBackend>(&dev);
         let x = Tensor::<TrainBackend, 3>::random([2, 6, 8], Distribution::Normal(0.0, 1.0), &dev);
         let a = attn.forward(x.clone(), None).into_data();
         let b = attn.forward(x.clone(), None).into_data();
         assert_ne!(a, b, "dropout inactive while training");
         let valid = attn.valid();
         let xv = x.inner();
-        valid.forward(xv.clone(), None).into_data().assert_eq(&valid.forward(xv, None).into_data(), true);
+        valid
+            .forward(xv.clone(), None)
+            .into_data()
+            .assert_eq(&valid.forward(xv, None).into_data(), true);
     }
 }

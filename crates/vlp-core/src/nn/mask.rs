@@ -26,7 +26,9 @@ impl<B: Backend> AttentionMask<B> {
         // Burn's `tril_mask(_, 0)` marks what a lower-triangular fill would remove: the
         // entries strictly above the diagonal, i.e. the future keys.
         let m = Tensor::<B, 2, Bool>::tril_mask([len, len], 0, device);
-        Self { mask: m.reshape([1, 1, len, len]) }
+        Self {
+            mask: m.reshape([1, 1, len, len]),
+        }
     }
 
     /// Key-padding mask from a boolean padding tensor, `true` at padded keys.
@@ -35,7 +37,9 @@ impl<B: Backend> AttentionMask<B> {
     /// - `padding`: `[batch, keys]`
     pub fn key_padding(padding: Tensor<B, 2, Bool>) -> Self {
         let [b, k] = padding.dims();
-        Self { mask: padding.reshape([b, 1, 1, k]) }
+        Self {
+            mask: padding.reshape([b, 1, 1, k]),
+        }
     }
 
     /// Key-padding mask from a Hugging Face `attention_mask` (`1` = real token, `0` = padding).
@@ -51,7 +55,9 @@ impl<B: Backend> AttentionMask<B> {
         let [b1, _, q1, k1] = self.mask.dims();
         let [b2, _, q2, k2] = other.mask.dims();
         let shape = [b1.max(b2), 1, q1.max(q2), k1.max(k2)];
-        Self { mask: self.mask.expand(shape).bool_or(other.mask.expand(shape)) }
+        Self {
+            mask: self.mask.expand(shape).bool_or(other.mask.expand(shape)),
+        }
     }
 
     /// The mask tensor, `[batch or 1, 1, queries or 1, keys]`.

@@ -48,7 +48,8 @@ impl<B: Backend> Mlp<B> {
     /// - `x`: `[..., d_model]`
     /// - returns: `[..., d_model]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.fc2.forward(self.activation.forward(self.fc1.forward(x)))
+        self.fc2
+            .forward(self.activation.forward(self.fc1.forward(x)))
     }
 }
 
@@ -66,13 +67,26 @@ mod tests {
     #[test]
     fn matches_naive_mlp_for_every_activation() {
         let dev = default_device();
-        for act in [Activation::QuickGelu, Activation::Gelu, Activation::GeluTanh] {
+        for act in [
+            Activation::QuickGelu,
+            Activation::Gelu,
+            Activation::GeluTanh,
+        ] {
             let mlp = MlpConfig::new(5, 9).with_activation(act).init::<B>(&dev);
             let x = Tensor::<B, 2>::random([3, 5], Distribution::Normal(0.0, 2.0), &dev);
             let got = vec(mlp.forward(x.clone()));
-            let (w1, b1) = (vec(mlp.fc1.weight.val()), mlp.fc1.bias.as_ref().unwrap().val());
-            let (w2, b2) = (vec(mlp.fc2.weight.val()), mlp.fc2.bias.as_ref().unwrap().val());
-            let (b1, b2): (Vec<f32>, Vec<f32>) = (b1.into_data().to_vec().unwrap(), b2.into_data().to_vec().unwrap());
+            let (w1, b1) = (
+                vec(mlp.fc1.weight.val()),
+                mlp.fc1.bias.as_ref().unwrap().val(),
+            );
+            let (w2, b2) = (
+                vec(mlp.fc2.weight.val()),
+                mlp.fc2.bias.as_ref().unwrap().val(),
+            );
+            let (b1, b2): (Vec<f32>, Vec<f32>) = (
+                b1.into_data().to_vec().unwrap(),
+                b2.into_data().to_vec().unwrap(),
+            );
             let x = vec(x);
             for r in 0..3 {
                 let hidden: Vec<f32> = (0..9)
@@ -85,7 +99,10 @@ mod tests {
                 for o in 0..5 {
                     let want = b2[o] + (0..9).map(|j| hidden[j] * w2[j * 5 + o]).sum::<f32>();
                     let g = got[r * 5 + o];
-                    assert!((g - want).abs() < 1e-4, "{act:?} row {r} out {o}: {g} vs {want}");
+                    assert!(
+                        (g - want).abs() < 1e-4,
+                        "{act:?} row {r} out {o}: {g} vs {want}"
+                    );
                 }
             }
         }

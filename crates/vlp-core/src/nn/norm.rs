@@ -85,7 +85,8 @@ mod tests {
         let dev = default_device();
         for eps in [1e-5, 1e-6, 0.5] {
             let mut ln = LayerNormConfig::new(7).with_eps(eps).init::<B>(&dev);
-            ln.weight = Param::from_tensor(Tensor::random([7], Distribution::Normal(1.0, 0.3), &dev));
+            ln.weight =
+                Param::from_tensor(Tensor::random([7], Distribution::Normal(1.0, 0.3), &dev));
             ln.bias = Param::from_tensor(Tensor::random([7], Distribution::Normal(0.0, 0.3), &dev));
             let x = Tensor::<B, 3>::random([2, 3, 7], Distribution::Normal(2.0, 3.0), &dev);
             let got = ln.forward(x.clone()).into_data();

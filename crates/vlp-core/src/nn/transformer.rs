@@ -89,9 +89,15 @@ impl TransformerEncoderConfig {
                     .with_fused_qkv(self.fused_qkv)
                     .with_dropout(self.attention_dropout)
                     .init(device),
-                layer_norm1: LayerNormConfig::new(self.d_model).with_eps(self.eps).init(device),
-                mlp: MlpConfig::new(self.d_model, self.d_hidden).with_activation(self.activation).init(device),
-                layer_norm2: LayerNormConfig::new(self.d_model).with_eps(self.eps).init(device),
+                layer_norm1: LayerNormConfig::new(self.d_model)
+                    .with_eps(self.eps)
+                    .init(device),
+                mlp: MlpConfig::new(self.d_model, self.d_hidden)
+                    .with_activation(self.activation)
+                    .init(device),
+                layer_norm2: LayerNormConfig::new(self.d_model)
+                    .with_eps(self.eps)
+                    .init(device),
             })
             .collect();
         TransformerEncoder { layers }
@@ -121,7 +127,10 @@ impl<B: Backend> TransformerEncoder<B> {
         if let Some(h) = hidden.as_mut() {
             h.push(x.clone());
         }
-        EncoderOutput { last_hidden_state: x, hidden_states: hidden }
+        EncoderOutput {
+            last_hidden_state: x,
+            hidden_states: hidden,
+        }
     }
 }
 
@@ -140,7 +149,9 @@ mod tests {
         let h = x.clone() + l.self_attn.forward(l.layer_norm1.forward(x.clone()), None);
         let want = h.clone() + l.mlp.forward(l.layer_norm2.forward(h));
         let out = enc.forward(x.clone(), None, true);
-        out.last_hidden_state.into_data().assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-6));
+        out.last_hidden_state
+            .into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-6));
         let hs = out.hidden_states.unwrap();
         assert_eq!(hs.len(), 2);
         hs[0].clone().into_data().assert_eq(&x.into_data(), true);

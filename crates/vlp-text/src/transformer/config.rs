@@ -68,7 +68,10 @@ impl TextTransformerConfig {
         if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err(vlp_core::CoreError::Config {
                 field: "num_attention_heads".into(),
-                reason: format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
+                reason: format!(
+                    "{} does not divide hidden_size {}",
+                    self.num_attention_heads, self.hidden_size
+                ),
             });
         }
         if self.vocab_size == 0 || self.max_position_embeddings == 0 {
@@ -81,26 +84,44 @@ impl TextTransformerConfig {
     }
 
     /// Creates the model on `device` (parameters are materialised lazily, on first use).
-    pub fn init<B: burn::tensor::backend::Backend>(&self, device: &B::Device) -> TextTransformer<B> {
+    pub fn init<B: burn::tensor::backend::Backend>(
+        &self,
+        device: &B::Device,
+    ) -> TextTransformer<B> {
         let d = self.hidden_size;
         TextTransformer {
             embeddings: TextEmbeddings {
                 // open_clip's init: token std 0.02, positions std 0.01.
                 token_embedding: EmbeddingConfig::new(self.vocab_size, d)
-                    .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: 0.02,
+                    })
                     .init(device),
                 position_embedding: EmbeddingConfig::new(self.max_position_embeddings, d)
-                    .with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 })
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: 0.01,
+                    })
                     .init(device),
             },
-            encoder: TransformerEncoderConfig::new(d, self.num_hidden_layers, self.num_attention_heads, self.intermediate_size)
-                .with_activation(self.hidden_act)
+            encoder: TransformerEncoderConfig::new(
+                d,
+                self.num_hidden_layers,
+                self.num_attention_heads,
+                self.intermediate_size,
+            )
+            .with_activation(self.hidden_act)
+            .with_eps(self.layer_norm_eps)
+            .with_fused_qkv(self.fused_qkv)
+            .with_attention_dropout(self.attention_dropout)
+            .init(device),
+            final_layer_norm: LayerNormConfig::new(d)
                 .with_eps(self.layer_norm_eps)
-                .with_fused_qkv(self.fused_qkv)
-                .with_attention_dropout(self.attention_dropout)
                 .init(device),
-            final_layer_norm: LayerNormConfig::new(d).with_eps(self.layer_norm_eps).init(device),
-            head: self.projection_size.map(|p| LinearConfig::new(d, p).init(device)),
+            head: self
+                .projection_size
+                .map(|p| LinearConfig::new(d, p).init(device)),
             causal: self.causal,
             pooling: self.pooling,
         }

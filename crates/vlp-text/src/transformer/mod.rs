@@ -55,7 +55,11 @@ impl<B: Backend> TextTransformer<B> {
     /// # Shapes
     /// - `input_ids`: `[batch, tokens]`, tokens ≤ the context length
     /// - `attention_mask`: `[batch, tokens]`
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> TextOutput<B> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+    ) -> TextOutput<B> {
         self.forward_with(input_ids, attention_mask, false)
     }
 
@@ -88,11 +92,21 @@ impl<B: Backend> TextTransformer<B> {
         let [b, l, d] = tokens.dims();
         let device = tokens.device();
         let max = self.context_length();
-        assert!(l <= max, "text transformer: {l} tokens exceed the context length {max}");
-        let pos = self.embeddings.position_embedding.weight.val().slice([0..l, 0..d]);
+        assert!(
+            l <= max,
+            "text transformer: {l} tokens exceed the context length {max}"
+        );
+        let pos = self
+            .embeddings
+            .position_embedding
+            .weight
+            .val()
+            .slice([0..l, 0..d]);
         let x = tokens + pos.unsqueeze::<3>();
         let mask = match (self.causal, attention_mask) {
-            (true, Some(am)) => Some(AttentionMask::causal(l, &device).or(AttentionMask::from_attention_mask(am))),
+            (true, Some(am)) => {
+                Some(AttentionMask::causal(l, &device).or(AttentionMask::from_attention_mask(am)))
+            }
             (true, None) => Some(AttentionMask::causal(l, &device)),
             (false, Some(am)) => Some(AttentionMask::from_attention_mask(am)),
             (false, None) => None,
@@ -105,7 +119,11 @@ impl<B: Backend> TextTransformer<B> {
             Some(h) => h.forward(pooled),
             None => pooled,
         };
-        TextOutput { last_hidden_state: last, pooler_output: pooled, hidden_states: enc.hidden_states }
+        TextOutput {
+            last_hidden_state: last,
+            pooler_output: pooled,
+            hidden_states: enc.hidden_states,
+        }
     }
 
     /// The position each sequence is pooled at, following [`TextPooling`].
@@ -119,13 +137,17 @@ impl<B: Backend> TextTransformer<B> {
         let first_where = |hit: Tensor<B, 2, burn::tensor::Bool>| -> Tensor<B, 1, Int> {
             // Smallest position where `hit`, or 0 when there is none (what torch's argmax of an
             // all-zero row gives, so sequences without an end token pool like transformers').
-            let pos = Tensor::<B, 1, Int>::arange(0..l as i64, &device).reshape([1, l]).expand([b, l]);
+            let pos = Tensor::<B, 1, Int>::arange(0..l as i64, &device)
+                .reshape([1, l])
+                .expand([b, l]);
             let cand = pos.mask_fill(hit.bool_not(), l as i64);
             let first = cand.min_dim(1).reshape([b]);
             first.clone().mask_fill(first.equal_elem(l as i64), 0)
         };
         match self.pooling {
-            TextPooling::FirstEos { eos_token_id } => first_where(input_ids.equal_elem(eos_token_id as i64)),
+            TextPooling::FirstEos { eos_token_id } => {
+                first_where(input_ids.equal_elem(eos_token_id as i64))
+            }
             TextPooling::ArgmaxId => {
                 let max = input_ids.clone().max_dim(1).expand([b, l]);
                 first_where(input_ids.equal(max))
@@ -136,7 +158,11 @@ impl<B: Backend> TextTransformer<B> {
 
     /// Longest sequence the position table covers.
     pub fn context_length(&self) -> usize {
-        self.embeddings.position_embedding.weight.lazy_shape().dims::<2>()[0]
+        self.embeddings
+            .position_embedding
+            .weight
+            .lazy_shape()
+            .dims::<2>()[0]
     }
 
     /// Width of the token features.
@@ -150,5 +176,79 @@ impl<B: Backend> TextTransformer<B> {
             Some(h) => h.weight.lazy_shape().dims::<2>()[1],
             None => self.hidden_size(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vlp_core::backend::{DefaultBackend as B, default_device};
+
+    fn model(pooling: TextPooling) -> TextTransformer<B> {
+        TextTransformerConfig::new(50, 8, 1, 2, 16)
+            .with_max_position_embeddings(6)
+            .with_pooling(pooling)
+            .init(&default_device())
+    }
+
+    fn idx(m: &TextTransformer<B>, ids: [[i64; 6]; 3]) -> Vec<i64> {
+        let t = Tensor::<B, 2, Int>::from_ints(ids, &default_device());
+        m.pool_index(t)
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .unwrap()
+    }
+
+    const IDS: [[i64; 6]; 3] = [
+        [49, 3, 7, 49, 0, 0],
+        [49, 5, 49, 49, 49, 49],
+        [1, 2, 3, 4, 5, 6],
+    ];
+
+    #[test]
+    fn pools_at_first_eos_argmax_or_last() {
+        // No end token in the third row: transformers' argmax of all zeros gives position 0.
+        assert_eq!(
+            idx(&model(TextPooling::FirstEos { eos_token_id: 49 }), IDS),
+            vec![0, 0, 0]
+        );
+        let ids = [
+            [1, 3, 7, 49, 0, 0],
+            [2, 5, 49, 49, 49, 49],
+            [1, 2, 3, 4, 5, 6],
+        ];
+        assert_eq!(
+            idx(&model(TextPooling::FirstEos { eos_token_id: 49 }), ids),
+            vec![3, 2, 0]
+        );
+        // open_clip: first position of the largest id.
+        assert_eq!(idx(&model(TextPooling::ArgmaxId), ids), vec![3, 2, 5]);
+        assert_eq!(idx(&model(TextPooling::Last), ids), vec![5, 5, 5]);
+    }
+
+    #[test]
+    fn causal_model_ignores_tokens_after_the_pooled_one() {
+        let dev = default_device();
+        let m = model(TextPooling::FirstEos { eos_token_id: 49 });
+        let a = Tensor::<B, 2, Int>::from_ints([[1, 3, 49, 0, 0, 0]], &dev);
+        let b = Tensor::<B, 2, Int>::from_ints([[1, 3, 49, 17, 23, 5]], &dev);
+        let pa = m.forward(a, None).pooler_output.into_data();
+        let pb = m.forward(b, None).pooler_output.into_data();
+        pa.assert_approx_eq::<f32>(&pb, burn::tensor::Tolerance::absolute(1e-6));
+    }
+
+    #[test]
+    fn token_embedding_entry_point_equals_ids() {
+        let dev = default_device();
+        let m = model(TextPooling::ArgmaxId);
+        let ids = Tensor::<B, 2, Int>::from_ints([[1, 3, 49, 0, 0, 0], [4, 4, 4, 49, 2, 0]], &dev);
+        let want = m.forward(ids.clone(), None).pooler_output.into_data();
+        let emb = m.embeddings.token_embedding.forward(ids.clone());
+        let got = m
+            .forward_token_embeddings(emb, None, m.pool_index(ids), false)
+            .pooler_output
+            .into_data();
+        got.assert_eq(&want, true);
     }
 }

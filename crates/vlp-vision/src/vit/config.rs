@@ -6,9 +6,9 @@ use burn::nn::conv::Conv2dConfig;
 use serde::{Deserialize, Serialize};
 use vlp_core::nn::{Activation, LayerNormConfig, TransformerEncoderConfig};
 
+use super::Vit;
 use super::embeddings::VitEmbeddings;
 use super::pooling::AttentionPoolingHeadConfig;
-use super::Vit;
 
 /// The two ViT layouts of CLIP-family checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,14 +70,28 @@ impl VitConfig {
 
     /// Checks the numbers fit together; the message names the field at fault.
     pub fn validate(&self) -> Result<(), vlp_core::CoreError> {
-        let err = |field: &str, reason: String| Err(vlp_core::CoreError::Config { field: field.into(), reason });
+        let err = |field: &str, reason: String| {
+            Err(vlp_core::CoreError::Config {
+                field: field.into(),
+                reason,
+            })
+        };
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
-            return err("patch_size", format!("{} does not divide image_size {}", self.patch_size, self.image_size));
+            return err(
+                "patch_size",
+                format!(
+                    "{} does not divide image_size {}",
+                    self.patch_size, self.image_size
+                ),
+            );
         }
         if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return err(
                 "num_attention_heads",
-                format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
+                format!(
+                    "{} does not divide hidden_size {}",
+                    self.num_attention_heads, self.hidden_size
+                ),
             );
         }
         Ok(())
@@ -87,7 +101,11 @@ impl VitConfig {
     pub fn init<B: burn::tensor::backend::Backend>(&self, device: &B::Device) -> Vit<B> {
         let clip = self.layout == VitLayout::Clip;
         let d = self.hidden_size;
-        let ln = || LayerNormConfig::new(d).with_eps(self.layer_norm_eps).init(device);
+        let ln = || {
+            LayerNormConfig::new(d)
+                .with_eps(self.layer_norm_eps)
+                .init(device)
+        };
         let patch_embedding = Conv2dConfig::new([self.num_channels, d], [self.patch_size; 2])
             .with_stride([self.patch_size; 2])
             .with_padding(PaddingConfig2d::Valid)
@@ -96,12 +114,17 @@ impl VitConfig {
         Vit {
             embeddings: VitEmbeddings::new(patch_embedding, clip, self.num_positions(), d, device),
             pre_layrnorm: clip.then(ln),
-            encoder: TransformerEncoderConfig::new(d, self.num_hidden_layers, self.num_attention_heads, self.intermediate_size)
-                .with_activation(self.hidden_act)
-                .with_eps(self.layer_norm_eps)
-                .with_fused_qkv(self.fused_qkv)
-                .with_attention_dropout(self.attention_dropout)
-                .init(device),
+            encoder: TransformerEncoderConfig::new(
+                d,
+                self.num_hidden_layers,
+                self.num_attention_heads,
+                self.intermediate_size,
+            )
+            .with_activation(self.hidden_act)
+            .with_eps(self.layer_norm_eps)
+            .with_fused_qkv(self.fused_qkv)
+            .with_attention_dropout(self.attention_dropout)
+            .init(device),
             post_layernorm: ln(),
             head: (!clip).then(|| {
                 AttentionPoolingHeadConfig::new(d, self.num_attention_heads, self.intermediate_size)

@@ -20,21 +20,36 @@ pub struct VitEmbeddings<B: Backend> {
 }
 
 impl<B: Backend> VitEmbeddings<B> {
-    pub(crate) fn new(patch_embedding: Conv2d<B>, class_token: bool, positions: usize, d: usize, device: &B::Device) -> Self {
+    pub(crate) fn new(
+        patch_embedding: Conv2d<B>,
+        class_token: bool,
+        positions: usize,
+        d: usize,
+        device: &B::Device,
+    ) -> Self {
         Self {
             patch_embedding,
             // CLIP initialises both with std = width^-0.5 (open_clip `VisionTransformer.__init__`).
-            class_embedding: class_token
-                .then(|| Initializer::Normal { mean: 0.0, std: (d as f64).powf(-0.5) }.init([d], device)),
+            class_embedding: class_token.then(|| {
+                Initializer::Normal {
+                    mean: 0.0,
+                    std: (d as f64).powf(-0.5),
+                }
+                .init([d], device)
+            }),
             position_embedding: EmbeddingConfig::new(positions, d)
-                .with_initializer(Initializer::Normal { mean: 0.0, std: (d as f64).powf(-0.5) })
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: (d as f64).powf(-0.5),
+                })
                 .init(device),
         }
     }
 
     /// Patch grid side the position table was made for.
     pub fn grid(&self) -> usize {
-        let n = self.position_embedding.weight.lazy_shape().dims::<2>()[0] - usize::from(self.class_embedding.is_some());
+        let n = self.position_embedding.weight.lazy_shape().dims::<2>()[0]
+            - usize::from(self.class_embedding.is_some());
         (n as f64).sqrt().round() as usize
     }
 
@@ -91,7 +106,9 @@ impl<B: Backend> VitEmbeddings<B> {
         }
         let n = extra + grid * grid;
         let tensor = HostTensor::new(vec![n, d], data).into_tensor::<B, 2>(&device);
-        self.position_embedding = Embedding { weight: Param::from_tensor(tensor) };
+        self.position_embedding = Embedding {
+            weight: Param::from_tensor(tensor),
+        };
         self
     }
 }

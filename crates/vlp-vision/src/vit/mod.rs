@@ -82,11 +82,95 @@ impl<B: Backend> Vit<B> {
                 (x, pooled)
             }
         };
-        VitOutput { last_hidden_state, pooler_output, hidden_states: enc.hidden_states }
+        VitOutput {
+            last_hidden_state,
+            pooler_output,
+            hidden_states: enc.hidden_states,
+        }
+    }
+
+    /// Resamples the position embeddings for `image_size`-pixel inputs (bicubic, as
+    /// transformers' `interpolate_pos_encoding`), so one checkpoint serves other resolutions.
+    ///
+    /// # Panics
+    /// If the patch size does not divide `image_size`.
+    pub fn with_image_size(mut self, image_size: usize) -> Self {
+        let patch = self
+            .embeddings
+            .patch_embedding
+            .weight
+            .lazy_shape()
+            .dims::<4>()[2];
+        assert!(
+            image_size % patch == 0,
+            "ViT: patch size {patch} does not divide image size {image_size}"
+        );
+        let e = self.embeddings;
+        self.embeddings = e.with_grid(image_size / patch);
+        self
     }
 
     /// Width of the token features.
     pub fn hidden_size(&self) -> usize {
         self.post_layernorm.weight.lazy_shape().dims::<1>()[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use vlp_core::backend::{DefaultBackend as B, default_device};
+
+    fn vit(layout: VitLayout) -> Vit<B> {
+        VitConfig::new(16, 1, 2, 32)
+            .with_image_size(16)
+            .with_patch_size(4)
+            .with_layout(layout)
+            .init(&default_device())
+    }
+
+    #[test]
+    fn token_counts_and_hidden_states() {
+        let dev = default_device();
+        let px = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Normal(0.0, 1.0), &dev);
+        for (layout, tokens) in [(VitLayout::Clip, 17), (VitLayout::Siglip, 16)] {
+            let out = vit(layout).forward_with(px.clone(), true);
+            assert_eq!(out.last_hidden_state.dims(), [2, tokens, 16]);
+            assert_eq!(out.pooler_output.dims(), [2, 16]);
+            assert_eq!(out.hidden_states.unwrap().len(), 2);
+        }
+    }
+
+    #[test]
+    fn position_interpolation_keeps_the_table_at_the_same_grid_and_runs_larger_images() {
+        let dev = default_device();
+        let m = vit(VitLayout::Clip);
+        let px = Tensor::<B, 4>::random([1, 3, 16, 16], Distribution::Normal(0.0, 1.0), &dev);
+        let before = m.forward(px.clone()).pooler_output.into_data();
+        let same = m.with_image_size(16);
+        same.forward(px)
+            .pooler_output
+            .into_data()
+            .assert_eq(&before, true);
+        let cls = same
+            .embeddings
+            .position_embedding
+            .weight
+            .val()
+            .slice([0..1, 0..16])
+            .into_data();
+        let big = same.with_image_size(24);
+        assert_eq!(big.embeddings.position_embedding.weight.dims(), [37, 16]);
+        // The class-token position is not interpolated.
+        big.embeddings
+            .position_embedding
+            .weight
+            .val()
+            .slice([0..1, 0..16])
+            .into_data()
+            .assert_eq(&cls, true);
+        let px = Tensor::<B, 4>::random([1, 3, 24, 24], Distribution::Normal(0.0, 1.0), &dev);
+        assert_eq!(big.forward(px).last_hidden_state.dims(), [1, 37, 16]);
     }
 }

@@ -4,7 +4,9 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Tensor, backend::Backend};
-use vlp_core::nn::{Activation, Attention, AttentionConfig, LayerNorm, LayerNormConfig, Mlp, MlpConfig};
+use vlp_core::nn::{
+    Activation, Attention, AttentionConfig, LayerNorm, LayerNormConfig, Mlp, MlpConfig,
+};
 
 /// Configuration of an [`AttentionPoolingHead`].
 #[derive(Config, Debug)]
@@ -43,11 +45,20 @@ impl AttentionPoolingHeadConfig {
     /// Creates the head on `device`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> AttentionPoolingHead<B> {
         AttentionPoolingHead {
-            probe: Initializer::Normal { mean: 0.0, std: 1.0 / (self.d_model as f64).sqrt() }
-                .init([1, 1, self.d_model], device),
-            attention: AttentionConfig::new(self.d_model, self.n_heads).with_fused_qkv(true).init(device),
-            layernorm: LayerNormConfig::new(self.d_model).with_eps(self.eps).init(device),
-            mlp: MlpConfig::new(self.d_model, self.d_hidden).with_activation(self.activation).init(device),
+            probe: Initializer::Normal {
+                mean: 0.0,
+                std: 1.0 / (self.d_model as f64).sqrt(),
+            }
+            .init([1, 1, self.d_model], device),
+            attention: AttentionConfig::new(self.d_model, self.n_heads)
+                .with_fused_qkv(true)
+                .init(device),
+            layernorm: LayerNormConfig::new(self.d_model)
+                .with_eps(self.eps)
+                .init(device),
+            mlp: MlpConfig::new(self.d_model, self.d_hidden)
+                .with_activation(self.activation)
+                .init(device),
         }
     }
 }
