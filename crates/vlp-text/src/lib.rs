@@ -5,6 +5,10 @@
 //! LMs with their generation utilities (KV cache, greedy and beam decoding). What does not: image
 //! code (`vlp-vision`), joint embedding spaces and losses (`vlp-align`), datasets (`vlp-data`).
 
+pub mod error;
+pub mod tokenizer;
 pub mod transformer;
 
+pub use error::{Result, TextError};
+pub use tokenizer::{ClipTokenizer, Encoding, HfTokenizer, Padding, TokenBatch, Tokenizer};
 pub use transformer::{TextOutput, TextPooling, TextTransformer, TextTransformerConfig};

@@ -1,0 +1,58 @@
+//! Decoding any supported image file to RGB, with its EXIF orientation applied.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::error::{DataError, Result};
+
+fn fail(name: &str, reason: impl std::fmt::Display) -> DataError {
+    DataError::Image {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Decodes JPEG, PNG or WebP bytes (format sniffed from the content) to 8-bit RGB.
+///
+/// EXIF orientation is applied, as PIL's `exif_transpose` and camera viewers do; grayscale,
+/// palette, CMYK and 16-bit images are converted to RGB; an alpha channel is dropped (what PIL's
+/// `convert("RGB")` does). `name` (path or sample key) is used in errors.
+pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    if bytes.is_empty() {
+        return Err(fail(name, "empty file"));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| fail(name, e))?;
+    if reader.format().is_none() {
+        return Err(fail(
+            name,
+            "not a recognised image format (JPEG, PNG or WebP)",
+        ));
+    }
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| fail(name, format!("cannot decode: {e}")))?;
+    let orientation = decoder
+        .orientation()
+        .map_err(|e| fail(name, format!("cannot read orientation: {e}")))?;
+    let mut img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| fail(name, format!("cannot decode: {e}")))?;
+    img.apply_orientation(orientation);
+    if img.width() == 0 || img.height() == 0 {
+        return Err(fail(name, "image has no pixels"));
+    }
+    Ok(img.to_rgb8())
+}
+
+/// Reads and decodes an image file.
+pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    decode_image(&bytes, &path.display().to_string())
+}

@@ -1,0 +1,12 @@
+//! Integration tests of vlp-data.
+
+mod preprocess;
+
+use std::path::PathBuf;
+
+/// Path of a fixture file.
+pub fn reference(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/reference")
+        .join(rel)
+}

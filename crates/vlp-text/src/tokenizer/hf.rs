@@ -1,0 +1,102 @@
+//! Any Hugging Face `tokenizer.json` (SigLIP's SentencePiece, multilingual models, future LMs).
+
+use std::path::Path;
+
+use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, TruncationParams};
+
+use super::{Encoding, Tokenizer};
+use crate::error::{Result, TextError};
+
+/// A tokenizer read from a `tokenizer.json`, padded and truncated to a fixed context length.
+///
+/// The file's own normaliser, pre-tokeniser, model and post-processor (special tokens) are used
+/// as transformers uses them. The pad token is the file's padding token when it defines one, else
+/// `<pad>` if present, else id 0.
+pub struct HfTokenizer {
+    inner: tokenizers::Tokenizer,
+    context_length: usize,
+}
+
+impl std::fmt::Debug for HfTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HfTokenizer")
+            .field("context_length", &self.context_length)
+            .finish()
+    }
+}
+
+impl HfTokenizer {
+    /// Reads `path`; `context_length` overrides the file's padding/truncation length (else the
+    /// file's truncation length, else 77).
+    pub fn from_file(path: impl AsRef<Path>, context_length: Option<usize>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut inner =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| TextError::Tokenizer {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        let length = context_length
+            .or_else(|| inner.get_truncation().map(|t| t.max_length))
+            .or_else(|| match inner.get_padding().map(|p| &p.strategy) {
+                Some(PaddingStrategy::Fixed(n)) => Some(*n),
+                _ => None,
+            })
+            .unwrap_or(77);
+        let mut padding = inner.get_padding().cloned().unwrap_or_else(|| {
+            let (pad_id, pad_token) = match inner.token_to_id("<pad>") {
+                Some(id) => (id, "<pad>".to_string()),
+                None => (0, inner.id_to_token(0).unwrap_or_default()),
+            };
+            PaddingParams {
+                pad_id,
+                pad_token,
+                direction: PaddingDirection::Right,
+                ..Default::default()
+            }
+        });
+        padding.strategy = PaddingStrategy::Fixed(length);
+        inner.with_padding(Some(padding));
+        let mut truncation = inner.get_truncation().cloned().unwrap_or_default();
+        truncation.max_length = length;
+        inner
+            .with_truncation(Some(TruncationParams { ..truncation }))
+            .map_err(|e| TextError::Tokenizer {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            inner,
+            context_length: length,
+        })
+    }
+
+    /// The underlying `tokenizers` object.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
+
+impl Tokenizer for HfTokenizer {
+    fn encode(&self, text: &str) -> Encoding {
+        match self.inner.encode(text, true) {
+            Ok(e) => Encoding {
+                ids: e.get_ids().to_vec(),
+                attention_mask: e.get_attention_mask().to_vec(),
+            },
+            // tokenizers only fails on inputs its model cannot represent; treat as empty text.
+            Err(_) => self.encode(""),
+        }
+    }
+
+    fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, true).unwrap_or_default()
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
