@@ -54,6 +54,20 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "vlp-train",
         ],
     ),
+    // Benchmarks measure every layer; nothing depends on them.
+    (
+        "vlp-bench",
+        &[
+            "vlp-core",
+            "vlp-vision",
+            "vlp-text",
+            "vlp-data",
+            "vlp-align",
+            "vlp-curate",
+            "vlp-tasks",
+            "vlp-train",
+        ],
+    ),
     ("xtask", &[]),
 ];
 

@@ -1,6 +1,7 @@
 //! `vlp`: train, evaluate and convert vision-language models from the command line.
 
 mod info;
+mod inputs;
 mod parity;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,10 @@ struct Cli {
 enum Command {
     /// Print the version, the compiled backends and the devices they find.
     Info(info::InfoArgs),
+    /// Tokenise texts; prints one JSON line with `ids` and `attention_mask` per text.
+    Tokenize(inputs::TokenizeArgs),
+    /// Preprocess images into a safetensors file of `[3, H, W]` tensors named by file stem.
+    Preprocess(inputs::PreprocessArgs),
     /// Compare a checkpoint's outputs with reference outputs from transformers or open_clip.
     CheckParity(parity::ParityArgs),
     /// Convert a transformers or open_clip checkpoint to transformers' safetensors layout.
@@ -27,6 +32,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => info::run(args),
+        Command::Tokenize(args) => inputs::tokenize(args),
+        Command::Preprocess(args) => inputs::preprocess(args),
         Command::CheckParity(args) => parity::run(args),
         Command::Convert(args) => parity::convert(args),
     }

@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod preprocess;
+pub mod shapes;
 
 pub use error::{DataError, Result};
 pub use preprocess::{ImagePipeline, Interpolation, ResizeMode};

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `vlp` binary.
 
+mod inputs;
 mod parity;
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! Integration tests of vlp-data.
 
 mod preprocess;
+mod shapes;
 
 use std::path::PathBuf;
 
