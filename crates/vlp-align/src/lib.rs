@@ -8,6 +8,7 @@
 //! protocols (`vlp-tasks`) and the training loop (`vlp-train`).
 
 pub mod error;
+pub mod loss;
 pub mod model;
 pub mod parity;
 pub mod pretrained;

@@ -1,5 +1,6 @@
 //! `vlp`: train, evaluate and convert vision-language models from the command line.
 
+mod data;
 mod info;
 mod inputs;
 mod parity;
@@ -18,6 +19,9 @@ struct Cli {
 enum Command {
     /// Print the version, the compiled backends and the devices they find.
     Info(info::InfoArgs),
+    /// Generate ShapesWorld datasets and inspect any data source.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Tokenise texts; prints one JSON line with `ids` and `attention_mask` per text.
     Tokenize(inputs::TokenizeArgs),
     /// Preprocess images into a safetensors file of `[3, H, W]` tensors named by file stem.
@@ -32,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => info::run(args),
+        Command::Data(cmd) => data::run(cmd),
         Command::Tokenize(args) => inputs::tokenize(args),
         Command::Preprocess(args) => inputs::preprocess(args),
         Command::CheckParity(args) => parity::run(args),

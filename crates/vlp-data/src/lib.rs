@@ -7,9 +7,15 @@
 //! not: models and losses (`vlp-align`), evaluation protocols (`vlp-tasks`), the training loop
 //! (`vlp-train`). Tokenisation is `vlp-text`'s; this crate only calls it.
 
+pub mod augment;
 pub mod error;
+pub mod loader;
 pub mod preprocess;
 pub mod shapes;
+pub mod source;
+pub mod writer;
 
 pub use error::{DataError, Result};
+pub use loader::{Batch, Epoch, Loader, LoaderConfig, SkipStats};
 pub use preprocess::{ImagePipeline, Interpolation, ResizeMode};
+pub use source::{Source, open_source};

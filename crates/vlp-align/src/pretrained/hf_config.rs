@@ -289,7 +289,7 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("text_config.hidden_act"), "{e}");
         let e = parse(&obj(
-            json!({"model_type": "clip", "vision_config": {"patch_size": 7}}),
+            json!({"model_type": "clip", "vision_config": {"patch_size": 10}}),
         ))
         .unwrap_err();
         assert!(e.contains("patch_size"), "{e}");

@@ -116,8 +116,12 @@ impl ImagePipeline {
 
     /// The normalised `[3, size, size]` tensor data (channel-major) of an RGB image.
     pub fn process(&self, img: &RgbImage) -> Vec<f32> {
-        let img = self.resize_crop(img);
-        let n = self.size * self.size;
+        self.normalize(&self.resize_crop(img))
+    }
+
+    /// Scales an already `size × size` image to [0, 1] and normalises it, channel-major.
+    pub fn normalize(&self, img: &RgbImage) -> Vec<f32> {
+        let n = (img.width() * img.height()) as usize;
         let mut out = vec![0.0f32; 3 * n];
         for (i, p) in img.pixels().enumerate() {
             for c in 0..3 {
@@ -160,6 +164,11 @@ fn center_crop(img: &RgbImage, s: usize) -> RgbImage {
             image::Rgb([0, 0, 0])
         }
     })
+}
+
+/// Pillow-compatible antialiased resize of an RGB image (public for augmentation).
+pub fn resize_rgb(img: &RgbImage, w: usize, h: usize, interp: Interpolation) -> RgbImage {
+    resize(img, w, h, interp)
 }
 
 /// Pillow-compatible antialiased resize of an RGB image.

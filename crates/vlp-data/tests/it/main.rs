@@ -1,5 +1,6 @@
 //! Integration tests of vlp-data.
 
+mod loader;
 mod preprocess;
 mod shapes;
 

@@ -70,6 +70,22 @@ impl HfTokenizer {
         })
     }
 
+    /// Wraps an in-memory `tokenizers` object already set up for padding and truncation.
+    pub fn from_tokenizer(inner: tokenizers::Tokenizer, context_length: usize) -> Self {
+        Self { inner, context_length }
+    }
+
+    /// Writes `tokenizer.json` (loadable by transformers' `PreTrainedTokenizerFast` and by vlp).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.inner.save(path, true).map_err(|e| TextError::Tokenizer { path: path.into(), reason: e.to_string() })
+    }
+
+    /// Id of a token, if it is in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// The underlying `tokenizers` object.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner

@@ -3,10 +3,12 @@
 mod clean;
 mod clip;
 mod hf;
+pub mod word;
 
 pub use clean::{clean_lower, fix_text, html_unescape, whitespace_clean};
 pub use clip::{ClipTokenizer, Padding};
 pub use hf::HfTokenizer;
+pub use word::word_tokenizer;
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rayon::prelude::*;

@@ -1,0 +1,23 @@
+//! Alignment objectives, as modules over features: the towers never know which one trains them.
+//!
+//! Under data parallelism each rank passes the *gathered* features of the global batch (its own
+//! rows carrying gradient, see `vlp-train`'s `gather_with_grad`), so every objective here sees the
+//! global batch, as open_clip's `--gather-with-grad` does.
+
+mod info_nce;
+mod sigmoid;
+
+pub use info_nce::{MAX_LOGIT_SCALE, clip_loss};
+pub use sigmoid::siglip_loss;
+
+use serde::{Deserialize, Serialize};
+
+/// Which objective trains the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// CLIP's symmetric InfoNCE with a learnable temperature.
+    Clip,
+    /// SigLIP's pairwise sigmoid loss with a learnable scale and bias.
+    Siglip,
+}

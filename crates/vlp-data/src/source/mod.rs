@@ -1,0 +1,143 @@
+//! Where samples come from: ShapesWorld, CSV/TSV and JSONL lists, ImageFolder trees, COCO
+//! caption files (random access), and WebDataset tar shards (streaming).
+//!
+//! A source yields [`RawSample`]s: encoded or decoded pixels plus text. Decoding, augmentation
+//! and batching are the loader's job, on worker threads.
+
+mod braces;
+mod coco;
+mod imagefolder;
+mod shapes;
+mod table;
+mod wds;
+
+pub use braces::expand_braces;
+pub use coco::CocoSource;
+pub use imagefolder::ImageFolderSource;
+pub use shapes::ShapesSource;
+pub use table::TableSource;
+pub use wds::{WdsSource, is_safe_member, read_shard};
+
+use std::path::PathBuf;
+
+use image::RgbImage;
+
+use crate::error::{DataError, Result};
+use crate::shapes::{ShapesWorldConfig, Split};
+
+/// Pixels of a sample, as the source has them.
+#[derive(Debug, Clone)]
+pub enum RawImage {
+    /// Encoded file bytes (JPEG, PNG, WebP), decoded on a worker.
+    Encoded(Vec<u8>),
+    /// Already decoded (ShapesWorld).
+    Decoded(RgbImage),
+    /// A file to read and decode on a worker.
+    Path(PathBuf),
+}
+
+/// One sample before decoding.
+#[derive(Debug, Clone)]
+pub struct RawSample {
+    /// Unique key (file stem, row number or ShapesWorld key), used in every report.
+    pub key: String,
+    /// Pixels.
+    pub image: RawImage,
+    /// Captions (COCO has five; most sources one). Empty means "no caption".
+    pub captions: Vec<String>,
+    /// Class index, when the source has labels.
+    pub label: Option<usize>,
+}
+
+/// Why a sample was left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    /// Key of the sample (or the shard path when a whole tail of a shard is lost).
+    pub key: String,
+    /// Short reason, used to group counts: `corrupt image`, `missing image`, `empty caption`, ...
+    pub reason: String,
+    /// Details (the decoder's message, the offending path).
+    pub detail: String,
+}
+
+/// A dataset with random access by index.
+pub trait IndexedSource: Send + Sync {
+    /// Human-readable name (the source spec).
+    fn name(&self) -> String;
+    /// Number of samples.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Sample `index`, or why it cannot be used.
+    fn get(&self, index: usize) -> Result<RawSample, Skip>;
+    /// Class names when the source is labelled (ImageFolder, ShapesWorld).
+    fn class_names(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// Any source the loader can read.
+pub enum Source {
+    /// Random access: shuffled by permutation, sharded by index.
+    Indexed(Box<dyn IndexedSource>),
+    /// Streaming tar shards: shuffled by shard order and a sample buffer, sharded by shard.
+    Wds(WdsSource),
+}
+
+impl Source {
+    /// Human-readable name.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Indexed(s) => s.name(),
+            Source::Wds(w) => w.name(),
+        }
+    }
+
+    /// Class names, for labelled sources.
+    pub fn class_names(&self) -> Option<Vec<String>> {
+        match self {
+            Source::Indexed(s) => s.class_names(),
+            Source::Wds(_) => None,
+        }
+    }
+}
+
+/// Opens a source from its spec:
+/// - `shapes[:SPLIT[:N]]` — ShapesWorld (default split `train`, 10000 samples) with `shapes_cfg`;
+/// - `wds:PATTERN` — tar shards: a file, a directory of `*.tar`, or a brace pattern such as
+///   `data/shards-{0000..0099}.tar`;
+/// - `csv:FILE` / `tsv:FILE` — a table with image-path and caption columns (`filepath` and
+///   `title` by default, as open_clip), paths relative to the file;
+/// - `jsonl:FILE` — one JSON object per line with the same keys;
+/// - `imagefolder:DIR` — `DIR/<class>/<image>`; captions are "a photo of a <class>.";
+/// - `coco:FILE` — COCO captions JSON (`annotations/captions_*.json`) or a Karpathy split file
+///   (`dataset_coco.json`, test split unless `coco:FILE#train`), images relative to the JSON's
+///   parent directory's parent (COCO layout) or given by `coco:FILE@IMAGE_ROOT`.
+pub fn open_source(spec: &str, shapes_cfg: &ShapesWorldConfig) -> Result<Source> {
+    let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    let bad = |reason: String| DataError::Dataset { source_name: spec.to_string(), reason };
+    match kind {
+        "shapes" => {
+            let mut parts = rest.split(':').filter(|p| !p.is_empty());
+            let split = match parts.next().unwrap_or("train") {
+                "train" => Split::Train,
+                "val" => Split::Val,
+                "test" => Split::Test,
+                "unseen" => Split::Unseen,
+                other => return Err(bad(format!("unknown ShapesWorld split \"{other}\" (train, val, test, unseen)"))),
+            };
+            let n = match parts.next() {
+                Some(n) => n.parse().map_err(|_| bad(format!("\"{n}\" is not a sample count")))?,
+                None => 10_000,
+            };
+            Ok(Source::Indexed(Box::new(ShapesSource::new(shapes_cfg.clone(), split, n)?)))
+        }
+        "wds" => Ok(Source::Wds(WdsSource::open(rest)?)),
+        "csv" | "tsv" | "jsonl" => Ok(Source::Indexed(Box::new(TableSource::open(kind, rest)?))),
+        "imagefolder" => Ok(Source::Indexed(Box::new(ImageFolderSource::open(rest)?))),
+        "coco" => Ok(Source::Indexed(Box::new(CocoSource::open(rest)?))),
+        _ => Err(bad("expected shapes:, wds:, csv:, tsv:, jsonl:, imagefolder: or coco:".into())),
+    }
+}

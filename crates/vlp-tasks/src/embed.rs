@@ -1,0 +1,95 @@
+//! Turning datasets and texts into normalised embeddings.
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use vlp_align::{ClipModel, normalize};
+use vlp_data::loader::Loader;
+use vlp_text::Tokenizer;
+
+use crate::error::Result;
+
+/// Row-major feature matrix on the host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Features {
+    /// `rows × dim` values.
+    pub data: Vec<f32>,
+    /// Number of rows.
+    pub rows: usize,
+    /// Feature width.
+    pub dim: usize,
+}
+
+impl Features {
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Uploads to `device` as `[rows, dim]`.
+    pub fn to_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2> {
+        Tensor::from_data(TensorData::new(self.data.clone(), [self.rows, self.dim]), device)
+    }
+
+    /// Copies a `[rows, dim]` tensor to the host.
+    pub fn from_tensor<B: Backend>(t: Tensor<B, 2>) -> Self {
+        let [rows, dim] = t.dims();
+        Self { data: t.into_data().convert::<f32>().into_vec().expect("f32"), rows, dim }
+    }
+
+    /// Appends the rows of `other`.
+    pub fn extend(&mut self, other: Features) {
+        if self.rows == 0 {
+            self.dim = other.dim;
+        }
+        self.data.extend(other.data);
+        self.rows += other.rows;
+    }
+}
+
+/// Image embeddings of a whole loader epoch, with keys, labels and every caption.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSet {
+    /// L2-normalised image embeddings.
+    pub features: Features,
+    /// Sample keys.
+    pub keys: Vec<String>,
+    /// Labels, where the source has them.
+    pub labels: Vec<Option<usize>>,
+    /// Every caption of every image.
+    pub captions: Vec<Vec<String>>,
+    /// Samples the loader skipped, summarised.
+    pub skipped: String,
+    /// Number of skipped samples.
+    pub skipped_count: usize,
+}
+
+/// Embeds every image of one epoch of `loader` (which should not shuffle or drop).
+pub fn embed_images<B: Backend>(model: &ClipModel<B>, loader: &Loader, device: &B::Device, mut progress: impl FnMut(usize)) -> Result<ImageSet> {
+    let mut out = ImageSet::default();
+    let mut epoch = loader.epoch(0, 0);
+    for batch in epoch.by_ref() {
+        let b = batch?;
+        let f = normalize(model.encode_image(b.images_tensor::<B>(device)));
+        out.features.extend(Features::from_tensor(f));
+        progress(b.len());
+        out.keys.extend(b.keys);
+        out.labels.extend(b.labels);
+        out.captions.extend(b.all_captions);
+    }
+    out.skipped = epoch.stats().summary();
+    out.skipped_count = epoch.stats().skipped_count();
+    Ok(out)
+}
+
+/// L2-normalised embeddings of `texts`, `batch` at a time.
+///
+/// Causal text towers get the padding mask (transformers' CLIP); bidirectional ones (SigLIP) see
+/// the padded sequence as transformers feeds it.
+pub fn embed_texts<B: Backend>(model: &ClipModel<B>, tokenizer: &dyn Tokenizer, texts: &[&str], batch: usize, device: &B::Device) -> Features {
+    let mut out = Features::default();
+    for chunk in texts.chunks(batch.max(1)) {
+        let (ids, mask) = tokenizer.encode_batch(chunk).to_tensors::<B>(device);
+        let f = normalize(model.encode_text(ids, model.text_model.causal.then_some(mask)));
+        out.extend(Features::from_tensor(f));
+    }
+    out
+}
