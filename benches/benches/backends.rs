@@ -2,6 +2,7 @@
 //!
 //! `cargo bench -p vlp-bench --bench backends` (add `--features ndarray-blas` with
 //! libopenblas-dev installed to include NdArray + OpenBLAS). Numbers are in CONTRIBUTING.md.
+#![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::Backend;
@@ -17,7 +18,12 @@ fn matmul<B: Backend>(c: &mut Criterion, name: &str) {
         let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &dev);
         g.throughput(Throughput::Elements((2 * n * n * n) as u64)); // FLOP
         g.bench_function(format!("{n}x{n}"), |bench| {
-            bench.iter(|| a.clone().matmul(b.clone()).slice([0..1, 0..1]).into_scalar())
+            bench.iter(|| {
+                a.clone()
+                    .matmul(b.clone())
+                    .slice([0..1, 0..1])
+                    .into_scalar()
+            })
         });
     }
     g.finish();
@@ -25,7 +31,9 @@ fn matmul<B: Backend>(c: &mut Criterion, name: &str) {
 
 fn block<B: Backend>(dev: &B::Device) -> EncoderLayer<B> {
     // One ViT-B/32 block (width 768, 12 heads, MLP 3072), as CLIP runs it.
-    let mut enc = TransformerEncoderConfig::new(768, 1, 12, 3072).with_activation(Activation::QuickGelu).init(dev);
+    let mut enc = TransformerEncoderConfig::new(768, 1, 12, 3072)
+        .with_activation(Activation::QuickGelu)
+        .init(dev);
     enc.layers.remove(0)
 }
 
@@ -37,7 +45,14 @@ fn transformer_block<B: Backend>(c: &mut Criterion, name: &str) {
     let mut g = c.benchmark_group(format!("vit_b32_block_forward/{name}"));
     g.throughput(Throughput::Elements(8));
     g.sample_size(20);
-    g.bench_function("batch8", |b| b.iter(|| layer.forward(x.clone(), None).slice([0..1, 0..1, 0..1]).into_scalar()));
+    g.bench_function("batch8", |b| {
+        b.iter(|| {
+            layer
+                .forward(x.clone(), None)
+                .slice([0..1, 0..1, 0..1])
+                .into_scalar()
+        })
+    });
     g.finish();
 }
 
@@ -51,7 +66,12 @@ fn transformer_block_train<B: Backend>(c: &mut Criterion, name: &str) {
     g.bench_function("batch8", |b| {
         b.iter(|| {
             let grads = layer.forward(x.clone(), None).mean().backward();
-            layer.mlp.fc1.weight.grad(&grads).map(|g| g.slice([0..1, 0..1]).into_scalar())
+            layer
+                .mlp
+                .fc1
+                .weight
+                .grad(&grads)
+                .map(|g| g.slice([0..1, 0..1]).into_scalar())
         })
     });
     g.finish();

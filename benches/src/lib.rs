@@ -18,9 +18,19 @@ pub fn captions(n: usize) -> Vec<String> {
     };
     (0..n)
         .map(|_| {
-            let mut c = format!("a {} {} {}", SIZES[next(3)], COLOURS[next(6)], SHAPES[next(5)]);
+            let mut c = format!(
+                "a {} {} {}",
+                SIZES[next(3)],
+                COLOURS[next(6)],
+                SHAPES[next(5)]
+            );
             if next(2) == 0 {
-                c += &format!(" {} a {} {}", RELS[next(4)], COLOURS[next(6)], SHAPES[next(5)]);
+                c += &format!(
+                    " {} a {} {}",
+                    RELS[next(4)],
+                    COLOURS[next(6)],
+                    SHAPES[next(5)]
+                );
             }
             if next(3) == 0 {
                 c += " on a noisy background.";
@@ -39,6 +49,8 @@ pub fn jpeg_500x375() -> Vec<u8> {
         image::Rgb([r, g, b])
     });
     let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90).encode_image(&img).expect("encodes");
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90)
+        .encode_image(&img)
+        .expect("encodes");
     buf
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 /// Tests that CI also runs on the `wgpu` backend: (package, test-name filter). They are the
 /// checks that say "the same model on every backend": layers against naive loops and the
 /// checkpoint parity tests.
-const GPU_SUBSET: &[(&str, &str)] = &[("vlp-core", "nn::")];
+const GPU_SUBSET: &[(&str, &str)] = &[("vlp-core", "nn::"), ("vlp-align", "parity::")];
 
 const BACKENDS: &[&str] = &["cpu", "wgpu", "cuda"];
 

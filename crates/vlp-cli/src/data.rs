@@ -90,7 +90,11 @@ pub struct InspectArgs {
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
         DataCommand::Shapes(a) => {
-            let cfg = ShapesWorldConfig { seed: a.seed, image_size: a.image_size, ..Default::default() };
+            let cfg = ShapesWorldConfig {
+                seed: a.seed,
+                image_size: a.image_size,
+                ..Default::default()
+            };
             let world = ShapesWorld::new(cfg)?;
             let split = match a.split {
                 SplitArg::Train => Split::Train,
@@ -99,7 +103,9 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                 SplitArg::Unseen => Split::Unseen,
             };
             let format = match a.format {
-                OutFormat::Wds => Format::Wds { shard_size: a.shard_size },
+                OutFormat::Wds => Format::Wds {
+                    shard_size: a.shard_size,
+                },
                 OutFormat::Imagefolder => Format::ImageFolder,
                 OutFormat::Csv => Format::Csv,
             };
@@ -115,7 +121,11 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         DataCommand::Inspect(a) => {
             // Opening the source is the one thing that can fail; everything after is reported.
             let source = open_source(&a.source, &ShapesWorldConfig::default())?;
-            let workers = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let workers = a.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
             let cfg = LoaderConfig {
                 batch_size: a.batch_size,
                 workers,
@@ -141,7 +151,10 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
                 .skipped
                 .iter()
                 .map(|(reason, items)| {
-                    let list: Vec<serde_json::Value> = items.iter().map(|(k, d)| serde_json::json!({"key": k, "detail": d})).collect();
+                    let list: Vec<serde_json::Value> = items
+                        .iter()
+                        .map(|(k, d)| serde_json::json!({"key": k, "detail": d}))
+                        .collect();
                     (reason.clone(), serde_json::Value::Array(list))
                 })
                 .collect();

@@ -48,13 +48,19 @@ pub fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
         }
         Box::new(ClipTokenizer::new(n, pad))
     } else {
-        Box::new(HfTokenizer::from_file(&args.tokenizer, args.context_length)?)
+        Box::new(HfTokenizer::from_file(
+            &args.tokenizer,
+            args.context_length,
+        )?)
     };
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let batch = tok.encode_batch(&texts);
     for i in 0..batch.batch {
         let e = batch.row(i);
-        println!("{}", serde_json::json!({"ids": e.ids, "attention_mask": e.attention_mask}));
+        println!(
+            "{}",
+            serde_json::json!({"ids": e.ids, "attention_mask": e.attention_mask})
+        );
     }
     Ok(())
 }
@@ -99,14 +105,27 @@ pub fn preprocess(args: PreprocessArgs) -> anyhow::Result<()> {
     };
     let mut stems = BTreeMap::new();
     for p in &args.images {
-        let stem = p.file_stem().and_then(|s| s.to_str()).with_context(|| format!("{}: no usable file name", p.display()))?;
+        let stem = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .with_context(|| format!("{}: no usable file name", p.display()))?;
         if let Some(prev) = stems.insert(stem.to_string(), p) {
-            bail!("{} and {} would both be stored as \"{stem}\"", prev.display(), p.display());
+            bail!(
+                "{} and {} would both be stored as \"{stem}\"",
+                prev.display(),
+                p.display()
+            );
         }
     }
     let mut tensors = BTreeMap::new();
-    for (stem, result) in stems.keys().zip(pipe.load_batch(&stems.values().collect::<Vec<_>>())) {
-        tensors.insert(stem.clone(), HostTensor::new(vec![3, args.size, args.size], result?));
+    for (stem, result) in stems
+        .keys()
+        .zip(pipe.load_batch(&stems.values().collect::<Vec<_>>()))
+    {
+        tensors.insert(
+            stem.clone(),
+            HostTensor::new(vec![3, args.size, args.size], result?),
+        );
     }
     write_safetensors(&args.out, &tensors, StoredDType::F32, None)?;
     println!("wrote {} images to {}", tensors.len(), args.out.display());

@@ -1,11 +1,23 @@
 //! `vlp`: train, evaluate and convert vision-language models from the command line.
 
+// The device type depends on the backend feature: `Copy` on the CPU, not on every GPU backend.
+#![allow(clippy::clone_on_copy)]
+
+mod bench;
 mod data;
+mod eval;
 mod info;
 mod inputs;
 mod parity;
+mod train;
 
 use clap::{Parser, Subcommand};
+
+// Tensor code allocates and frees multi-megabyte buffers every step, and glibc's malloc hands
+// each back to the OS (mmap/munmap, page faults on reuse): on the 2-core reference machine that
+// cost a quarter of CPU training throughput. mimalloc recycles them (numbers in CONTRIBUTING.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Vision-language pretraining and adaptation on Burn.
 #[derive(Parser, Debug)]
@@ -19,6 +31,14 @@ struct Cli {
 enum Command {
     /// Print the version, the compiled backends and the devices they find.
     Info(info::InfoArgs),
+    /// Train a CLIP or SigLIP model (default: a small CLIP on the built-in ShapesWorld).
+    Train(train::TrainArgs),
+    /// Evaluate a model: zero-shot, retrieval, linear probe or few-shot.
+    Eval(eval::EvalArgs),
+    /// Embed images and/or texts into a safetensors file.
+    Embed(eval::EmbedArgs),
+    /// Time training steps or encoders on random data; prints one JSON line.
+    Bench(bench::BenchArgs),
     /// Generate ShapesWorld datasets and inspect any data source.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -36,7 +56,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info(args) => info::run(args),
+        Command::Train(args) => train::run(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Embed(args) => eval::embed(args),
         Command::Tokenize(args) => inputs::tokenize(args),
         Command::Preprocess(args) => inputs::preprocess(args),
         Command::CheckParity(args) => parity::run(args),

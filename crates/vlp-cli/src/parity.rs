@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use vlp_align::parity::{KNOWN_OUTPUTS, check_parity};
-use vlp_align::pretrained::{load_pretrained, save_hf};
+use vlp_align::pretrained::{load_pretrained, save_hf, save_preprocessor_config};
 use vlp_core::backend::{DefaultBackend, default_device};
 use vlp_core::checkpoint::StoredDType;
 
@@ -117,6 +117,7 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<()> {
     };
     save_hf(&p.model, &p.config, &args.out, dtype)
         .with_context(|| format!("writing {}", args.out.display()))?;
+    save_preprocessor_config(&p.preprocess, &args.out)?;
     println!(
         "wrote {} ({:?} layout in, transformers layout out, {:?})",
         args.out.display(),

@@ -83,6 +83,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // PyTorch's outputs, verbatim
     fn matches_torch() {
         // torch.nn.functional.interpolate(..., mode="bicubic", align_corners=False), PyTorch 2.15.
         let up = [

@@ -27,7 +27,14 @@ pub struct AugmentConfig {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { scale: [0.9, 1.0], ratio: [3.0 / 4.0, 4.0 / 3.0], hflip: 0.0, jitter_prob: 0.0, jitter_strength: 0.4, two_views: false }
+        Self {
+            scale: [0.9, 1.0],
+            ratio: [3.0 / 4.0, 4.0 / 3.0],
+            hflip: 0.0,
+            jitter_prob: 0.0,
+            jitter_strength: 0.4,
+            two_views: false,
+        }
     }
 }
 
@@ -62,7 +69,10 @@ fn jitter(img: &mut RgbImage, strength: f32, rng: &mut Rng) {
     let b = rng.range(1.0 - strength, 1.0 + strength);
     let c = rng.range(1.0 - strength, 1.0 + strength);
     let s = rng.range(1.0 - strength, 1.0 + strength);
-    let mean = img.pixels().map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).sum::<f32>()
+    let mean = img
+        .pixels()
+        .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+        .sum::<f32>()
         / (img.width() * img.height()) as f32;
     for p in img.pixels_mut() {
         let mut v = [p[0] as f32 * b, p[1] as f32 * b, p[2] as f32 * b];
@@ -95,7 +105,10 @@ mod tests {
 
     #[test]
     fn crops_stay_inside_and_respect_scale() {
-        let cfg = AugmentConfig { scale: [0.3, 0.6], ..Default::default() };
+        let cfg = AugmentConfig {
+            scale: [0.3, 0.6],
+            ..Default::default()
+        };
         let mut rng = Rng::new(3);
         for _ in 0..500 {
             let (x, y, w, h) = crop_box(100, 80, &cfg, &mut rng);
@@ -108,7 +121,11 @@ mod tests {
     #[test]
     fn flip_and_identity() {
         let img = RgbImage::from_fn(16, 16, |x, _| image::Rgb([(x * 16) as u8, 0, 0]));
-        let keep = AugmentConfig { scale: [1.0, 1.0], ratio: [1.0, 1.0], ..Default::default() };
+        let keep = AugmentConfig {
+            scale: [1.0, 1.0],
+            ratio: [1.0, 1.0],
+            ..Default::default()
+        };
         assert_eq!(augment(&img, 16, &keep, &mut Rng::new(1)), img);
         let flip = AugmentConfig { hflip: 1.0, ..keep };
         let f = augment(&img, 16, &flip, &mut Rng::new(1));

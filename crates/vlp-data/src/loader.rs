@@ -108,9 +108,15 @@ impl Batch {
     }
 
     /// The images as a `[n, 3, size, size]` tensor.
-    pub fn images_tensor<B: burn::tensor::backend::Backend>(&self, device: &B::Device) -> burn::tensor::Tensor<B, 4> {
+    pub fn images_tensor<B: burn::tensor::backend::Backend>(
+        &self,
+        device: &B::Device,
+    ) -> burn::tensor::Tensor<B, 4> {
         let s = self.image_size;
-        burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(self.images.clone(), [self.len(), 3, s, s]), device)
+        burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(self.images.clone(), [self.len(), 3, s, s]),
+            device,
+        )
     }
 }
 
@@ -133,7 +139,10 @@ impl SkipStats {
 
     fn add(&mut self, s: Skip) {
         self.seen += 1;
-        self.skipped.entry(s.reason).or_default().push((s.key, s.detail));
+        self.skipped
+            .entry(s.reason)
+            .or_default()
+            .push((s.key, s.detail));
     }
 
     /// One line per reason with a few keys, for logs.
@@ -141,7 +150,12 @@ impl SkipStats {
         let mut out = format!("{} of {} samples skipped", self.skipped_count(), self.seen);
         for (reason, keys) in &self.skipped {
             let some: Vec<&str> = keys.iter().take(5).map(|(k, _)| k.as_str()).collect();
-            out += &format!("; {reason}: {} ({}{})", keys.len(), some.join(", "), if keys.len() > 5 { ", ..." } else { "" });
+            out += &format!(
+                "; {reason}: {} ({}{})",
+                keys.len(),
+                some.join(", "),
+                if keys.len() > 5 { ", ..." } else { "" }
+            );
         }
         out
     }
@@ -169,36 +183,75 @@ struct Shared {
 }
 
 fn key_hash(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 impl Shared {
     fn process(&self, raw: RawSample, epoch: u64) -> Item {
-        let skip = |reason: &str, detail: String| Skip { key: raw.key.clone(), reason: reason.into(), detail };
+        let skip = |reason: &str, detail: String| Skip {
+            key: raw.key.clone(),
+            reason: reason.into(),
+            detail,
+        };
         let img: RgbImage = match &raw.image {
             RawImage::Decoded(i) => i.clone(),
-            RawImage::Encoded(b) => decode_image(b, &raw.key).map_err(|e| skip("corrupt image", e.to_string()))?,
+            RawImage::Encoded(b) => {
+                decode_image(b, &raw.key).map_err(|e| skip("corrupt image", e.to_string()))?
+            }
             RawImage::Path(p) => {
-                let bytes = std::fs::read(p).map_err(|e| skip("missing image", format!("{}: {e}", p.display())))?;
-                decode_image(&bytes, &p.display().to_string()).map_err(|e| skip("corrupt image", e.to_string()))?
+                let bytes = std::fs::read(p)
+                    .map_err(|e| skip("missing image", format!("{}: {e}", p.display())))?;
+                decode_image(&bytes, &p.display().to_string())
+                    .map_err(|e| skip("corrupt image", e.to_string()))?
             }
         };
         let mut rng = Rng::for_item(self.seed, epoch, key_hash(&raw.key));
-        let captions: Vec<String> = raw.captions.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+        let captions: Vec<String> = raw
+            .captions
+            .iter()
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect();
         if captions.is_empty() {
-            return Err(skip(if raw.captions.is_empty() { "missing caption" } else { "empty caption" }, String::new()));
+            return Err(skip(
+                if raw.captions.is_empty() {
+                    "missing caption"
+                } else {
+                    "empty caption"
+                },
+                String::new(),
+            ));
         }
-        let caption = if self.augment.is_some() { captions[rng.below(captions.len())].clone() } else { captions[0].clone() };
+        let caption = if self.augment.is_some() {
+            captions[rng.below(captions.len())].clone()
+        } else {
+            captions[0].clone()
+        };
         let (pixels, second) = match &self.augment {
             None => (self.pipeline.process(&img), None),
             Some(a) => {
-                let v1 = self.pipeline.normalize(&augment(&img, self.pipeline.size, a, &mut rng));
-                let v2 = a.two_views.then(|| self.pipeline.normalize(&augment(&img, self.pipeline.size, a, &mut rng)));
+                let v1 = self
+                    .pipeline
+                    .normalize(&augment(&img, self.pipeline.size, a, &mut rng));
+                let v2 = a.two_views.then(|| {
+                    self.pipeline
+                        .normalize(&augment(&img, self.pipeline.size, a, &mut rng))
+                });
                 (v1, v2)
             }
         };
         let tokens = self.tokenizer.as_ref().map(|t| t.encode(&caption));
-        Ok(Ready { key: raw.key, pixels, second, caption, captions, label: raw.label, tokens })
+        Ok(Ready {
+            key: raw.key,
+            pixels,
+            second,
+            caption,
+            captions,
+            label: raw.label,
+            tokens,
+        })
     }
 }
 
@@ -212,8 +265,18 @@ pub struct Loader {
 impl Loader {
     /// A loader over `source`, preprocessing with `pipeline` (and augmenting when
     /// `config.augment` is set), tokenising captions when `tokenizer` is given.
-    pub fn new(source: Source, pipeline: ImagePipeline, tokenizer: Option<Arc<dyn Tokenizer>>, config: LoaderConfig) -> Result<Self> {
-        let bad = |field: &str, reason: &str| Err(DataError::Config { field: field.into(), reason: reason.into() });
+    pub fn new(
+        source: Source,
+        pipeline: ImagePipeline,
+        tokenizer: Option<Arc<dyn Tokenizer>>,
+        config: LoaderConfig,
+    ) -> Result<Self> {
+        let bad = |field: &str, reason: &str| {
+            Err(DataError::Config {
+                field: field.into(),
+                reason: reason.into(),
+            })
+        };
         if config.batch_size == 0 {
             return bad("batch_size", "must be positive");
         }
@@ -227,10 +290,22 @@ impl Loader {
         if let Source::Indexed(s) = &source
             && s.is_empty()
         {
-            return Err(DataError::Dataset { source_name: s.name(), reason: "empty dataset".into() });
+            return Err(DataError::Dataset {
+                source_name: s.name(),
+                reason: "empty dataset".into(),
+            });
         }
-        let shared = Shared { pipeline, augment: config.augment.clone(), tokenizer, seed: config.seed };
-        Ok(Self { source: Arc::new(source), shared: Arc::new(shared), config })
+        let shared = Shared {
+            pipeline,
+            augment: config.augment.clone(),
+            tokenizer,
+            seed: config.seed,
+        };
+        Ok(Self {
+            source: Arc::new(source),
+            shared: Arc::new(shared),
+            config,
+        })
     }
 
     /// The source.
@@ -251,7 +326,12 @@ impl Loader {
         }
         // Every rank gets the same number of samples, so data-parallel steps stay in lockstep.
         let per_rank = order.len() / self.config.world_size;
-        order.into_iter().skip(self.config.rank).step_by(self.config.world_size).take(per_rank).collect()
+        order
+            .into_iter()
+            .skip(self.config.rank)
+            .step_by(self.config.world_size)
+            .take(per_rank)
+            .collect()
     }
 
     /// Batches per epoch for random-access sources (`None` for streams).
@@ -259,7 +339,11 @@ impl Loader {
         match self.source.as_ref() {
             Source::Indexed(s) => {
                 let n = s.len() / self.config.world_size;
-                Some(if self.config.drop_last { n / self.config.batch_size } else { n.div_ceil(self.config.batch_size) })
+                Some(if self.config.drop_last {
+                    n / self.config.batch_size
+                } else {
+                    n.div_ceil(self.config.batch_size)
+                })
             }
             Source::Wds(_) => None,
         }
@@ -277,7 +361,14 @@ impl Loader {
                     jobs.pop();
                 }
                 let jobs: Vec<Vec<usize>> = jobs.into_iter().skip(start_batch).collect();
-                Stream::indexed(self.source.clone(), self.shared.clone(), jobs, epoch, workers, self.config.prefetch)
+                Stream::indexed(
+                    self.source.clone(),
+                    self.shared.clone(),
+                    jobs,
+                    epoch,
+                    workers,
+                    self.config.prefetch,
+                )
             }
             Source::Wds(w) => Stream::wds(w, self.shared.clone(), &self.config, epoch),
         };
@@ -288,7 +379,11 @@ impl Loader {
             shuffle: matches!(self.source.as_ref(), Source::Wds(_)) && self.config.shuffle,
             rng: Rng::for_item(self.config.seed, 0xb0ff, epoch),
             batch_index: start_batch,
-            to_discard: if matches!(self.source.as_ref(), Source::Wds(_)) { start_batch * self.config.batch_size } else { 0 },
+            to_discard: if matches!(self.source.as_ref(), Source::Wds(_)) {
+                start_batch * self.config.batch_size
+            } else {
+                0
+            },
             config: self.config.clone(),
             image_size: self.shared.pipeline.size,
             done: false,
@@ -299,20 +394,47 @@ impl Loader {
 /// The producer side of an epoch.
 enum Stream {
     /// Decode on the caller's thread.
-    Inline { source: Arc<Source>, shared: Arc<Shared>, jobs: std::vec::IntoIter<Vec<usize>>, epoch: u64 },
+    Inline {
+        source: Arc<Source>,
+        shared: Arc<Shared>,
+        jobs: std::vec::IntoIter<Vec<usize>>,
+        epoch: u64,
+    },
     /// Workers, each with its own bounded channel; jobs are taken round-robin.
-    Workers { receivers: Vec<Receiver<Vec<Item>>>, next: usize, live: Vec<bool>, _handles: Vec<JoinHandle<()>>, job_granular: bool },
+    Workers {
+        receivers: Vec<Receiver<Vec<Item>>>,
+        next: usize,
+        live: Vec<bool>,
+        _handles: Vec<JoinHandle<()>>,
+        job_granular: bool,
+    },
 }
 
 fn run_indexed(source: &Source, shared: &Shared, job: &[usize], epoch: u64) -> Vec<Item> {
-    let Source::Indexed(s) = source else { unreachable!("indexed jobs come from indexed sources") };
-    job.iter().map(|&i| s.get(i).and_then(|raw| shared.process(raw, epoch))).collect()
+    let Source::Indexed(s) = source else {
+        unreachable!("indexed jobs come from indexed sources")
+    };
+    job.iter()
+        .map(|&i| s.get(i).and_then(|raw| shared.process(raw, epoch)))
+        .collect()
 }
 
 impl Stream {
-    fn indexed(source: Arc<Source>, shared: Arc<Shared>, jobs: Vec<Vec<usize>>, epoch: u64, workers: usize, prefetch: usize) -> Self {
+    fn indexed(
+        source: Arc<Source>,
+        shared: Arc<Shared>,
+        jobs: Vec<Vec<usize>>,
+        epoch: u64,
+        workers: usize,
+        prefetch: usize,
+    ) -> Self {
         if workers == 0 {
-            return Stream::Inline { source, shared, jobs: jobs.into_iter(), epoch };
+            return Stream::Inline {
+                source,
+                shared,
+                jobs: jobs.into_iter(),
+                epoch,
+            };
         }
         let mut receivers = Vec::new();
         let mut handles = Vec::new();
@@ -329,14 +451,22 @@ impl Stream {
             }));
             receivers.push(rx);
         }
-        Stream::Workers { live: vec![true; workers], receivers, next: 0, _handles: handles, job_granular: true }
+        Stream::Workers {
+            live: vec![true; workers],
+            receivers,
+            next: 0,
+            _handles: handles,
+            job_granular: true,
+        }
     }
 
     fn wds(w: &WdsSource, shared: Arc<Shared>, cfg: &LoaderConfig, epoch: u64) -> Self {
         let mut shards: Vec<std::path::PathBuf> = w.shards().to_vec();
         let mut rng = Rng::for_item(cfg.seed, 0x5a4d, epoch);
         if cfg.resample {
-            shards = (0..shards.len()).map(|_| shards[rng.below(shards.len())].clone()).collect();
+            shards = (0..shards.len())
+                .map(|_| shards[rng.below(shards.len())].clone())
+                .collect();
         } else if cfg.shuffle {
             rng.shuffle(&mut shards);
         }
@@ -346,7 +476,8 @@ impl Stream {
         let mut handles = Vec::new();
         for wk in 0..workers {
             let slot = cfg.rank * workers + wk;
-            let mine: Vec<std::path::PathBuf> = shards.iter().skip(slot).step_by(slots).cloned().collect();
+            let mine: Vec<std::path::PathBuf> =
+                shards.iter().skip(slot).step_by(slots).cloned().collect();
             let (tx, rx) = sync_channel::<Vec<Item>>(cfg.prefetch.max(1) * 4);
             let shared = shared.clone();
             handles.push(std::thread::spawn(move || {
@@ -370,14 +501,31 @@ impl Stream {
             }));
             receivers.push(rx);
         }
-        Stream::Workers { live: vec![true; workers], receivers, next: 0, _handles: handles, job_granular: false }
+        Stream::Workers {
+            live: vec![true; workers],
+            receivers,
+            next: 0,
+            _handles: handles,
+            job_granular: false,
+        }
     }
 
     /// The next chunk of items in deterministic order, `None` when the epoch is exhausted.
     fn next_chunk(&mut self) -> Option<Vec<Item>> {
         match self {
-            Stream::Inline { source, shared, jobs, epoch } => jobs.next().map(|j| run_indexed(source, shared, &j, *epoch)),
-            Stream::Workers { receivers, next, live, job_granular, .. } => {
+            Stream::Inline {
+                source,
+                shared,
+                jobs,
+                epoch,
+            } => jobs.next().map(|j| run_indexed(source, shared, &j, *epoch)),
+            Stream::Workers {
+                receivers,
+                next,
+                live,
+                job_granular,
+                ..
+            } => {
                 let n = receivers.len();
                 for _ in 0..n {
                     let w = *next;
@@ -433,7 +581,11 @@ impl Epoch {
         if (end || seen >= 1000) && skipped as f64 > self.config.max_skip_fraction * seen as f64 {
             return Err(DataError::Dataset {
                 source_name: "loader".into(),
-                reason: format!("too many bad samples (ceiling {:.1} %): {}", 100.0 * self.config.max_skip_fraction, self.stats.summary()),
+                reason: format!(
+                    "too many bad samples (ceiling {:.1} %): {}",
+                    100.0 * self.config.max_skip_fraction,
+                    self.stats.summary()
+                ),
             });
         }
         Ok(())
@@ -458,7 +610,10 @@ impl Epoch {
         let mut b = Batch {
             index: self.batch_index,
             images: Vec::with_capacity(n * 3 * self.image_size * self.image_size),
-            second_view: samples.first().and_then(|s| s.second.as_ref()).map(|_| Vec::new()),
+            second_view: samples
+                .first()
+                .and_then(|s| s.second.as_ref())
+                .map(|_| Vec::new()),
             image_size: self.image_size,
             captions: Vec::with_capacity(n),
             all_captions: Vec::with_capacity(n),
@@ -484,7 +639,10 @@ impl Epoch {
             let context_length = encs[0].ids.len();
             b.tokens = Some(TokenBatch {
                 ids: encs.iter().flat_map(|e| e.ids.iter().copied()).collect(),
-                attention_mask: encs.iter().flat_map(|e| e.attention_mask.iter().copied()).collect(),
+                attention_mask: encs
+                    .iter()
+                    .flat_map(|e| e.attention_mask.iter().copied())
+                    .collect(),
                 batch: n,
                 context_length,
             });
@@ -503,7 +661,11 @@ impl Iterator for Epoch {
             return None;
         }
         let bsz = self.config.batch_size;
-        if let Stream::Workers { job_granular: true, .. } | Stream::Inline { .. } = self.stream {
+        if let Stream::Workers {
+            job_granular: true, ..
+        }
+        | Stream::Inline { .. } = self.stream
+        {
             // One job = one batch of fixed indices.
             loop {
                 let Some(items) = self.stream.next_chunk() else {
@@ -521,10 +683,16 @@ impl Iterator for Epoch {
             }
         }
         // Streams: interleave, shuffle through the buffer, cut batches.
-        let cap = if self.shuffle { self.config.shuffle_buffer.max(bsz) } else { bsz };
+        let cap = if self.shuffle {
+            self.config.shuffle_buffer.max(bsz)
+        } else {
+            bsz
+        };
         loop {
             while self.buffer.len() < cap {
-                let Some(items) = self.stream.next_chunk() else { break };
+                let Some(items) = self.stream.next_chunk() else {
+                    break;
+                };
                 let ready = self.take(items);
                 self.buffer.extend(ready);
                 if let Err(e) = self.check_ceiling(false) {
@@ -539,8 +707,16 @@ impl Iterator for Epoch {
             let take = bsz.min(self.buffer.len());
             let mut samples = Vec::with_capacity(take);
             for _ in 0..take {
-                let i = if self.shuffle { self.rng.below(self.buffer.len()) } else { 0 };
-                samples.push(if self.shuffle { self.buffer.swap_remove(i) } else { self.buffer.remove(0) });
+                let i = if self.shuffle {
+                    self.rng.below(self.buffer.len())
+                } else {
+                    0
+                };
+                samples.push(if self.shuffle {
+                    self.buffer.swap_remove(i)
+                } else {
+                    self.buffer.remove(0)
+                });
             }
             if self.to_discard >= take {
                 self.to_discard -= take;

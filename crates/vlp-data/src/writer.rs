@@ -10,13 +10,17 @@ use crate::error::{DataError, Result};
 use crate::shapes::{ShapesWorld, Split, class_name};
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
-    move |e| DataError::Io { path: path.to_path_buf(), source: e }
+    move |e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 /// Encodes an RGB image as PNG bytes.
 pub fn png_bytes(img: &RgbImage) -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png).expect("PNG encoding of an RGB buffer cannot fail");
+    img.write_to(&mut buf, image::ImageFormat::Png)
+        .expect("PNG encoding of an RGB buffer cannot fail");
     buf.into_inner()
 }
 
@@ -37,17 +41,29 @@ impl ShardWriter {
     pub fn new(dir: impl AsRef<Path>, prefix: &str, shard_size: usize) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         if shard_size == 0 {
-            return Err(DataError::Config { field: "shard_size".into(), reason: "must be positive".into() });
+            return Err(DataError::Config {
+                field: "shard_size".into(),
+                reason: "must be positive".into(),
+            });
         }
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(Self { dir, prefix: prefix.into(), shard_size, current: None, in_shard: 0, shards: Vec::new() })
+        Ok(Self {
+            dir,
+            prefix: prefix.into(),
+            shard_size,
+            current: None,
+            in_shard: 0,
+            shards: Vec::new(),
+        })
     }
 
     /// Adds one sample: `members` are (extension, bytes), e.g. `("png", ..)`, `("txt", ..)`.
     pub fn write(&mut self, key: &str, members: &[(&str, &[u8])]) -> Result<()> {
         if self.current.is_none() || self.in_shard == self.shard_size {
             self.close_shard()?;
-            let path = self.dir.join(format!("{}-{:05}.tar", self.prefix, self.shards.len()));
+            let path = self
+                .dir
+                .join(format!("{}-{:05}.tar", self.prefix, self.shards.len()));
             let f = std::fs::File::create(&path).map_err(io(&path))?;
             self.current = Some(tar::Builder::new(std::io::BufWriter::new(f)));
             self.shards.push(path);
@@ -61,7 +77,9 @@ impl ShardWriter {
             h.set_mode(0o644);
             h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
-            builder.append_data(&mut h, format!("{key}.{ext}"), *bytes).map_err(io(&path))?;
+            builder
+                .append_data(&mut h, format!("{key}.{ext}"), *bytes)
+                .map_err(io(&path))?;
         }
         self.in_shard += 1;
         Ok(())
@@ -100,27 +118,42 @@ pub enum Format {
 
 /// Writes samples `0..n` of `split` in `format` under `dir`; returns the files written (shards,
 /// the CSV, or class folders).
-pub fn write_shapes(world: &ShapesWorld, split: Split, n: usize, dir: impl AsRef<Path>, format: Format) -> Result<Vec<PathBuf>> {
+pub fn write_shapes(
+    world: &ShapesWorld,
+    split: Split,
+    n: usize,
+    dir: impl AsRef<Path>,
+    format: Format,
+) -> Result<Vec<PathBuf>> {
     use rayon::prelude::*;
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     // Generate in parallel, write in order, a chunk at a time to bound memory.
     let mut out = Vec::new();
     let mut shards = match format {
-        Format::Wds { shard_size } => Some(ShardWriter::new(dir, &format!("shapes-{}", split.name()), shard_size)?),
+        Format::Wds { shard_size } => Some(ShardWriter::new(
+            dir,
+            &format!("shapes-{}", split.name()),
+            shard_size,
+        )?),
         _ => None,
     };
     let mut csv_rows = String::from("filepath,title\n");
     for start in (0..n).step_by(1024) {
-        let scenes: Vec<_> = (start..(start + 1024).min(n)).into_par_iter().map(|i| world.sample(split, i as u64)).collect();
+        let scenes: Vec<_> = (start..(start + 1024).min(n))
+            .into_par_iter()
+            .map(|i| world.sample(split, i as u64))
+            .collect();
         for s in scenes {
             let png = png_bytes(&s.image);
             match format {
                 Format::Wds { .. } => {
                     let size = world.config().image_size as u32;
-                    let mask = image::GrayImage::from_raw(size, size, s.instance_mask.clone()).expect("size² mask");
+                    let mask = image::GrayImage::from_raw(size, size, s.instance_mask.clone())
+                        .expect("size² mask");
                     let mut mask_png = std::io::Cursor::new(Vec::new());
-                    mask.write_to(&mut mask_png, image::ImageFormat::Png).expect("PNG encoding");
+                    mask.write_to(&mut mask_png, image::ImageFormat::Png)
+                        .expect("PNG encoding");
                     let json = serde_json::to_vec(&s).expect("scenes serialise");
                     let w = shards.as_mut().expect("wds writer");
                     w.write(
@@ -148,7 +181,11 @@ pub fn write_shapes(world: &ShapesWorld, split: Split, n: usize, dir: impl AsRef
                     std::fs::create_dir_all(&img_dir).map_err(io(&img_dir))?;
                     let p = img_dir.join(format!("{}.png", s.key));
                     std::fs::write(&p, &png).map_err(io(&p))?;
-                    csv_rows += &format!("images/{}.png,\"{}\"\n", s.key, s.captions.short.replace('"', "\"\""));
+                    csv_rows += &format!(
+                        "images/{}.png,\"{}\"\n",
+                        s.key,
+                        s.captions.short.replace('"', "\"\"")
+                    );
                 }
             }
         }

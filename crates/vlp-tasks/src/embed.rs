@@ -26,13 +26,20 @@ impl Features {
 
     /// Uploads to `device` as `[rows, dim]`.
     pub fn to_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2> {
-        Tensor::from_data(TensorData::new(self.data.clone(), [self.rows, self.dim]), device)
+        Tensor::from_data(
+            TensorData::new(self.data.clone(), [self.rows, self.dim]),
+            device,
+        )
     }
 
     /// Copies a `[rows, dim]` tensor to the host.
     pub fn from_tensor<B: Backend>(t: Tensor<B, 2>) -> Self {
         let [rows, dim] = t.dims();
-        Self { data: t.into_data().convert::<f32>().into_vec().expect("f32"), rows, dim }
+        Self {
+            data: t.into_data().convert::<f32>().into_vec().expect("f32"),
+            rows,
+            dim,
+        }
     }
 
     /// Appends the rows of `other`.
@@ -60,10 +67,17 @@ pub struct ImageSet {
     pub skipped: String,
     /// Number of skipped samples.
     pub skipped_count: usize,
+    /// The skips themselves, by reason.
+    pub skip_stats: vlp_data::loader::SkipStats,
 }
 
 /// Embeds every image of one epoch of `loader` (which should not shuffle or drop).
-pub fn embed_images<B: Backend>(model: &ClipModel<B>, loader: &Loader, device: &B::Device, mut progress: impl FnMut(usize)) -> Result<ImageSet> {
+pub fn embed_images<B: Backend>(
+    model: &ClipModel<B>,
+    loader: &Loader,
+    device: &B::Device,
+    mut progress: impl FnMut(usize),
+) -> Result<ImageSet> {
     let mut out = ImageSet::default();
     let mut epoch = loader.epoch(0, 0);
     for batch in epoch.by_ref() {
@@ -77,6 +91,7 @@ pub fn embed_images<B: Backend>(model: &ClipModel<B>, loader: &Loader, device: &
     }
     out.skipped = epoch.stats().summary();
     out.skipped_count = epoch.stats().skipped_count();
+    out.skip_stats = epoch.stats().clone();
     Ok(out)
 }
 
@@ -84,7 +99,13 @@ pub fn embed_images<B: Backend>(model: &ClipModel<B>, loader: &Loader, device: &
 ///
 /// Causal text towers get the padding mask (transformers' CLIP); bidirectional ones (SigLIP) see
 /// the padded sequence as transformers feeds it.
-pub fn embed_texts<B: Backend>(model: &ClipModel<B>, tokenizer: &dyn Tokenizer, texts: &[&str], batch: usize, device: &B::Device) -> Features {
+pub fn embed_texts<B: Backend>(
+    model: &ClipModel<B>,
+    tokenizer: &dyn Tokenizer,
+    texts: &[&str],
+    batch: usize,
+    device: &B::Device,
+) -> Features {
     let mut out = Features::default();
     for chunk in texts.chunks(batch.max(1)) {
         let (ids, mask) = tokenizer.encode_batch(chunk).to_tensors::<B>(device);

@@ -6,9 +6,14 @@
 //! dense, grounding, VQA and captioning tasks. What does not: the models and objectives
 //! (`vlp-align`), data formats (`vlp-data`), the training loop (`vlp-train`).
 
+pub mod bundle;
 pub mod embed;
 pub mod error;
+pub mod fewshot;
+pub mod probe;
+pub mod report;
 pub mod retrieval;
+pub mod templates;
 pub mod zeroshot;
 
 pub use error::{Result, TaskError};

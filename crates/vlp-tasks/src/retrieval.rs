@@ -34,8 +34,15 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Rank (1-based) of the best-scoring target among `hits`, ties counted pessimistically for the
 /// target (an equal score of a wrong candidate ranks above it), so results are deterministic.
 fn rank_of(scores: &[f32], hits: &[usize]) -> usize {
-    let best = hits.iter().map(|&h| scores[h]).fold(f32::NEG_INFINITY, f32::max);
-    1 + scores.iter().enumerate().filter(|(j, s)| **s >= best && !hits.contains(j)).count()
+    let best = hits
+        .iter()
+        .map(|&h| scores[h])
+        .fold(f32::NEG_INFINITY, f32::max);
+    1 + scores
+        .iter()
+        .enumerate()
+        .filter(|(j, s)| **s >= best && !hits.contains(j))
+        .count()
 }
 
 fn stats(ranks: &[usize]) -> ([f64; 3], f64, f64) {
@@ -48,24 +55,45 @@ fn stats(ranks: &[usize]) -> ([f64; 3], f64, f64) {
     } else {
         (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) as f64 / 2.0
     };
-    ([r(1), r(5), r(10)], ranks.iter().sum::<usize>() as f64 / n, median)
+    (
+        [r(1), r(5), r(10)],
+        ranks.iter().sum::<usize>() as f64 / n,
+        median,
+    )
 }
 
 /// Retrieval between `images` and `texts`, where `text_image[t]` is the image text `t`
 /// describes. Similarities are computed a chunk of queries at a time, on all cores.
-pub fn retrieval(images: &Features, texts: &Features, text_image: &[usize]) -> Result<RetrievalResult> {
-    let bad = |reason: String| TaskError::Invalid { task: "retrieval".into(), reason };
+pub fn retrieval(
+    images: &Features,
+    texts: &Features,
+    text_image: &[usize],
+) -> Result<RetrievalResult> {
+    let bad = |reason: String| TaskError::Invalid {
+        task: "retrieval".into(),
+        reason,
+    };
     if texts.rows != text_image.len() {
-        return Err(bad(format!("{} texts but {} text→image links", texts.rows, text_image.len())));
+        return Err(bad(format!(
+            "{} texts but {} text→image links",
+            texts.rows,
+            text_image.len()
+        )));
     }
     if images.rows == 0 || texts.rows == 0 {
         return Err(bad("nothing to retrieve".into()));
     }
     if images.dim != texts.dim {
-        return Err(bad(format!("image features have width {} but text features {}", images.dim, texts.dim)));
+        return Err(bad(format!(
+            "image features have width {} but text features {}",
+            images.dim, texts.dim
+        )));
     }
     if let Some(t) = text_image.iter().position(|&i| i >= images.rows) {
-        return Err(bad(format!("text {t} points at image {} of {}", text_image[t], images.rows)));
+        return Err(bad(format!(
+            "text {t} points at image {} of {}",
+            text_image[t], images.rows
+        )));
     }
     let mut captions_of = vec![Vec::new(); images.rows];
     for (t, &i) in text_image.iter().enumerate() {
@@ -77,20 +105,33 @@ pub fn retrieval(images: &Features, texts: &Features, text_image: &[usize]) -> R
     let i2t: Vec<usize> = (0..images.rows)
         .into_par_iter()
         .map(|i| {
-            let scores: Vec<f32> = (0..texts.rows).map(|t| dot(images.row(i), texts.row(t))).collect();
+            let scores: Vec<f32> = (0..texts.rows)
+                .map(|t| dot(images.row(i), texts.row(t)))
+                .collect();
             rank_of(&scores, &captions_of[i])
         })
         .collect();
     let t2i: Vec<usize> = (0..texts.rows)
         .into_par_iter()
         .map(|t| {
-            let scores: Vec<f32> = (0..images.rows).map(|i| dot(texts.row(t), images.row(i))).collect();
+            let scores: Vec<f32> = (0..images.rows)
+                .map(|i| dot(texts.row(t), images.row(i)))
+                .collect();
             rank_of(&scores, &[text_image[t]])
         })
         .collect();
     let (i2t_recall, i2t_mean_rank, i2t_median_rank) = stats(&i2t);
     let (t2i_recall, t2i_mean_rank, t2i_median_rank) = stats(&t2i);
-    Ok(RetrievalResult { i2t_recall, t2i_recall, i2t_mean_rank, i2t_median_rank, t2i_mean_rank, t2i_median_rank, images: images.rows, texts: texts.rows })
+    Ok(RetrievalResult {
+        i2t_recall,
+        t2i_recall,
+        i2t_mean_rank,
+        i2t_median_rank,
+        t2i_mean_rank,
+        t2i_median_rank,
+        images: images.rows,
+        texts: texts.rows,
+    })
 }
 
 #[cfg(test)]
@@ -98,7 +139,11 @@ mod tests {
     use super::*;
 
     fn feats(rows: &[&[f32]]) -> Features {
-        Features { data: rows.iter().flat_map(|r| r.iter().copied()).collect(), rows: rows.len(), dim: rows[0].len() }
+        Features {
+            data: rows.iter().flat_map(|r| r.iter().copied()).collect(),
+            rows: rows.len(),
+            dim: rows[0].len(),
+        }
     }
 
     #[test]
@@ -122,7 +167,12 @@ mod tests {
     fn inconsistent_inputs_are_rejected() {
         let images = feats(&[&[1.0, 0.0], &[0.0, 1.0]]);
         let texts = feats(&[&[1.0, 0.0]]);
-        assert!(retrieval(&images, &texts, &[0]).unwrap_err().to_string().contains("image 1 has no caption"));
+        assert!(
+            retrieval(&images, &texts, &[0])
+                .unwrap_err()
+                .to_string()
+                .contains("image 1 has no caption")
+        );
         assert!(retrieval(&images, &texts, &[3]).is_err());
     }
 }

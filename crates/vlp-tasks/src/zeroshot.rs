@@ -8,19 +8,28 @@ use vlp_text::Tokenizer;
 use crate::embed::{Features, embed_texts};
 use crate::error::{Result, TaskError};
 
-/// The single template most papers report with.
-pub const SIMPLE_TEMPLATES: &[&str] = &["a photo of a {}."];
-
 /// Builds the classifier: for each class, the normalised mean of the normalised embeddings of
 /// its name in every template, renormalised (CLIP's `zeroshot_classifier`).
 ///
 /// Returns `[classes, dim]`.
-pub fn classifier<B: Backend>(model: &ClipModel<B>, tokenizer: &dyn Tokenizer, classes: &[String], templates: &[String], device: &B::Device) -> Result<Features> {
+pub fn classifier<B: Backend>(
+    model: &ClipModel<B>,
+    tokenizer: &dyn Tokenizer,
+    classes: &[String],
+    templates: &[String],
+    device: &B::Device,
+) -> Result<Features> {
     if classes.is_empty() || templates.is_empty() {
-        return Err(TaskError::Invalid { task: "zero-shot".into(), reason: "need at least one class and one template".into() });
+        return Err(TaskError::Invalid {
+            task: "zero-shot".into(),
+            reason: "need at least one class and one template".into(),
+        });
     }
     if let Some(t) = templates.iter().find(|t| !t.contains("{}")) {
-        return Err(TaskError::Invalid { task: "zero-shot".into(), reason: format!("template \"{t}\" has no {{}} for the class name") });
+        return Err(TaskError::Invalid {
+            task: "zero-shot".into(),
+            reason: format!("template \"{t}\" has no {{}} for the class name"),
+        });
     }
     let mut out = Features::default();
     for c in classes {
@@ -34,7 +43,11 @@ pub fn classifier<B: Backend>(model: &ClipModel<B>, tokenizer: &dyn Tokenizer, c
             }
         }
         let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        out.extend(Features { data: mean.iter().map(|v| v / norm).collect(), rows: 1, dim: e.dim });
+        out.extend(Features {
+            data: mean.iter().map(|v| v / norm).collect(),
+            rows: 1,
+            dim: e.dim,
+        });
     }
     Ok(out)
 }
@@ -57,22 +70,37 @@ pub struct ZeroShotResult {
 /// Scores `images` against `classifier` and compares with `labels`.
 ///
 /// Ties are broken towards the lower class index, so results are deterministic.
-pub fn evaluate(images: &Features, labels: &[usize], classifier: &Features) -> Result<ZeroShotResult> {
+pub fn evaluate(
+    images: &Features,
+    labels: &[usize],
+    classifier: &Features,
+) -> Result<ZeroShotResult> {
     let c = classifier.rows;
     if images.rows != labels.len() {
-        return Err(TaskError::Invalid { task: "zero-shot".into(), reason: format!("{} images but {} labels", images.rows, labels.len()) });
+        return Err(TaskError::Invalid {
+            task: "zero-shot".into(),
+            reason: format!("{} images but {} labels", images.rows, labels.len()),
+        });
     }
     if images.rows == 0 {
-        return Err(TaskError::Invalid { task: "zero-shot".into(), reason: "no images".into() });
+        return Err(TaskError::Invalid {
+            task: "zero-shot".into(),
+            reason: "no images".into(),
+        });
     }
     if let Some(l) = labels.iter().find(|&&l| l >= c) {
-        return Err(TaskError::Invalid { task: "zero-shot".into(), reason: format!("label {l} but only {c} classes") });
+        return Err(TaskError::Invalid {
+            task: "zero-shot".into(),
+            reason: format!("label {l} but only {c} classes"),
+        });
     }
     let mut confusion = vec![vec![0usize; c]; c];
     let (mut top1, mut top5) = (0usize, 0usize);
     for (i, &label) in labels.iter().enumerate() {
         let x = images.row(i);
-        let scores: Vec<f32> = (0..c).map(|k| x.iter().zip(classifier.row(k)).map(|(a, b)| a * b).sum()).collect();
+        let scores: Vec<f32> = (0..c)
+            .map(|k| x.iter().zip(classifier.row(k)).map(|(a, b)| a * b).sum())
+            .collect();
         let mut order: Vec<usize> = (0..c).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
         confusion[label][order[0]] += 1;
@@ -86,7 +114,13 @@ pub fn evaluate(images: &Features, labels: &[usize], classifier: &Features) -> R
             (total > 0).then(|| confusion[k][k] as f64 / total as f64)
         })
         .collect();
-    Ok(ZeroShotResult { top1: top1 as f64 / n, top5: top5 as f64 / n, per_class, confusion, count: labels.len() })
+    Ok(ZeroShotResult {
+        top1: top1 as f64 / n,
+        top5: top5 as f64 / n,
+        per_class,
+        confusion,
+        count: labels.len(),
+    })
 }
 
 /// Zero-shot accuracy of `model` on pre-computed image features.
@@ -99,7 +133,11 @@ pub fn zero_shot<B: Backend>(
     templates: &[String],
     device: &B::Device,
 ) -> Result<ZeroShotResult> {
-    evaluate(images, labels, &classifier(model, tokenizer, classes, templates, device)?)
+    evaluate(
+        images,
+        labels,
+        &classifier(model, tokenizer, classes, templates, device)?,
+    )
 }
 
 #[cfg(test)]
@@ -107,7 +145,11 @@ mod tests {
     use super::*;
 
     fn feats(rows: &[&[f32]]) -> Features {
-        Features { data: rows.iter().flat_map(|r| r.iter().copied()).collect(), rows: rows.len(), dim: rows[0].len() }
+        Features {
+            data: rows.iter().flat_map(|r| r.iter().copied()).collect(),
+            rows: rows.len(),
+            dim: rows[0].len(),
+        }
     }
 
     #[test]
@@ -117,7 +159,10 @@ mod tests {
         // at 0.5 and the tie goes to the lower index.
         let images = feats(&[&[1.0, 0.0], &[0.5, 0.9], &[0.5, 0.5]]);
         let r = evaluate(&images, &[0, 1, 1], &classifier).unwrap();
-        assert_eq!(r.confusion, vec![vec![1, 0, 0], vec![1, 1, 0], vec![0, 0, 0]]);
+        assert_eq!(
+            r.confusion,
+            vec![vec![1, 0, 0], vec![1, 1, 0], vec![0, 0, 0]]
+        );
         assert!((r.top1 - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(r.top5, 1.0);
         assert_eq!(r.per_class, vec![Some(1.0), Some(0.5), None]);

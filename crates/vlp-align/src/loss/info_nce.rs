@@ -15,10 +15,17 @@ pub const MAX_LOGIT_SCALE: f64 = 100.0;
 /// - `image`, `text`: `[n, d]`, L2-normalised, row `i` of each forming the positive pair
 /// - `logit_scale`: `[1]`
 /// - returns: `[1]`, the mean of the image→text and text→image cross-entropies
-pub fn clip_loss<B: Backend>(image: Tensor<B, 2>, text: Tensor<B, 2>, logit_scale: Tensor<B, 1>) -> Tensor<B, 1> {
+pub fn clip_loss<B: Backend>(
+    image: Tensor<B, 2>,
+    text: Tensor<B, 2>,
+    logit_scale: Tensor<B, 1>,
+) -> Tensor<B, 1> {
     let n = image.dims()[0];
     let device = image.device();
-    let scale = logit_scale.clamp_max(MAX_LOGIT_SCALE.ln()).exp().unsqueeze::<2>();
+    let scale = logit_scale
+        .clamp_max(MAX_LOGIT_SCALE.ln())
+        .exp()
+        .unsqueeze::<2>();
     let logits = image.matmul(text.transpose()) * scale;
     let labels = Tensor::<B, 1, Int>::arange(0..n as i64, &device);
     let ce = CrossEntropyLossConfig::new().init(&device);
@@ -46,9 +53,11 @@ mod tests {
         let s = [[1.0 * scale, 0.8 * scale], [0.0, 0.6 * scale]];
         // rows: image → text; columns: text → image
         let i2t = ((lse(&s[0]) - s[0][0]) + (lse(&s[1]) - s[1][1])) / 2.0;
-        let t2i = ((lse(&[s[0][0], s[1][0]]) - s[0][0]) + (lse(&[s[0][1], s[1][1]]) - s[1][1])) / 2.0;
+        let t2i =
+            ((lse(&[s[0][0], s[1][0]]) - s[0][0]) + (lse(&[s[0][1], s[1][1]]) - s[1][1])) / 2.0;
         let want = (i2t + t2i) / 2.0;
-        let got: f32 = clip_loss(img, txt, Tensor::from_floats([scale.ln() as f32], &dev)).into_scalar();
+        let got: f32 =
+            clip_loss(img, txt, Tensor::from_floats([scale.ln() as f32], &dev)).into_scalar();
         assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
     }
 
@@ -57,7 +66,12 @@ mod tests {
         let dev = default_device();
         let img = Tensor::<B, 2>::from_floats([[1.0, 0.0], [0.0, 1.0]], &dev);
         let txt = Tensor::<B, 2>::from_floats([[0.0, 1.0], [1.0, 0.0]], &dev);
-        let at_cap: f32 = clip_loss(img.clone(), txt.clone(), Tensor::from_floats([100f32.ln()], &dev)).into_scalar();
+        let at_cap: f32 = clip_loss(
+            img.clone(),
+            txt.clone(),
+            Tensor::from_floats([100f32.ln()], &dev),
+        )
+        .into_scalar();
         let beyond: f32 = clip_loss(img, txt, Tensor::from_floats([10.0], &dev)).into_scalar();
         assert_eq!(at_cap, beyond);
         assert!((at_cap - 100.0).abs() < 1e-3, "{at_cap}");
@@ -66,18 +80,31 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let dev = default_device();
-        let x = Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &dev).into_data().to_vec::<f32>().unwrap();
-        let y = Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &dev).into_data().to_vec::<f32>().unwrap();
+        let x = Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &dev)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let y = Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &dev)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let loss = |x: &[f32], y: &[f32]| -> f64 {
             let img = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [3, 4]), &dev);
             let txt = Tensor::<B, 2>::from_data(TensorData::new(y.to_vec(), [3, 4]), &dev);
             clip_loss(img, txt, Tensor::from_floats([1.5], &dev)).into_scalar() as f64
         };
-        let img = Tensor::<A, 2>::from_data(TensorData::new(x.clone(), [3, 4]), &dev).require_grad();
-        let txt = Tensor::<A, 2>::from_data(TensorData::new(y.clone(), [3, 4]), &dev).require_grad();
+        let img =
+            Tensor::<A, 2>::from_data(TensorData::new(x.clone(), [3, 4]), &dev).require_grad();
+        let txt =
+            Tensor::<A, 2>::from_data(TensorData::new(y.clone(), [3, 4]), &dev).require_grad();
         let scale = Tensor::<A, 1>::from_floats([1.5], &dev).require_grad();
         let grads = clip_loss(img.clone(), txt.clone(), scale.clone()).backward();
-        let gi = img.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        let gi = img
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let gs: f32 = scale.grad(&grads).unwrap().into_scalar();
         let eps = 1e-2f32;
         for k in 0..12 {
@@ -85,7 +112,11 @@ mod tests {
             p[k] += eps;
             m[k] -= eps;
             let fd = (loss(&p, &y) - loss(&m, &y)) / (2.0 * eps as f64);
-            assert!((fd - gi[k] as f64).abs() < 2e-3, "d/dimg[{k}]: {fd} vs {}", gi[k]);
+            assert!(
+                (fd - gi[k] as f64).abs() < 2e-3,
+                "d/dimg[{k}]: {fd} vs {}",
+                gi[k]
+            );
         }
         let fd = {
             let f = |s: f32| {

@@ -9,10 +9,16 @@ use burn::tensor::{Tensor, backend::Backend};
 /// - `image`, `text`: `[n, d]`, L2-normalised, row `i` of each forming the positive pair
 /// - `logit_scale`: `[1]`, log of the scale `t`; `logit_bias`: `[1]`, the bias `b`
 /// - returns: `[1]`
-pub fn siglip_loss<B: Backend>(image: Tensor<B, 2>, text: Tensor<B, 2>, logit_scale: Tensor<B, 1>, logit_bias: Tensor<B, 1>) -> Tensor<B, 1> {
+pub fn siglip_loss<B: Backend>(
+    image: Tensor<B, 2>,
+    text: Tensor<B, 2>,
+    logit_scale: Tensor<B, 1>,
+    logit_bias: Tensor<B, 1>,
+) -> Tensor<B, 1> {
     let n = image.dims()[0];
     let device = image.device();
-    let logits = image.matmul(text.transpose()) * logit_scale.exp().unsqueeze::<2>() + logit_bias.unsqueeze::<2>();
+    let logits = image.matmul(text.transpose()) * logit_scale.exp().unsqueeze::<2>()
+        + logit_bias.unsqueeze::<2>();
     // +1 on the diagonal, -1 off it.
     let labels = Tensor::<B, 2>::eye(n, &device) * 2.0 - 1.0;
     log_sigmoid(logits * labels).sum().neg() / n as f64
@@ -36,40 +42,68 @@ mod tests {
         let (t, b) = (10f64, -10f64);
         let s = [[1.0, 0.8], [0.0, 0.6]];
         let mut total = 0.0;
-        for i in 0..2 {
-            for j in 0..2 {
+        for (i, row) in s.iter().enumerate() {
+            for (j, sim) in row.iter().enumerate() {
                 let z = if i == j { 1.0 } else { -1.0 };
-                total += log_sig(z * (t * s[i][j] + b));
+                total += log_sig(z * (t * sim + b));
             }
         }
         let want = -total / 2.0;
-        let got: f32 = siglip_loss(img, txt, Tensor::from_floats([t.ln() as f32], &dev), Tensor::from_floats([b as f32], &dev)).into_scalar();
+        let got: f32 = siglip_loss(
+            img,
+            txt,
+            Tensor::from_floats([t.ln() as f32], &dev),
+            Tensor::from_floats([b as f32], &dev),
+        )
+        .into_scalar();
         assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
     }
 
     #[test]
     fn gradient_matches_finite_differences() {
         let dev = default_device();
-        let x = Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 0.5), &dev).into_data().to_vec::<f32>().unwrap();
-        let y = Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 0.5), &dev).into_data().to_vec::<f32>().unwrap();
+        let x = Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 0.5), &dev)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let y = Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 0.5), &dev)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let f = |x: &[f32], s: f32, b: f32| -> f64 {
             let img = Tensor::<B, 2>::from_data(TensorData::new(x.to_vec(), [3, 4]), &dev);
             let txt = Tensor::<B, 2>::from_data(TensorData::new(y.clone(), [3, 4]), &dev);
-            siglip_loss(img, txt, Tensor::from_floats([s], &dev), Tensor::from_floats([b], &dev)).into_scalar() as f64
+            siglip_loss(
+                img,
+                txt,
+                Tensor::from_floats([s], &dev),
+                Tensor::from_floats([b], &dev),
+            )
+            .into_scalar() as f64
         };
-        let img = Tensor::<A, 2>::from_data(TensorData::new(x.clone(), [3, 4]), &dev).require_grad();
+        let img =
+            Tensor::<A, 2>::from_data(TensorData::new(x.clone(), [3, 4]), &dev).require_grad();
         let txt = Tensor::<A, 2>::from_data(TensorData::new(y.clone(), [3, 4]), &dev);
         let s = Tensor::<A, 1>::from_floats([1.0], &dev).require_grad();
         let b = Tensor::<A, 1>::from_floats([-2.0], &dev).require_grad();
         let grads = siglip_loss(img.clone(), txt, s.clone(), b.clone()).backward();
-        let gi = img.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        let gi = img
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let eps = 1e-2f32;
         for k in 0..12 {
             let (mut p, mut m) = (x.clone(), x.clone());
             p[k] += eps;
             m[k] -= eps;
             let fd = (f(&p, 1.0, -2.0) - f(&m, 1.0, -2.0)) / (2.0 * eps as f64);
-            assert!((fd - gi[k] as f64).abs() < 2e-3, "d/dimg[{k}]: {fd} vs {}", gi[k]);
+            assert!(
+                (fd - gi[k] as f64).abs() < 2e-3,
+                "d/dimg[{k}]: {fd} vs {}",
+                gi[k]
+            );
         }
         let gs: f32 = s.grad(&grads).unwrap().into_scalar();
         let gb: f32 = b.grad(&grads).unwrap().into_scalar();

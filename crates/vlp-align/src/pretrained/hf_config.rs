@@ -201,10 +201,11 @@ pub fn write(config: &ClipConfig) -> FieldResult<Value> {
             if !t.causal {
                 return Err("transformers' CLIP text model is always causal".into());
             }
-            // ArgmaxId and FirstEos(49407) agree on CLIP's vocabulary, where 49407 is the largest id.
+            // With the end token as the largest id (CLIP's 49407, vlp's word vocabularies),
+            // pooling at the argmax id and at the first end token agree.
             let eos = match t.pooling {
                 TextPooling::FirstEos { eos_token_id } => eos_token_id,
-                TextPooling::ArgmaxId => 49407,
+                TextPooling::ArgmaxId => (t.vocab_size - 1) as u32,
                 TextPooling::Last => {
                     return Err(
                         "transformers' CLIP text model cannot pool at the last position".into(),
@@ -302,6 +303,18 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.text.pooling, TextPooling::ArgmaxId);
+    }
+
+    #[test]
+    fn argmax_pooling_exports_the_largest_id_as_end_token() {
+        let mut c = ClipConfig::vit_b_32();
+        c.text.vocab_size = 59;
+        c.text.pooling = TextPooling::ArgmaxId;
+        let back = parse(write(&c).unwrap().as_object().unwrap()).unwrap();
+        assert_eq!(
+            back.text.pooling,
+            TextPooling::FirstEos { eos_token_id: 58 }
+        );
     }
 
     #[test]

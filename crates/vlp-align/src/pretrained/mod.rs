@@ -195,6 +195,17 @@ fn hf_keys(kind: ModelKind, path: &str, shape: &[usize]) -> Vec<(String, Vec<usi
     vec![(layout::hf_key(path), shape.to_vec())]
 }
 
+/// Writes transformers' `preprocessor_config.json` for `preprocess` into `dir`.
+pub fn save_preprocessor_config(
+    preprocess: &PreprocessConfig,
+    dir: impl AsRef<Path>,
+) -> Result<()> {
+    let path = dir.as_ref().join("preprocessor_config.json");
+    let text =
+        serde_json::to_string_pretty(&preprocess.to_hf_json()).expect("JSON value serialises");
+    std::fs::write(&path, text).map_err(|e| AlignError::Io { path, source: e })
+}
+
 /// Saves `model` as a transformers checkpoint: `config.json` and `model.safetensors` (weights
 /// stored in `dtype`) in `dir`, loadable by `CLIPModel.from_pretrained` /
 /// `SiglipModel.from_pretrained` and by vlp.

@@ -21,8 +21,10 @@ pub struct PreprocessConfig {
 }
 
 /// OpenAI CLIP's normalisation statistics.
+#[allow(clippy::excessive_precision)] // OpenAI's published digits
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's normalisation statistics.
+#[allow(clippy::excessive_precision)] // OpenAI's published digits
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 impl PreprocessConfig {
@@ -65,6 +67,33 @@ impl PreprocessConfig {
                     format!("field `{}.{key}` must be three numbers, got {v}", f.prefix)
                 })
             }
+        }
+    }
+
+    /// transformers' `preprocessor_config.json` for this pipeline (`CLIPImageProcessor` for the
+    /// shortest-side style, `SiglipImageProcessor` for squash).
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let resample = if self.interpolation == "bilinear" {
+            2
+        } else {
+            3
+        };
+        if self.resize_mode == "squash" {
+            serde_json::json!({
+                "image_processor_type": "SiglipImageProcessor",
+                "do_resize": true, "size": {"height": self.image_size, "width": self.image_size},
+                "resample": resample, "do_rescale": true, "rescale_factor": 1.0 / 255.0,
+                "do_normalize": true, "image_mean": self.mean, "image_std": self.std,
+            })
+        } else {
+            serde_json::json!({
+                "image_processor_type": "CLIPImageProcessor",
+                "do_resize": true, "size": {"shortest_edge": self.image_size},
+                "do_center_crop": true, "crop_size": {"height": self.image_size, "width": self.image_size},
+                "resample": resample, "do_rescale": true, "rescale_factor": 1.0 / 255.0,
+                "do_normalize": true, "image_mean": self.mean, "image_std": self.std,
+                "do_convert_rgb": true,
+            })
         }
     }
 

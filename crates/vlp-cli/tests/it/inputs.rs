@@ -5,11 +5,20 @@ use vlp_core::checkpoint::TensorFile;
 use crate::{reference, text, vlp};
 
 fn json_lines(o: &std::process::Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn fixture_cases() -> Vec<serde_json::Value> {
-    serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(reference("tokens.json")).unwrap()).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(reference("tokens.json")).unwrap(),
+    )
+    .unwrap()
+    .as_array()
+    .unwrap()
+    .clone()
 }
 
 #[test]
@@ -30,13 +39,35 @@ fn tokenize_prints_reference_ids() {
     assert!(o.status.success(), "{}", text(&o));
     for (line, c) in json_lines(&o).iter().zip(&cases) {
         assert_eq!(line["ids"], c["hf"], "{}", c["text"]);
-        assert_eq!(line["attention_mask"], c["hf_attention_mask"], "{}", c["text"]);
+        assert_eq!(
+            line["attention_mask"], c["hf_attention_mask"],
+            "{}",
+            c["text"]
+        );
     }
-    let o = vlp(&["tokenize", "--pad", "eot", "--context-length", "8", "a photo of a cat"]);
+    let o = vlp(&[
+        "tokenize",
+        "--pad",
+        "eot",
+        "--context-length",
+        "8",
+        "a photo of a cat",
+    ]);
     let l = &json_lines(&o)[0];
-    assert_eq!(l["ids"], serde_json::json!([49406, 320, 1125, 539, 320, 2368, 49407, 49407]));
-    assert_eq!(l["attention_mask"], serde_json::json!([1, 1, 1, 1, 1, 1, 1, 0]));
-    let o = vlp(&["tokenize", "--tokenizer", "/nonexistent/tokenizer.json", "x"]);
+    assert_eq!(
+        l["ids"],
+        serde_json::json!([49406, 320, 1125, 539, 320, 2368, 49407, 49407])
+    );
+    assert_eq!(
+        l["attention_mask"],
+        serde_json::json!([1, 1, 1, 1, 1, 1, 1, 0])
+    );
+    let o = vlp(&[
+        "tokenize",
+        "--tokenizer",
+        "/nonexistent/tokenizer.json",
+        "x",
+    ]);
     assert!(!o.status.success() && text(&o).contains("/nonexistent/tokenizer.json"));
 }
 
@@ -44,19 +75,45 @@ fn tokenize_prints_reference_ids() {
 fn preprocess_writes_clip_image_processor_pixels() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("px.safetensors");
-    let (a, b) = (reference("preprocess/chelsea.png"), reference("preprocess/astronaut.png"));
-    let o = vlp(&["preprocess", a.to_str().unwrap(), b.to_str().unwrap(), "--size", "224", "--out", out.to_str().unwrap()]);
+    let (a, b) = (
+        reference("preprocess/chelsea.png"),
+        reference("preprocess/astronaut.png"),
+    );
+    let o = vlp(&[
+        "preprocess",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--size",
+        "224",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let got = TensorFile::open(&out).unwrap();
     let want = TensorFile::open(reference("preprocess/expected.safetensors")).unwrap();
     for name in ["chelsea", "astronaut"] {
         let (g, w) = (got.get(name).unwrap(), want.get(name).unwrap());
         assert_eq!(g.shape, vec![3, 224, 224]);
-        let max = g.data.iter().zip(&w.data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let max = g
+            .data
+            .iter()
+            .zip(&w.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
         assert!(max <= 0.05, "{name}: {max}");
     }
     let bad = dir.path().join("broken.jpg");
     std::fs::write(&bad, b"nope").unwrap();
-    let o = vlp(&["preprocess", a.to_str().unwrap(), bad.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert!(!o.status.success() && text(&o).contains("broken.jpg"), "{}", text(&o));
+    let o = vlp(&[
+        "preprocess",
+        a.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("broken.jpg"),
+        "{}",
+        text(&o)
+    );
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `vlp` binary.
 
 mod data;
+mod eval;
 mod inputs;
 mod parity;
 

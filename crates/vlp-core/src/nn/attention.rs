@@ -69,7 +69,7 @@ impl AttentionConfig {
     /// from files are validated before they get here).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
         assert!(
-            self.n_heads > 0 && self.d_model % self.n_heads == 0,
+            self.n_heads > 0 && self.d_model.is_multiple_of(self.n_heads),
             "attention: {} heads do not divide width {}",
             self.n_heads,
             self.d_model
@@ -395,6 +395,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn self_attention_matches_naive_with_every_mask() {
         let dev = default_device();
         let (bsz, l) = (2, 5);

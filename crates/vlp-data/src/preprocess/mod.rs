@@ -38,8 +38,10 @@ pub enum Interpolation {
 }
 
 /// OpenAI CLIP's normalisation statistics.
+#[allow(clippy::excessive_precision)] // OpenAI's published digits
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's normalisation statistics.
+#[allow(clippy::excessive_precision)] // OpenAI's published digits
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 /// ImageNet statistics (torchvision).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];

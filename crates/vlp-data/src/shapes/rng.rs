@@ -34,7 +34,7 @@ impl Rng {
 
     /// Uniform integer in `0..n` (`n > 0`), without modulo bias worth mentioning for small `n`.
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 11) as u128 * n as u128 >> 53) as usize
+        (((self.next_u64() >> 11) as u128 * n as u128) >> 53) as usize
     }
 
     /// Uniform in `[0, 1)` with 24 bits (exactly representable in f32).
@@ -82,8 +82,17 @@ mod tests {
             let u = r.unit();
             assert!((0.0..1.0).contains(&u));
         }
-        assert!(counts.iter().all(|&c| (1800..2200).contains(&c)), "{counts:?}");
-        assert_ne!(Rng::for_item(1, 0, 5).next_u64(), Rng::for_item(1, 0, 6).next_u64());
-        assert_ne!(Rng::for_item(1, 0, 5).next_u64(), Rng::for_item(1, 1, 5).next_u64());
+        assert!(
+            counts.iter().all(|&c| (1800..2200).contains(&c)),
+            "{counts:?}"
+        );
+        assert_ne!(
+            Rng::for_item(1, 0, 5).next_u64(),
+            Rng::for_item(1, 0, 6).next_u64()
+        );
+        assert_ne!(
+            Rng::for_item(1, 0, 5).next_u64(),
+            Rng::for_item(1, 1, 5).next_u64()
+        );
     }
 }

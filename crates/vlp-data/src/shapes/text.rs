@@ -60,7 +60,11 @@ pub struct Captions {
 }
 
 fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// "large striped red circle", with the parts asked for.
@@ -92,19 +96,39 @@ fn referring(objects: &[Object], i: usize) -> String {
         return format!("the {} {}", o.colour.name(), o.shape.name());
     }
     if unique(&|x| x.shape == o.shape && x.colour == o.colour && x.size == o.size) {
-        return format!("the {} {} {}", o.size.name(), o.colour.name(), o.shape.name());
+        return format!(
+            "the {} {} {}",
+            o.size.name(),
+            o.colour.name(),
+            o.shape.name()
+        );
     }
-    let same: Vec<&Object> = objects.iter().filter(|x| x.shape == o.shape && x.colour == o.colour).collect();
+    let same: Vec<&Object> = objects
+        .iter()
+        .filter(|x| x.shape == o.shape && x.colour == o.colour)
+        .collect();
     let leftmost = same.iter().all(|x| x.center[0] >= o.center[0]);
-    let pos = if leftmost { "leftmost" } else if same.iter().all(|x| x.center[0] <= o.center[0]) { "rightmost" } else { "middle" };
+    let pos = if leftmost {
+        "leftmost"
+    } else if same.iter().all(|x| x.center[0] <= o.center[0]) {
+        "rightmost"
+    } else {
+        "middle"
+    };
     format!("the {pos} {} {}", o.colour.name(), o.shape.name())
 }
 
 /// Captions, referring expressions, questions and hard negatives for a scene.
-pub(super) fn captions(objects: &[Object], relations: &[RelationFact], counts: &Counts, rng: &mut Rng) -> Captions {
+pub(super) fn captions(
+    objects: &[Object],
+    relations: &[RelationFact],
+    counts: &Counts,
+    rng: &mut Rng,
+) -> Captions {
     let main = &objects[0];
     let m = noun_phrase(main, rng.chance(0.3));
-    let others: Vec<&Object> = objects[1..].iter().filter(|_| rng.chance(0.3)).collect();
+    // Alt text names the main object and only now and then another one.
+    let others: Vec<&Object> = objects[1..].iter().filter(|_| rng.chance(0.15)).collect();
     let mut short = match rng.below(7) {
         0 => with_article(&m),
         1 => format!("a photo of {}", with_article(&m)),
@@ -119,41 +143,83 @@ pub(super) fn captions(objects: &[Object], relations: &[RelationFact], counts: &
     }
 
     let refs: Vec<String> = (0..objects.len()).map(|i| referring(objects, i)).collect();
-    let mut long: Vec<String> = objects.iter().map(|o| format!("There is {}.", with_article(&noun_phrase(o, true)))).collect();
+    let mut long: Vec<String> = objects
+        .iter()
+        .map(|o| format!("There is {}.", with_article(&noun_phrase(o, true))))
+        .collect();
     let mut facts: Vec<&RelationFact> = relations.iter().filter(|r| r.subject < r.object).collect();
     rng.shuffle(&mut facts);
     for f in facts.iter().take(3) {
-        long.push(format!("The {} is {} {}.", &refs[f.subject][4..], f.relation.phrase(), refs[f.object]));
+        long.push(format!(
+            "The {} is {} {}.",
+            &refs[f.subject][4..],
+            f.relation.phrase(),
+            refs[f.object]
+        ));
     }
 
     let mut vqa = Vec::new();
     for (i, o) in objects.iter().enumerate() {
         if refs[i] == format!("the {}", o.shape.name()) {
-            vqa.push(Qa { question: format!("what colour is the {}?", o.shape.name()), answer: o.colour.name().into(), kind: QaKind::Colour });
+            vqa.push(Qa {
+                question: format!("what colour is the {}?", o.shape.name()),
+                answer: o.colour.name().into(),
+                kind: QaKind::Colour,
+            });
         }
         if objects.iter().filter(|x| x.colour == o.colour).count() == 1 {
-            vqa.push(Qa { question: format!("what shape is the {} object?", o.colour.name()), answer: o.shape.name().into(), kind: QaKind::Shape });
+            vqa.push(Qa {
+                question: format!("what shape is the {} object?", o.colour.name()),
+                answer: o.shape.name().into(),
+                kind: QaKind::Shape,
+            });
         }
     }
-    vqa.push(Qa { question: "how many objects are there?".into(), answer: NUMBERS[counts.total.min(4)].into(), kind: QaKind::Count });
+    vqa.push(Qa {
+        question: "how many objects are there?".into(),
+        answer: NUMBERS[counts.total.min(4)].into(),
+        kind: QaKind::Count,
+    });
     let s = *rng.pick(&Shape::ALL);
     vqa.push(Qa {
         question: format!("how many {} are there?", s.plural()),
         answer: NUMBERS[counts.per_shape[s.index()].min(4)].into(),
         kind: QaKind::Count,
     });
-    vqa.push(Qa { question: format!("is there {}?", with_article(&format!("{} {}", main.colour.name(), main.shape.name()))), answer: "yes".into(), kind: QaKind::Existence });
+    vqa.push(Qa {
+        question: format!(
+            "is there {}?",
+            with_article(&format!("{} {}", main.colour.name(), main.shape.name()))
+        ),
+        answer: "yes".into(),
+        kind: QaKind::Existence,
+    });
     let absent = loop {
         let (s, c) = (*rng.pick(&Shape::ALL), *rng.pick(&Colour::ALL));
         if !objects.iter().any(|o| o.shape == s && o.colour == c) {
             break (s, c);
         }
     };
-    vqa.push(Qa { question: format!("is there {}?", with_article(&format!("{} {}", absent.1.name(), absent.0.name()))), answer: "no".into(), kind: QaKind::Existence });
+    vqa.push(Qa {
+        question: format!(
+            "is there {}?",
+            with_article(&format!("{} {}", absent.1.name(), absent.0.name()))
+        ),
+        answer: "no".into(),
+        kind: QaKind::Existence,
+    });
     if let Some(f) = facts.first() {
         let (a, b) = (&refs[f.subject], &refs[f.object]);
-        vqa.push(Qa { question: format!("is {a} {} {b}?", f.relation.phrase()), answer: "yes".into(), kind: QaKind::Relation });
-        vqa.push(Qa { question: format!("is {a} {} {b}?", f.relation.converse().phrase()), answer: "no".into(), kind: QaKind::Relation });
+        vqa.push(Qa {
+            question: format!("is {a} {} {b}?", f.relation.phrase()),
+            answer: "yes".into(),
+            kind: QaKind::Relation,
+        });
+        vqa.push(Qa {
+            question: format!("is {a} {} {b}?", f.relation.converse().phrase()),
+            answer: "no".into(),
+            kind: QaKind::Relation,
+        });
     }
 
     let mut hard_negatives = Vec::new();
@@ -185,10 +251,16 @@ pub(super) fn captions(objects: &[Object], relations: &[RelationFact], counts: &
     if let Some(o) = objects[1..].iter().find(|o| {
         o.colour != main.colour
             && o.shape != main.shape
-            && !objects.iter().any(|x| (x.colour, x.shape) == (o.colour, main.shape) || (x.colour, x.shape) == (main.colour, o.shape))
+            && !objects.iter().any(|x| {
+                (x.colour, x.shape) == (o.colour, main.shape)
+                    || (x.colour, x.shape) == (main.colour, o.shape)
+            })
     }) {
         hard_negatives.push(HardNegative {
-            positive: format!("{positive} and {}", with_article(&format!("{} {}", o.colour.name(), o.shape.name()))),
+            positive: format!(
+                "{positive} and {}",
+                with_article(&format!("{} {}", o.colour.name(), o.shape.name()))
+            ),
             negative: format!(
                 "{} and {}",
                 with_article(&format!("{} {}", o.colour.name(), main.shape.name())),
@@ -197,7 +269,12 @@ pub(super) fn captions(objects: &[Object], relations: &[RelationFact], counts: &
             kind: "binding".into(),
         });
     }
-    if let Some(f) = facts.first().filter(|f| matches!(f.relation, Relation::LeftOf | Relation::RightOf | Relation::Above | Relation::Below)) {
+    if let Some(f) = facts.first().filter(|f| {
+        matches!(
+            f.relation,
+            Relation::LeftOf | Relation::RightOf | Relation::Above | Relation::Below
+        )
+    }) {
         let (a, b) = (&refs[f.subject], &refs[f.object]);
         hard_negatives.push(HardNegative {
             positive: format!("{a} is {} {b}", f.relation.phrase()),
@@ -205,17 +282,71 @@ pub(super) fn captions(objects: &[Object], relations: &[RelationFact], counts: &
             kind: "relation".into(),
         });
     }
-    Captions { short, long: long.join(" "), referring: refs, vqa, hard_negatives }
+    Captions {
+        short,
+        long: long.join(" "),
+        referring: refs,
+        vqa,
+        hard_negatives,
+    }
 }
 
 /// Every word ShapesWorld text uses (lower case, punctuation stripped), for word-level
 /// tokenizers. Prompts built from these words tokenise without unknowns.
 pub fn vocabulary() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = vec![
-        "a", "an", "the", "photo", "picture", "of", "there", "is", "in", "this", "image", "on", "background", "and",
-        "coloured", "colour", "color", "shape", "object", "objects", "what", "how", "many", "are", "yes", "no", "to",
-        "left", "right", "above", "below", "bigger", "smaller", "than", "leftmost", "rightmost", "middle", "small",
-        "large", "solid", "striped", "dotted", "it", "with", "one", "two", "three", "four", "zero",
+        "a",
+        "an",
+        "the",
+        "photo",
+        "picture",
+        "of",
+        "there",
+        "is",
+        "in",
+        "this",
+        "image",
+        "on",
+        "background",
+        "and",
+        "coloured",
+        "colour",
+        "color",
+        "shape",
+        "object",
+        "objects",
+        "what",
+        "how",
+        "many",
+        "are",
+        "yes",
+        "no",
+        "to",
+        "left",
+        "right",
+        "above",
+        "below",
+        "bigger",
+        "smaller",
+        "than",
+        "leftmost",
+        "rightmost",
+        "middle",
+        "small",
+        "large",
+        "solid",
+        "striped",
+        "dotted",
+        "it",
+        "with",
+        "one",
+        "two",
+        "three",
+        "four",
+        "zero",
+        ".",
+        ",",
+        "?",
     ];
     for s in Shape::ALL {
         v.push(s.name());

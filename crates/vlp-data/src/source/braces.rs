@@ -6,17 +6,28 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>, String> {
     let Some(open) = pattern.find('{') else {
         return Ok(vec![pattern.to_string()]);
     };
-    let close = pattern[open..].find('}').map(|c| open + c).ok_or_else(|| format!("unclosed '{{' in \"{pattern}\""))?;
-    let (head, body, tail) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    let close = pattern[open..]
+        .find('}')
+        .map(|c| open + c)
+        .ok_or_else(|| format!("unclosed '{{' in \"{pattern}\""))?;
+    let (head, body, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
     let items: Vec<String> = if let Some((a, b)) = body.split_once("..") {
         let (lo, hi): (u64, u64) = (
-            a.parse().map_err(|_| format!("\"{a}\" is not a number in \"{pattern}\""))?,
-            b.parse().map_err(|_| format!("\"{b}\" is not a number in \"{pattern}\""))?,
+            a.parse()
+                .map_err(|_| format!("\"{a}\" is not a number in \"{pattern}\""))?,
+            b.parse()
+                .map_err(|_| format!("\"{b}\" is not a number in \"{pattern}\""))?,
         );
         if lo > hi {
             return Err(format!("empty range {{{body}}} in \"{pattern}\""));
         }
-        (lo..=hi).map(|i| format!("{i:0width$}", width = a.len())).collect()
+        (lo..=hi)
+            .map(|i| format!("{i:0width$}", width = a.len()))
+            .collect()
     } else {
         body.split(',').map(str::to_string).collect()
     };
@@ -36,8 +47,14 @@ mod tests {
     #[test]
     fn ranges_lists_and_nesting() {
         assert_eq!(expand_braces("a.tar").unwrap(), vec!["a.tar"]);
-        assert_eq!(expand_braces("s-{008..011}.tar").unwrap(), vec!["s-008.tar", "s-009.tar", "s-010.tar", "s-011.tar"]);
-        assert_eq!(expand_braces("{x,y}/{0..1}").unwrap(), vec!["x/0", "x/1", "y/0", "y/1"]);
+        assert_eq!(
+            expand_braces("s-{008..011}.tar").unwrap(),
+            vec!["s-008.tar", "s-009.tar", "s-010.tar", "s-011.tar"]
+        );
+        assert_eq!(
+            expand_braces("{x,y}/{0..1}").unwrap(),
+            vec!["x/0", "x/1", "y/0", "y/1"]
+        );
         assert!(expand_braces("s-{3..1}.tar").is_err());
         assert!(expand_braces("s-{3..1.tar").is_err());
     }

@@ -27,11 +27,20 @@ impl CocoSource {
         };
         let path = Path::new(file);
         let name = format!("coco:{file}");
-        let bad = |reason: String| DataError::Dataset { source_name: name.clone(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::Io { path: path.into(), source: e })?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let bad = |reason: String| DataError::Dataset {
+            source_name: name.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let parent = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let images_json = v["images"].as_array().ok_or_else(|| bad("no `images` array".into()))?;
+        let images_json = v["images"]
+            .as_array()
+            .ok_or_else(|| bad("no `images` array".into()))?;
         let mut images = Vec::new();
         if v.get("annotations").is_some() {
             // Official format: images[{id, file_name}], annotations[{image_id, caption}].
@@ -42,25 +51,53 @@ impl CocoSource {
                 .map(|s| parent.parent().unwrap_or(&parent).join(s));
             let base = root.or(split_dir.filter(|d| d.is_dir())).unwrap_or(parent);
             let mut caps: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-            for a in v["annotations"].as_array().ok_or_else(|| bad("`annotations` is not an array".into()))? {
-                let id = a["image_id"].as_u64().ok_or_else(|| bad("an annotation has no `image_id`".into()))?;
-                caps.entry(id).or_default().push(a["caption"].as_str().unwrap_or("").trim().to_string());
+            for a in v["annotations"]
+                .as_array()
+                .ok_or_else(|| bad("`annotations` is not an array".into()))?
+            {
+                let id = a["image_id"]
+                    .as_u64()
+                    .ok_or_else(|| bad("an annotation has no `image_id`".into()))?;
+                caps.entry(id)
+                    .or_default()
+                    .push(a["caption"].as_str().unwrap_or("").trim().to_string());
             }
             for im in images_json {
-                let id = im["id"].as_u64().ok_or_else(|| bad("an image has no `id`".into()))?;
-                let file = im["file_name"].as_str().ok_or_else(|| bad(format!("image {id} has no `file_name`")))?;
-                images.push((file.to_string(), base.join(file), caps.remove(&id).unwrap_or_default()));
+                let id = im["id"]
+                    .as_u64()
+                    .ok_or_else(|| bad("an image has no `id`".into()))?;
+                let file = im["file_name"]
+                    .as_str()
+                    .ok_or_else(|| bad(format!("image {id} has no `file_name`")))?;
+                images.push((
+                    file.to_string(),
+                    base.join(file),
+                    caps.remove(&id).unwrap_or_default(),
+                ));
             }
         } else {
             // Karpathy: images[{filepath, filename, split, sentences[{raw}]}].
             let base = root.unwrap_or(parent);
             for im in images_json {
-                if im["split"].as_str().is_some_and(|s| s != split && !(split == "train" && s == "restval")) {
+                if im["split"]
+                    .as_str()
+                    .is_some_and(|s| s != split && !(split == "train" && s == "restval"))
+                {
                     continue;
                 }
-                let file = im["filename"].as_str().ok_or_else(|| bad("an image has no `filename`".into()))?;
+                let file = im["filename"]
+                    .as_str()
+                    .ok_or_else(|| bad("an image has no `filename`".into()))?;
                 let dir = im["filepath"].as_str().unwrap_or("");
-                let sentences = im["sentences"].as_array().map(|s| s.iter().filter_map(|x| x["raw"].as_str()).map(|x| x.trim().to_string()).collect()).unwrap_or_default();
+                let sentences = im["sentences"]
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|x| x["raw"].as_str())
+                            .map(|x| x.trim().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 images.push((file.to_string(), base.join(dir).join(file), sentences));
             }
         }
@@ -88,8 +125,17 @@ impl IndexedSource for CocoSource {
     fn get(&self, index: usize) -> Result<RawSample, Skip> {
         let (key, path, captions) = &self.images[index];
         if captions.iter().all(|c| c.is_empty()) {
-            return Err(Skip { key: key.clone(), reason: "no caption".into(), detail: "the annotation file has no caption for this image".into() });
+            return Err(Skip {
+                key: key.clone(),
+                reason: "no caption".into(),
+                detail: "the annotation file has no caption for this image".into(),
+            });
         }
-        Ok(RawSample { key: key.clone(), image: RawImage::Path(path.clone()), captions: captions.clone(), label: None })
+        Ok(RawSample {
+            key: key.clone(),
+            image: RawImage::Path(path.clone()),
+            captions: captions.clone(),
+            label: None,
+        })
     }
 }

@@ -18,7 +18,10 @@ pub struct ImageFolderSource {
 
 fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::Io { path: dir.into(), source: e })?
+        .map_err(|e| DataError::Io {
+            path: dir.into(),
+            source: e,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     out.sort();
@@ -32,23 +35,41 @@ impl ImageFolderSource {
         let name = format!("imagefolder:{}", root.display());
         let dirs: Vec<PathBuf> = list(&root)?.into_iter().filter(|p| p.is_dir()).collect();
         if dirs.is_empty() {
-            return Err(DataError::Dataset { source_name: name, reason: "no class subdirectories".into() });
+            return Err(DataError::Dataset {
+                source_name: name,
+                reason: "no class subdirectories".into(),
+            });
         }
         let mut classes = Vec::new();
         let mut samples = Vec::new();
         for (label, d) in dirs.iter().enumerate() {
-            classes.push(d.file_name().expect("a directory entry has a name").to_string_lossy().into_owned());
+            classes.push(
+                d.file_name()
+                    .expect("a directory entry has a name")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
             for f in list(d)? {
-                let ext = f.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+                let ext = f
+                    .extension()
+                    .map(|e| e.to_string_lossy().to_lowercase())
+                    .unwrap_or_default();
                 if f.is_file() && IMAGE_EXTENSIONS.contains(&ext.as_str()) {
                     samples.push((f, label));
                 }
             }
         }
         if samples.is_empty() {
-            return Err(DataError::Dataset { source_name: name, reason: "no images in any class folder".into() });
+            return Err(DataError::Dataset {
+                source_name: name,
+                reason: "no images in any class folder".into(),
+            });
         }
-        Ok(Self { root, classes, samples })
+        Ok(Self {
+            root,
+            classes,
+            samples,
+        })
     }
 
     /// Class names as written on disk.
@@ -83,7 +104,10 @@ impl IndexedSource for ImageFolderSource {
     fn get(&self, index: usize) -> Result<RawSample, Skip> {
         let (path, label) = &self.samples[index];
         let class = &self.classes[*label];
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(RawSample {
             key: format!("{class}/{stem}"),
             image: RawImage::Path(path.clone()),

@@ -117,7 +117,10 @@ impl Source {
 ///   parent directory's parent (COCO layout) or given by `coco:FILE@IMAGE_ROOT`.
 pub fn open_source(spec: &str, shapes_cfg: &ShapesWorldConfig) -> Result<Source> {
     let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
-    let bad = |reason: String| DataError::Dataset { source_name: spec.to_string(), reason };
+    let bad = |reason: String| DataError::Dataset {
+        source_name: spec.to_string(),
+        reason,
+    };
     match kind {
         "shapes" => {
             let mut parts = rest.split(':').filter(|p| !p.is_empty());
@@ -126,18 +129,30 @@ pub fn open_source(spec: &str, shapes_cfg: &ShapesWorldConfig) -> Result<Source>
                 "val" => Split::Val,
                 "test" => Split::Test,
                 "unseen" => Split::Unseen,
-                other => return Err(bad(format!("unknown ShapesWorld split \"{other}\" (train, val, test, unseen)"))),
+                other => {
+                    return Err(bad(format!(
+                        "unknown ShapesWorld split \"{other}\" (train, val, test, unseen)"
+                    )));
+                }
             };
             let n = match parts.next() {
-                Some(n) => n.parse().map_err(|_| bad(format!("\"{n}\" is not a sample count")))?,
+                Some(n) => n
+                    .parse()
+                    .map_err(|_| bad(format!("\"{n}\" is not a sample count")))?,
                 None => 10_000,
             };
-            Ok(Source::Indexed(Box::new(ShapesSource::new(shapes_cfg.clone(), split, n)?)))
+            Ok(Source::Indexed(Box::new(ShapesSource::new(
+                shapes_cfg.clone(),
+                split,
+                n,
+            )?)))
         }
         "wds" => Ok(Source::Wds(WdsSource::open(rest)?)),
         "csv" | "tsv" | "jsonl" => Ok(Source::Indexed(Box::new(TableSource::open(kind, rest)?))),
         "imagefolder" => Ok(Source::Indexed(Box::new(ImageFolderSource::open(rest)?))),
         "coco" => Ok(Source::Indexed(Box::new(CocoSource::open(rest)?))),
-        _ => Err(bad("expected shapes:, wds:, csv:, tsv:, jsonl:, imagefolder: or coco:".into())),
+        _ => Err(bad(
+            "expected shapes:, wds:, csv:, tsv:, jsonl:, imagefolder: or coco:".into(),
+        )),
     }
 }

@@ -14,7 +14,11 @@ pub struct ShapesSource {
 impl ShapesSource {
     /// A source of samples `0..n` of `split`.
     pub fn new(config: ShapesWorldConfig, split: Split, n: usize) -> Result<Self> {
-        Ok(Self { world: ShapesWorld::new(config)?, split, n })
+        Ok(Self {
+            world: ShapesWorld::new(config)?,
+            split,
+            n,
+        })
     }
 
     /// The generator.
@@ -34,10 +38,19 @@ impl IndexedSource for ShapesSource {
 
     fn get(&self, index: usize) -> Result<RawSample, Skip> {
         let s = self.world.sample(self.split, index as u64);
-        Ok(RawSample { key: s.key, image: RawImage::Decoded(s.image), captions: vec![s.captions.short], label: Some(s.label) })
+        Ok(RawSample {
+            key: s.key,
+            image: RawImage::Decoded(s.image),
+            captions: vec![s.captions.short],
+            label: Some(s.label),
+        })
     }
 
     fn class_names(&self) -> Option<Vec<String>> {
-        Some((0..self.world.config().num_classes()).map(class_name).collect())
+        Some(
+            (0..self.world.config().num_classes())
+                .map(class_name)
+                .collect(),
+        )
     }
 }

@@ -20,33 +20,53 @@ pub struct WdsSource {
 /// Whether a tar member name is safe: relative, no `..`. Unsafe members are reported and never
 /// used, whatever they would have been.
 pub fn is_safe_member(path: &Path) -> bool {
-    !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    !path.as_os_str().is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 impl WdsSource {
     /// Shards from a file, a directory (its `*.tar`, sorted) or a brace pattern.
     pub fn open(pattern: &str) -> Result<Self> {
-        let bad = |reason: String| DataError::Dataset { source_name: format!("wds:{pattern}"), reason };
+        let bad = |reason: String| DataError::Dataset {
+            source_name: format!("wds:{pattern}"),
+            reason,
+        };
         let p = Path::new(pattern);
         let shards: Vec<PathBuf> = if p.is_dir() {
             let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| DataError::Io { path: p.into(), source: e })?
+                .map_err(|e| DataError::Io {
+                    path: p.into(),
+                    source: e,
+                })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|e| e == "tar"))
                 .collect();
             v.sort();
             v
         } else {
-            expand_braces(pattern).map_err(bad)?.into_iter().map(PathBuf::from).collect()
+            expand_braces(pattern)
+                .map_err(bad)?
+                .into_iter()
+                .map(PathBuf::from)
+                .collect()
         };
         if shards.is_empty() {
             return Err(bad("no .tar shards".into()));
         }
-        let missing: Vec<String> = shards.iter().filter(|s| !s.is_file()).map(|s| s.display().to_string()).collect();
+        let missing: Vec<String> = shards
+            .iter()
+            .filter(|s| !s.is_file())
+            .map(|s| s.display().to_string())
+            .collect();
         if !missing.is_empty() {
             return Err(bad(format!("missing shard(s): {}", missing.join(", "))));
         }
-        Ok(Self { pattern: pattern.to_string(), shards })
+        Ok(Self {
+            pattern: pattern.to_string(),
+            shards,
+        })
     }
 
     /// Source spec.
@@ -68,19 +88,39 @@ struct Parts {
 
 impl Parts {
     fn finish(self, key: &str) -> Result<RawSample, Skip> {
-        let skip = |reason: &str, detail: String| Skip { key: key.to_string(), reason: reason.into(), detail };
+        let skip = |reason: &str, detail: String| Skip {
+            key: key.to_string(),
+            reason: reason.into(),
+            detail,
+        };
         let image = IMAGE_EXT.iter().find_map(|e| self.files.get(*e)).cloned();
         let Some(image) = image else {
             let have: Vec<&str> = self.files.keys().map(String::as_str).collect();
-            return Err(skip("missing image", format!("members: {}", have.join(", "))));
+            return Err(skip(
+                "missing image",
+                format!("members: {}", have.join(", ")),
+            ));
         };
-        let json: Option<serde_json::Value> = self.files.get("json").and_then(|b| serde_json::from_slice(b).ok());
+        let json: Option<serde_json::Value> = self
+            .files
+            .get("json")
+            .and_then(|b| serde_json::from_slice(b).ok());
         let caption = match self.files.get("txt") {
-            Some(b) => Some(String::from_utf8(b.clone()).map_err(|_| skip("unreadable caption", "caption is not UTF-8".into()))?),
-            None => json.as_ref().and_then(|j| ["caption", "text"].iter().find_map(|k| j[*k].as_str().map(str::to_string))),
+            Some(b) => Some(
+                String::from_utf8(b.clone())
+                    .map_err(|_| skip("unreadable caption", "caption is not UTF-8".into()))?,
+            ),
+            None => json.as_ref().and_then(|j| {
+                ["caption", "text"]
+                    .iter()
+                    .find_map(|k| j[*k].as_str().map(str::to_string))
+            }),
         };
         let Some(caption) = caption else {
-            return Err(skip("missing caption", "no .txt member and no caption in .json".into()));
+            return Err(skip(
+                "missing caption",
+                "no .txt member and no caption in .json".into(),
+            ));
         };
         if caption.trim().is_empty() {
             return Err(skip("empty caption", String::new()));
@@ -89,8 +129,17 @@ impl Parts {
             .files
             .get("cls")
             .and_then(|b| std::str::from_utf8(b).ok()?.trim().parse().ok())
-            .or_else(|| json.as_ref().and_then(|j| j["label"].as_u64()).map(|l| l as usize));
-        Ok(RawSample { key: key.to_string(), image: RawImage::Encoded(image), captions: vec![caption.trim().to_string()], label })
+            .or_else(|| {
+                json.as_ref()
+                    .and_then(|j| j["label"].as_u64())
+                    .map(|l| l as usize)
+            });
+        Ok(RawSample {
+            key: key.to_string(),
+            image: RawImage::Encoded(image),
+            captions: vec![caption.trim().to_string()],
+            label,
+        })
     }
 }
 
@@ -113,7 +162,11 @@ fn split_member(name: &str) -> (String, String) {
 /// with `..`), a sample without image or caption. A truncated or corrupt archive ends the shard
 /// with one skip naming the shard and how many samples it gave before the damage.
 pub fn read_shard(path: &Path, mut emit: impl FnMut(Result<RawSample, Skip>) -> bool) {
-    let shard_skip = |reason: &str, detail: String| Skip { key: path.display().to_string(), reason: reason.into(), detail };
+    let shard_skip = |reason: &str, detail: String| Skip {
+        key: path.display().to_string(),
+        reason: reason.into(),
+        detail,
+    };
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
@@ -136,7 +189,10 @@ pub fn read_shard(path: &Path, mut emit: impl FnMut(Result<RawSample, Skip>) -> 
             Ok(e) => e,
             Err(e) => {
                 // The sample being assembled is incomplete: it is part of the damage.
-                emit(Err(shard_skip("truncated shard", format!("stopped after {emitted} samples: {e}"))));
+                emit(Err(shard_skip(
+                    "truncated shard",
+                    format!("stopped after {emitted} samples: {e}"),
+                )));
                 return;
             }
         };
@@ -153,14 +209,21 @@ pub fn read_shard(path: &Path, mut emit: impl FnMut(Result<RawSample, Skip>) -> 
             }
         };
         if !is_safe_member(&name) {
-            if !emit(Err(Skip { key: name.display().to_string(), reason: "unsafe path".into(), detail: format!("in {}", path.display()) })) {
+            if !emit(Err(Skip {
+                key: name.display().to_string(),
+                reason: "unsafe path".into(),
+                detail: format!("in {}", path.display()),
+            })) {
                 return;
             }
             continue;
         }
         let mut data = Vec::with_capacity(entry.size() as usize);
         if let Err(e) = entry.read_to_end(&mut data) {
-            emit(Err(shard_skip("truncated shard", format!("stopped after {emitted} samples: {e}"))));
+            emit(Err(shard_skip(
+                "truncated shard",
+                format!("stopped after {emitted} samples: {e}"),
+            )));
             return;
         }
         let (key, ext) = split_member(&name.to_string_lossy());
@@ -185,8 +248,14 @@ mod tests {
 
     #[test]
     fn member_names() {
-        assert_eq!(split_member("a/b/0001.jpg"), ("a/b/0001".into(), "jpg".into()));
-        assert_eq!(split_member("0001.seg.PNG"), ("0001".into(), "seg.png".into()));
+        assert_eq!(
+            split_member("a/b/0001.jpg"),
+            ("a/b/0001".into(), "jpg".into())
+        );
+        assert_eq!(
+            split_member("0001.seg.PNG"),
+            ("0001".into(), "seg.png".into())
+        );
         assert!(is_safe_member(Path::new("a/b.jpg")));
         assert!(!is_safe_member(Path::new("../evil.jpg")));
         assert!(!is_safe_member(Path::new("a/../../evil.jpg")));

@@ -14,7 +14,14 @@ fn world() -> ShapesWorld {
 }
 
 fn cfg(batch: usize, workers: usize, shuffle: bool) -> LoaderConfig {
-    LoaderConfig { batch_size: batch, workers, shuffle, drop_last: false, shuffle_buffer: 16, ..Default::default() }
+    LoaderConfig {
+        batch_size: batch,
+        workers,
+        shuffle,
+        drop_last: false,
+        shuffle_buffer: 16,
+        ..Default::default()
+    }
 }
 
 fn load_all(source: Source, c: LoaderConfig) -> (Vec<Batch>, vlp_data::SkipStats) {
@@ -29,7 +36,11 @@ fn flat(batches: &[Batch]) -> Vec<(String, String, Vec<f32>)> {
     for b in batches {
         let n = b.images.len() / b.len();
         for i in 0..b.len() {
-            out.push((b.keys[i].clone(), b.captions[i].clone(), b.images[i * n..(i + 1) * n].to_vec()));
+            out.push((
+                b.keys[i].clone(),
+                b.captions[i].clone(),
+                b.images[i * n..(i + 1) * n].to_vec(),
+            ));
         }
     }
     out
@@ -38,10 +49,12 @@ fn flat(batches: &[Batch]) -> Vec<(String, String, Vec<f32>)> {
 fn in_memory(n: usize) -> Vec<(String, String, Vec<f32>)> {
     let w = world();
     let pipe = ImagePipeline::clip(64);
-    (0..n).map(|i| {
-        let s = w.sample(Split::Train, i as u64);
-        (s.key, s.captions.short, pipe.process(&s.image))
-    }).collect()
+    (0..n)
+        .map(|i| {
+            let s = w.sample(Split::Train, i as u64);
+            (s.key, s.captions.short, pipe.process(&s.image))
+        })
+        .collect()
 }
 
 #[test]
@@ -49,16 +62,42 @@ fn shapes_round_trip_through_wds_csv_and_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let n = 50;
     let want = in_memory(n);
-    let shards = write_shapes(&world(), Split::Train, n, dir.path().join("wds"), Format::Wds { shard_size: 16 }).unwrap();
+    let shards = write_shapes(
+        &world(),
+        Split::Train,
+        n,
+        dir.path().join("wds"),
+        Format::Wds { shard_size: 16 },
+    )
+    .unwrap();
     assert_eq!(shards.len(), 4);
-    let spec = format!("wds:{}/shapes-train-{{00000..00003}}.tar", dir.path().join("wds").display());
-    let (b, stats) = load_all(open_source(&spec, &Default::default()).unwrap(), cfg(8, 1, false));
+    let spec = format!(
+        "wds:{}/shapes-train-{{00000..00003}}.tar",
+        dir.path().join("wds").display()
+    );
+    let (b, stats) = load_all(
+        open_source(&spec, &Default::default()).unwrap(),
+        cfg(8, 1, false),
+    );
     assert_eq!(stats.skipped_count(), 0);
     assert_eq!(flat(&b), want);
 
-    let csv = write_shapes(&world(), Split::Train, n, dir.path().join("csv"), Format::Csv).unwrap();
-    let (b, _) = load_all(open_source(&format!("csv:{}", csv[0].display()), &Default::default()).unwrap(), cfg(8, 2, false));
-    let got: Vec<_> = flat(&b).into_iter().map(|(k, c, p)| (format!("{k}"), c, p)).collect();
+    let csv = write_shapes(
+        &world(),
+        Split::Train,
+        n,
+        dir.path().join("csv"),
+        Format::Csv,
+    )
+    .unwrap();
+    let (b, _) = load_all(
+        open_source(&format!("csv:{}", csv[0].display()), &Default::default()).unwrap(),
+        cfg(8, 2, false),
+    );
+    let got: Vec<_> = flat(&b)
+        .into_iter()
+        .map(|(k, c, p)| (k.to_string(), c, p))
+        .collect();
     assert_eq!(got, want);
 
     // JSONL with the same rows.
@@ -68,12 +107,17 @@ fn shapes_round_trip_through_wds_csv_and_jsonl() {
         .records()
         .map(|r| {
             let r = r.unwrap();
-            serde_json::json!({"filepath": r.get(0).unwrap(), "caption": r.get(1).unwrap()}).to_string() + "\n"
+            serde_json::json!({"filepath": r.get(0).unwrap(), "caption": r.get(1).unwrap()})
+                .to_string()
+                + "\n"
         })
         .collect();
     let jp = dir.path().join("csv/train.jsonl");
     std::fs::write(&jp, jsonl).unwrap();
-    let (b, _) = load_all(open_source(&format!("jsonl:{}", jp.display()), &Default::default()).unwrap(), cfg(8, 2, false));
+    let (b, _) = load_all(
+        open_source(&format!("jsonl:{}", jp.display()), &Default::default()).unwrap(),
+        cfg(8, 2, false),
+    );
     assert_eq!(flat(&b), want);
 }
 
@@ -86,11 +130,28 @@ fn damaged_shards(dir: &Path) -> BTreeSet<String> {
         let s = w.sample(Split::Train, i);
         let png = png_bytes(&s.image);
         match i {
-            3 => writer.write(&s.key, &[("jpg", b"\xff\xd8\xff\xe0 this is not a jpeg"), ("txt", b"a red circle")]).unwrap(),
-            7 => writer.write(&s.key, &[("png", &png), ("txt", b"   ")]).unwrap(),
-            12 => writer.write(&s.key, &[("txt", b"caption without image")]).unwrap(),
+            3 => writer
+                .write(
+                    &s.key,
+                    &[
+                        ("jpg", b"\xff\xd8\xff\xe0 this is not a jpeg"),
+                        ("txt", b"a red circle"),
+                    ],
+                )
+                .unwrap(),
+            7 => writer
+                .write(&s.key, &[("png", &png), ("txt", b"   ")])
+                .unwrap(),
+            12 => writer
+                .write(&s.key, &[("txt", b"caption without image")])
+                .unwrap(),
             _ => {
-                writer.write(&s.key, &[("png", &png), ("txt", s.captions.short.as_bytes())]).unwrap();
+                writer
+                    .write(
+                        &s.key,
+                        &[("png", &png), ("txt", s.captions.short.as_bytes())],
+                    )
+                    .unwrap();
                 valid.insert(s.key.clone());
             }
         }
@@ -102,7 +163,14 @@ fn damaged_shards(dir: &Path) -> BTreeSet<String> {
         let f = std::fs::File::create(&evil).unwrap();
         let mut b = tar::Builder::new(f);
         let s = w.sample(Split::Train, 100);
-        for (name, bytes) in [("../evil.png".to_string(), png_bytes(&s.image)), (format!("{}.png", s.key), png_bytes(&s.image)), (format!("{}.txt", s.key), s.captions.short.clone().into_bytes())] {
+        for (name, bytes) in [
+            ("../evil.png".to_string(), png_bytes(&s.image)),
+            (format!("{}.png", s.key), png_bytes(&s.image)),
+            (
+                format!("{}.txt", s.key),
+                s.captions.short.clone().into_bytes(),
+            ),
+        ] {
             let mut h = tar::Header::new_gnu();
             h.set_size(bytes.len() as u64);
             h.set_mode(0o644);
@@ -119,7 +187,11 @@ fn damaged_shards(dir: &Path) -> BTreeSet<String> {
     let last = &shards[2];
     let bytes = std::fs::read(last).unwrap();
     let s25 = w.sample(Split::Train, 25);
-    let cut = bytes.windows(s25.key.len()).position(|x| x == s25.key.as_bytes()).unwrap() + 700;
+    let cut = bytes
+        .windows(s25.key.len())
+        .position(|x| x == s25.key.as_bytes())
+        .unwrap()
+        + 700;
     std::fs::write(last, &bytes[..cut]).unwrap();
     for i in 25..30u64 {
         valid.remove(&w.sample(Split::Train, i).key);
@@ -134,31 +206,88 @@ fn damaged_shards_lose_no_valid_sample_and_report_every_problem() {
     for workers in [1, 3] {
         let mut c = cfg(7, workers, true);
         c.max_skip_fraction = 0.5;
-        let (b, stats) = load_all(open_source(&format!("wds:{}", dir.path().display()), &Default::default()).unwrap(), c);
+        let (b, stats) = load_all(
+            open_source(
+                &format!("wds:{}", dir.path().display()),
+                &Default::default(),
+            )
+            .unwrap(),
+            c,
+        );
         let got: BTreeSet<String> = b.iter().flat_map(|b| b.keys.clone()).collect();
         assert_eq!(got, valid, "workers {workers}");
-        assert_eq!(b.iter().map(Batch::len).sum::<usize>(), valid.len(), "a sample was delivered twice");
+        assert_eq!(
+            b.iter().map(Batch::len).sum::<usize>(),
+            valid.len(),
+            "a sample was delivered twice"
+        );
         let reasons: Vec<&str> = stats.skipped.keys().map(String::as_str).collect();
-        for r in ["corrupt image", "empty caption", "missing image", "truncated shard", "unsafe path"] {
-            assert!(reasons.contains(&r), "{r} not reported: {}", stats.summary());
+        for r in [
+            "corrupt image",
+            "empty caption",
+            "missing image",
+            "truncated shard",
+            "unsafe path",
+        ] {
+            assert!(
+                reasons.contains(&r),
+                "{r} not reported: {}",
+                stats.summary()
+            );
         }
-        let keys = |r: &str| stats.skipped[r].iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
-        assert_eq!(keys("corrupt image"), vec![world().sample(Split::Train, 3).key]);
-        assert_eq!(keys("empty caption"), vec![world().sample(Split::Train, 7).key]);
+        let keys = |r: &str| {
+            stats.skipped[r]
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys("corrupt image"),
+            vec![world().sample(Split::Train, 3).key]
+        );
+        assert_eq!(
+            keys("empty caption"),
+            vec![world().sample(Split::Train, 7).key]
+        );
         assert_eq!(keys("unsafe path"), vec!["../evil.png".to_string()]);
         assert!(keys("truncated shard")[0].ends_with("bad-00002.tar"));
-        assert!(stats.skipped["truncated shard"][0].1.contains("after 5 samples"), "{:?}", stats.skipped["truncated shard"]);
+        assert!(
+            stats.skipped["truncated shard"][0]
+                .1
+                .contains("after 5 samples"),
+            "{:?}",
+            stats.skipped["truncated shard"]
+        );
     }
     // The same data under a strict ceiling stops the epoch with a clear error.
-    let loader = Loader::new(open_source(&format!("wds:{}", dir.path().display()), &Default::default()).unwrap(), ImagePipeline::clip(64), None, cfg(7, 1, false)).unwrap();
-    let err = loader.epoch(0, 0).find_map(|b| b.err()).expect("ceiling exceeded");
+    let loader = Loader::new(
+        open_source(
+            &format!("wds:{}", dir.path().display()),
+            &Default::default(),
+        )
+        .unwrap(),
+        ImagePipeline::clip(64),
+        None,
+        cfg(7, 1, false),
+    )
+    .unwrap();
+    let err = loader
+        .epoch(0, 0)
+        .find_map(|b| b.err())
+        .expect("ceiling exceeded");
     assert!(err.to_string().contains("too many bad samples"), "{err}");
 }
 
 #[test]
 fn order_is_deterministic_and_independent_of_workers_for_indexed_sources() {
     let run = |workers| {
-        let (b, _) = load_all(open_source("shapes:train:40", &Default::default()).unwrap(), LoaderConfig { augment: Some(Default::default()), ..cfg(6, workers, true) });
+        let (b, _) = load_all(
+            open_source("shapes:train:40", &Default::default()).unwrap(),
+            LoaderConfig {
+                augment: Some(Default::default()),
+                ..cfg(6, workers, true)
+            },
+        );
         flat(&b)
     };
     let base = run(0);
@@ -166,16 +295,29 @@ fn order_is_deterministic_and_independent_of_workers_for_indexed_sources() {
     assert_eq!(run(1), base);
     assert_eq!(run(3), base);
     // Shuffled: not the generation order.
-    assert_ne!(base.iter().map(|x| x.0.clone()).collect::<Vec<_>>(), in_memory(40).into_iter().map(|x| x.0).collect::<Vec<_>>());
+    assert_ne!(
+        base.iter().map(|x| x.0.clone()).collect::<Vec<_>>(),
+        in_memory(40).into_iter().map(|x| x.0).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn streaming_order_is_deterministic_for_a_worker_count() {
     let dir = tempfile::tempdir().unwrap();
-    write_shapes(&world(), Split::Train, 60, dir.path(), Format::Wds { shard_size: 10 }).unwrap();
+    write_shapes(
+        &world(),
+        Split::Train,
+        60,
+        dir.path(),
+        Format::Wds { shard_size: 10 },
+    )
+    .unwrap();
     let spec = format!("wds:{}", dir.path().display());
     let keys = |workers| {
-        let (b, _) = load_all(open_source(&spec, &Default::default()).unwrap(), cfg(8, workers, true));
+        let (b, _) = load_all(
+            open_source(&spec, &Default::default()).unwrap(),
+            cfg(8, workers, true),
+        );
         b.iter().flat_map(|b| b.keys.clone()).collect::<Vec<_>>()
     };
     let a = keys(2);
@@ -191,23 +333,51 @@ fn streaming_order_is_deterministic_for_a_worker_count() {
 #[test]
 fn ranks_read_disjoint_parts() {
     let dir = tempfile::tempdir().unwrap();
-    write_shapes(&world(), Split::Train, 60, dir.path(), Format::Wds { shard_size: 10 }).unwrap();
-    for spec in ["shapes:train:50".to_string(), format!("wds:{}", dir.path().display())] {
+    write_shapes(
+        &world(),
+        Split::Train,
+        60,
+        dir.path(),
+        Format::Wds { shard_size: 10 },
+    )
+    .unwrap();
+    for spec in [
+        "shapes:train:50".to_string(),
+        format!("wds:{}", dir.path().display()),
+    ] {
         let mut all = Vec::new();
         for rank in 0..2 {
-            let c = LoaderConfig { rank, world_size: 2, ..cfg(4, 2, true) };
+            let c = LoaderConfig {
+                rank,
+                world_size: 2,
+                ..cfg(4, 2, true)
+            };
             let (b, _) = load_all(open_source(&spec, &Default::default()).unwrap(), c);
-            all.push(b.iter().flat_map(|b| b.keys.clone()).collect::<BTreeSet<_>>());
+            all.push(
+                b.iter()
+                    .flat_map(|b| b.keys.clone())
+                    .collect::<BTreeSet<_>>(),
+            );
         }
-        assert!(all[0].is_disjoint(&all[1]), "{spec}: a sample was read by both ranks");
+        assert!(
+            all[0].is_disjoint(&all[1]),
+            "{spec}: a sample was read by both ranks"
+        );
         assert!(all[0].len() + all[1].len() >= 50, "{spec}");
     }
 }
 
 #[test]
 fn resuming_mid_epoch_gives_the_remaining_batches() {
-    for spec in ["shapes:train:30"] {
-        let loader = Loader::new(open_source(spec, &Default::default()).unwrap(), ImagePipeline::clip(64), None, cfg(4, 2, true)).unwrap();
+    {
+        let spec = "shapes:train:30";
+        let loader = Loader::new(
+            open_source(spec, &Default::default()).unwrap(),
+            ImagePipeline::clip(64),
+            None,
+            cfg(4, 2, true),
+        )
+        .unwrap();
         let full: Vec<Vec<String>> = loader.epoch(3, 0).map(|b| b.unwrap().keys).collect();
         let tail: Vec<Vec<String>> = loader.epoch(3, 5).map(|b| b.unwrap().keys).collect();
         assert_eq!(tail, full[5..].to_vec());
@@ -217,26 +387,57 @@ fn resuming_mid_epoch_gives_the_remaining_batches() {
 #[test]
 fn bad_sources_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let e = open_source(&format!("imagefolder:{}", dir.path().display()), &Default::default()).err().unwrap().to_string();
+    let e = open_source(
+        &format!("imagefolder:{}", dir.path().display()),
+        &Default::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("no class subdirectories"), "{e}");
-    let e = open_source(&format!("wds:{}/x-{{0..2}}.tar", dir.path().display()), &Default::default()).err().unwrap().to_string();
+    let e = open_source(
+        &format!("wds:{}/x-{{0..2}}.tar", dir.path().display()),
+        &Default::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("missing shard") && e.contains("x-0.tar"), "{e}");
     let p = dir.path().join("t.csv");
     std::fs::write(&p, "path_to_img,words\na.png,hello\n").unwrap();
-    let e = open_source(&format!("csv:{}", p.display()), &Default::default()).err().unwrap().to_string();
+    let e = open_source(&format!("csv:{}", p.display()), &Default::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("no image column"), "{e}");
     std::fs::write(&p, "filepath,title\n").unwrap();
-    let e = open_source(&format!("csv:{}", p.display()), &Default::default()).err().unwrap().to_string();
+    let e = open_source(&format!("csv:{}", p.display()), &Default::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("no rows"), "{e}");
-    let e = open_source("shapes:train:0", &Default::default()).map(|s| Loader::new(s, ImagePipeline::clip(64), None, LoaderConfig::default()).err().unwrap().to_string()).unwrap();
+    let e = open_source("shapes:train:0", &Default::default())
+        .map(|s| {
+            Loader::new(s, ImagePipeline::clip(64), None, LoaderConfig::default())
+                .err()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap();
     assert!(e.contains("empty dataset"), "{e}");
-    let e = open_source("parquet:x", &Default::default()).err().unwrap().to_string();
+    let e = open_source("parquet:x", &Default::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("parquet:x"), "{e}");
     // A missing image file is a counted skip, not a crash.
     std::fs::write(&p, "filepath,title\nnope.png,a caption\n").unwrap();
     let mut c = cfg(4, 1, false);
     c.max_skip_fraction = 1.0;
-    let (b, stats) = load_all(open_source(&format!("csv:{}", p.display()), &Default::default()).unwrap(), c);
+    let (b, stats) = load_all(
+        open_source(&format!("csv:{}", p.display()), &Default::default()).unwrap(),
+        c,
+    );
     assert!(b.is_empty());
     assert_eq!(stats.skipped["missing image"][0].0, "nope");
 }
@@ -244,8 +445,19 @@ fn bad_sources_give_clear_errors() {
 #[test]
 fn imagefolder_and_coco_sources() {
     let dir = tempfile::tempdir().unwrap();
-    write_shapes(&world(), Split::Test, 20, dir.path().join("if"), Format::ImageFolder).unwrap();
-    let src = open_source(&format!("imagefolder:{}", dir.path().join("if").display()), &Default::default()).unwrap();
+    write_shapes(
+        &world(),
+        Split::Test,
+        20,
+        dir.path().join("if"),
+        Format::ImageFolder,
+    )
+    .unwrap();
+    let src = open_source(
+        &format!("imagefolder:{}", dir.path().join("if").display()),
+        &Default::default(),
+    )
+    .unwrap();
     let classes = src.class_names().unwrap();
     let (b, _) = load_all(src, cfg(5, 1, false));
     for batch in &b {
@@ -270,10 +482,17 @@ fn imagefolder_and_coco_sources() {
         }
     }
     let ann = root.join("annotations/captions_val2017.json");
-    std::fs::write(&ann, serde_json::json!({"images": images, "annotations": anns}).to_string()).unwrap();
+    std::fs::write(
+        &ann,
+        serde_json::json!({"images": images, "annotations": anns}).to_string(),
+    )
+    .unwrap();
     let mut c = cfg(4, 1, false);
     c.max_skip_fraction = 1.0;
-    let (b, stats) = load_all(open_source(&format!("coco:{}", ann.display()), &Default::default()).unwrap(), c);
+    let (b, stats) = load_all(
+        open_source(&format!("coco:{}", ann.display()), &Default::default()).unwrap(),
+        c,
+    );
     assert_eq!(b[0].len(), 3);
     assert!(b[0].all_captions.iter().all(|c| c.len() == 2));
     assert_eq!(stats.skipped["no caption"][0].0, "2.png");

@@ -230,10 +230,10 @@ fn entity_at(s: &str) -> (Option<String>, usize) {
         .take_while(|c| c.is_ascii_alphanumeric())
         .count();
     let name = &body[..name_len];
-    if body[name_len..].starts_with(';') {
-        if let Some(v) = entity(name) {
-            return (Some(v.to_string()), 1 + name_len + 1);
-        }
+    if body[name_len..].starts_with(';')
+        && let Some(v) = entity(name)
+    {
+        return (Some(v.to_string()), 1 + name_len + 1);
     }
     // Otherwise the longest legacy name prefixing the text, as Python does.
     match LEGACY

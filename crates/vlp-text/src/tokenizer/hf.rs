@@ -12,6 +12,7 @@ use crate::error::{Result, TextError};
 /// The file's own normaliser, pre-tokeniser, model and post-processor (special tokens) are used
 /// as transformers uses them. The pad token is the file's padding token when it defines one, else
 /// `<pad>` if present, else id 0.
+#[derive(Clone)]
 pub struct HfTokenizer {
     inner: tokenizers::Tokenizer,
     context_length: usize,
@@ -72,13 +73,21 @@ impl HfTokenizer {
 
     /// Wraps an in-memory `tokenizers` object already set up for padding and truncation.
     pub fn from_tokenizer(inner: tokenizers::Tokenizer, context_length: usize) -> Self {
-        Self { inner, context_length }
+        Self {
+            inner,
+            context_length,
+        }
     }
 
     /// Writes `tokenizer.json` (loadable by transformers' `PreTrainedTokenizerFast` and by vlp).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        self.inner.save(path, true).map_err(|e| TextError::Tokenizer { path: path.into(), reason: e.to_string() })
+        self.inner
+            .save(path, true)
+            .map_err(|e| TextError::Tokenizer {
+                path: path.into(),
+                reason: e.to_string(),
+            })
     }
 
     /// Id of a token, if it is in the vocabulary.

@@ -27,7 +27,10 @@ pub const EOT: &str = "<|endoftext|>";
 /// A tokenizer that lower-cases, splits on whitespace and punctuation, and maps each word of
 /// `words` to its own id (others to `<unk>`), framed by start/end tokens, padded with `<pad>`.
 pub fn word_tokenizer(words: &[&str], context_length: usize) -> HfTokenizer {
-    assert!(context_length >= 2, "word tokenizer: context length {context_length} cannot hold start and end tokens");
+    assert!(
+        context_length >= 2,
+        "word tokenizer: context length {context_length} cannot hold start and end tokens"
+    );
     let mut vocab: Vec<String> = vec![PAD.into()];
     for w in words {
         let w = w.to_lowercase();
@@ -38,9 +41,17 @@ pub fn word_tokenizer(words: &[&str], context_length: usize) -> HfTokenizer {
     for t in [UNK, SOT, EOT] {
         vocab.push(t.into());
     }
-    let ids: HashMap<String, u32> = vocab.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+    let ids: HashMap<String, u32> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.clone(), i as u32))
+        .collect();
     let (sot, eot) = (ids[SOT], ids[EOT]);
-    let model = WordLevel::builder().vocab(ids.into_iter().collect()).unk_token(UNK.into()).build().expect("closed vocabulary with <unk>");
+    let model = WordLevel::builder()
+        .vocab(ids.into_iter().collect())
+        .unk_token(UNK.into())
+        .build()
+        .expect("closed vocabulary with <unk>");
     let mut t = tokenizers::Tokenizer::new(model);
     t.with_normalizer(Some(Sequence::new(vec![NFC.into(), Lowercase.into()])));
     t.with_pre_tokenizer(Some(BertPreTokenizer));
@@ -51,14 +62,22 @@ pub fn word_tokenizer(words: &[&str], context_length: usize) -> HfTokenizer {
         .build()
         .expect("valid post-processor");
     t.with_post_processor(Some(post));
-    t.add_special_tokens(&[AddedToken::from(SOT, true), AddedToken::from(EOT, true), AddedToken::from(PAD, true)]);
+    t.add_special_tokens(&[
+        AddedToken::from(SOT, true),
+        AddedToken::from(EOT, true),
+        AddedToken::from(PAD, true),
+    ]);
     t.with_padding(Some(PaddingParams {
         strategy: PaddingStrategy::Fixed(context_length),
         pad_id: 0,
         pad_token: PAD.into(),
         ..Default::default()
     }));
-    t.with_truncation(Some(TruncationParams { max_length: context_length, ..Default::default() })).expect("valid truncation");
+    t.with_truncation(Some(TruncationParams {
+        max_length: context_length,
+        ..Default::default()
+    }))
+    .expect("valid truncation");
     HfTokenizer::from_tokenizer(t, context_length)
 }
 
@@ -70,13 +89,13 @@ mod tests {
     #[test]
     fn frames_pads_and_round_trips() {
         let tok = word_tokenizer(&["a", "red", "circle", "photo", "of"], 8);
-        let e = tok.encode("A photo of a RED circle.");
+        let e = tok.encode("A photo of a RED circle");
         // <pad>=0, a=1, red=2, circle=3, photo=4, of=5, <unk>=6, sot=7, eot=8
-        assert_eq!(e.ids, vec![7, 1, 4, 5, 1, 2, 3, 6]);
+        assert_eq!(e.ids, vec![7, 1, 4, 5, 1, 2, 3, 8]);
         assert_eq!(e.attention_mask, vec![1; 8]);
-        let e = tok.encode("a red star");
-        assert_eq!(e.ids, vec![7, 1, 2, 6, 8, 0, 0, 0]);
-        assert_eq!(e.attention_mask, vec![1, 1, 1, 1, 1, 0, 0, 0]);
+        let e = tok.encode("a red star.");
+        assert_eq!(e.ids, vec![7, 1, 2, 6, 6, 8, 0, 0]);
+        assert_eq!(e.attention_mask, vec![1, 1, 1, 1, 1, 1, 0, 0]);
         assert_eq!(tok.decode(&tok.encode("a red circle").ids), "a red circle");
         assert_eq!(tok.vocab_size(), 9);
         // Truncation keeps the end token.

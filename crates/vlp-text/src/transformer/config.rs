@@ -65,7 +65,9 @@ pub struct TextTransformerConfig {
 impl TextTransformerConfig {
     /// Checks the numbers fit together; the message names the field at fault.
     pub fn validate(&self) -> Result<(), vlp_core::CoreError> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(vlp_core::CoreError::Config {
                 field: "num_attention_heads".into(),
                 reason: format!(

@@ -76,7 +76,7 @@ impl VitConfig {
                 reason,
             })
         };
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return err(
                 "patch_size",
                 format!(
@@ -85,7 +85,9 @@ impl VitConfig {
                 ),
             );
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return err(
                 "num_attention_heads",
                 format!(

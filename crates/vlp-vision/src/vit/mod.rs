@@ -102,7 +102,7 @@ impl<B: Backend> Vit<B> {
             .lazy_shape()
             .dims::<4>()[2];
         assert!(
-            image_size % patch == 0,
+            image_size.is_multiple_of(patch),
             "ViT: patch size {patch} does not divide image size {image_size}"
         );
         let e = self.embeddings;

@@ -1,0 +1,416 @@
+//! `vlp eval` and `vlp embed`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use vlp_core::backend::{DefaultBackend, default_device};
+use vlp_core::checkpoint::{HostTensor, StoredDType, write_safetensors};
+use vlp_data::loader::{Loader, LoaderConfig};
+use vlp_data::shapes::ShapesWorldConfig;
+use vlp_data::source::{Source, open_source};
+use vlp_tasks::bundle::{Bundle, load_bundle};
+use vlp_tasks::embed::{Features, ImageSet, embed_images, embed_texts};
+use vlp_tasks::fewshot::{FewShotContext, LinearProbe, TipAdapter, ZeroShot, run_few_shot};
+use vlp_tasks::probe::linear_probe;
+use vlp_tasks::report::confusion_png;
+use vlp_tasks::retrieval::retrieval;
+use vlp_tasks::templates::load_templates;
+use vlp_tasks::zeroshot::{classifier, evaluate};
+
+type B = DefaultBackend;
+
+/// Evaluation task.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Task {
+    /// Zero-shot classification with a prompt ensemble (labelled data).
+    ZeroShot,
+    /// Image↔text retrieval (captioned data, e.g. COCO).
+    Retrieval,
+    /// Logistic regression on frozen features (needs --train-data).
+    LinearProbe,
+    /// k-shot adaptation: zero-shot, linear probe and Tip-Adapter over seeds (needs --train-data).
+    FewShot,
+}
+
+/// Arguments of `vlp eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Model directory (transformers or open_clip layout, or a run's `final/`).
+    #[arg(long)]
+    model: PathBuf,
+    /// What to measure.
+    #[arg(long, value_enum)]
+    task: Task,
+    /// Evaluation data: `imagefolder:DIR`, `coco:FILE`, `shapes:test:N`, `wds:...`, `csv:...`.
+    #[arg(long)]
+    data: String,
+    /// Training data for linear-probe and few-shot (labelled).
+    #[arg(long)]
+    train_data: Option<String>,
+    /// Class names, one per line, in label order (default: the data's own, e.g. folder names);
+    /// each must match a class of the data.
+    #[arg(long)]
+    classes: Option<PathBuf>,
+    /// Prompt templates: `openai` (80), `simple`, or a file with one template per line.
+    #[arg(long, default_value = "openai")]
+    templates: String,
+    /// Tokenizer override: `clip` or a tokenizer.json.
+    #[arg(long)]
+    tokenizer: Option<String>,
+    /// Shots per class for few-shot.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    k: Vec<usize>,
+    /// Seeds for few-shot splits.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    seeds: Vec<u64>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Also write the results JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the zero-shot confusion matrix as a PNG heat map here.
+    #[arg(long)]
+    confusion: Option<PathBuf>,
+}
+
+fn images(
+    bundle: &Bundle<B>,
+    source: Source,
+    batch: usize,
+    what: &str,
+) -> anyhow::Result<ImageSet> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cfg = LoaderConfig {
+        batch_size: batch,
+        workers,
+        shuffle: false,
+        drop_last: false,
+        max_skip_fraction: 1.0,
+        ..Default::default()
+    };
+    let name = source.name();
+    let loader = Loader::new(source, bundle.pipeline.clone(), None, cfg)?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} {pos} images [{elapsed_precise}] {per_sec}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message(format!("embedding {what}"));
+    let set = embed_images(&bundle.model, &loader, &default_device(), |n| {
+        bar.inc(n as u64)
+    })?;
+    bar.finish_and_clear();
+    if set.features.rows == 0 {
+        bail!("{name}: no usable image ({})", set.skipped);
+    }
+    if set.skipped_count > 0 {
+        eprintln!("warning: {name}: {}", set.skipped);
+    }
+    Ok(set)
+}
+
+fn labels(set: &ImageSet, name: &str) -> anyhow::Result<Vec<usize>> {
+    set.labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| l.with_context(|| format!("{name}: image \"{}\" has no label", set.keys[i])))
+        .collect()
+}
+
+/// Class names of a labelled source, checked against `--classes` when given.
+fn class_names(source: &Source, classes: Option<&PathBuf>) -> anyhow::Result<Vec<String>> {
+    let own = source.class_names().with_context(|| {
+        format!(
+            "{}: not a labelled source (use imagefolder: or shapes:)",
+            source.name()
+        )
+    })?;
+    let Some(path) = classes else { return Ok(own) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let listed: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    for c in &listed {
+        if !own.contains(c) {
+            bail!(
+                "{}: class \"{c}\" listed in {} has no folder (classes found: {})",
+                source.name(),
+                path.display(),
+                own.join(", ")
+            );
+        }
+    }
+    if listed.len() != own.len() {
+        bail!(
+            "{}: {} lists {} classes but the data has {}",
+            source.name(),
+            path.display(),
+            listed.len(),
+            own.len()
+        );
+    }
+    Ok(listed)
+}
+
+/// Runs the task; prints a table, then the results as the last stdout line (JSON).
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let device = default_device();
+    let bundle = load_bundle::<B>(&args.model, args.tokenizer.as_deref(), &device)?;
+    let shapes = ShapesWorldConfig {
+        image_size: bundle.config.vision.image_size,
+        ..Default::default()
+    };
+    let templates = load_templates(&args.templates)?;
+    let source = open_source(&args.data, &shapes)?;
+    let mut result = serde_json::json!({ "task": format!("{:?}", args.task), "model": args.model, "data": args.data });
+    match args.task {
+        Task::ZeroShot => {
+            let classes = class_names(&source, args.classes.as_ref())?;
+            let set = images(&bundle, source, args.batch_size, "test images")?;
+            let y = labels(&set, &args.data)?;
+            let cls = classifier(
+                &bundle.model,
+                bundle.tokenizer.as_ref(),
+                &classes,
+                &templates,
+                &device,
+            )?;
+            let r = evaluate(&set.features, &y, &cls)?;
+            println!(
+                "zero-shot on {} images, {} classes, {} templates",
+                r.count,
+                classes.len(),
+                templates.len()
+            );
+            println!("  top-1 {:.4}   top-5 {:.4}", r.top1, r.top5);
+            if let Some(p) = &args.confusion {
+                confusion_png(&r.confusion, p, 16)?;
+            }
+            let per_class: BTreeMap<String, Option<f64>> = classes
+                .iter()
+                .cloned()
+                .zip(r.per_class.iter().copied())
+                .collect();
+            result["top1"] = r.top1.into();
+            result["top5"] = r.top5.into();
+            result["per_class"] = serde_json::to_value(per_class)?;
+            result["confusion"] = serde_json::to_value(&r.confusion)?;
+            result["count"] = r.count.into();
+        }
+        Task::Retrieval => {
+            let set = images(&bundle, source, args.batch_size, "images")?;
+            if let Some(list) = set.skip_stats.skipped.get("no caption") {
+                let keys: Vec<&str> = list.iter().map(|(k, _)| k.as_str()).collect();
+                bail!(
+                    "{}: image(s) without captions cannot be scored for retrieval: {}",
+                    args.data,
+                    keys.join(", ")
+                );
+            }
+            let mut texts = Vec::new();
+            let mut link = Vec::new();
+            for (i, caps) in set.captions.iter().enumerate() {
+                if caps.is_empty() {
+                    bail!("{}: image \"{}\" has no caption", args.data, set.keys[i]);
+                }
+                for c in caps {
+                    texts.push(c.as_str());
+                    link.push(i);
+                }
+            }
+            let tf = embed_texts(
+                &bundle.model,
+                bundle.tokenizer.as_ref(),
+                &texts,
+                256,
+                &device,
+            );
+            let r = retrieval(&set.features, &tf, &link)?;
+            println!("retrieval: {} images, {} captions", r.images, r.texts);
+            println!(
+                "  image→text R@1 {:.4} R@5 {:.4} R@10 {:.4}  mean rank {:.1} median {:.1}",
+                r.i2t_recall[0],
+                r.i2t_recall[1],
+                r.i2t_recall[2],
+                r.i2t_mean_rank,
+                r.i2t_median_rank
+            );
+            println!(
+                "  text→image R@1 {:.4} R@5 {:.4} R@10 {:.4}  mean rank {:.1} median {:.1}",
+                r.t2i_recall[0],
+                r.t2i_recall[1],
+                r.t2i_recall[2],
+                r.t2i_mean_rank,
+                r.t2i_median_rank
+            );
+            result["retrieval"] = serde_json::to_value(&r)?;
+        }
+        Task::LinearProbe | Task::FewShot => {
+            let train_spec = args
+                .train_data
+                .as_deref()
+                .context("--train-data is needed for linear-probe and few-shot")?;
+            let train_source = open_source(train_spec, &shapes)?;
+            let classes = class_names(&source, args.classes.as_ref())?;
+            let train = images(&bundle, train_source, args.batch_size, "training images")?;
+            let test = images(&bundle, source, args.batch_size, "test images")?;
+            let (ty, ey) = (labels(&train, train_spec)?, labels(&test, &args.data)?);
+            if args.task == Task::LinearProbe {
+                let r = linear_probe::<B>(
+                    &train.features,
+                    &ty,
+                    &test.features,
+                    &ey,
+                    classes.len(),
+                    0.2,
+                    0,
+                    &device,
+                )?;
+                println!(
+                    "linear probe: accuracy {:.4} (λ = {:e}, chosen on a 20% validation split)",
+                    r.accuracy, r.lambda
+                );
+                result["linear_probe"] = serde_json::to_value(&r)?;
+            } else {
+                let zs = classifier(
+                    &bundle.model,
+                    bundle.tokenizer.as_ref(),
+                    &classes,
+                    &templates,
+                    &device,
+                )?;
+                let ctx = FewShotContext {
+                    classes: classes.len(),
+                    zero_shot: &zs,
+                };
+                let probe = LinearProbe::<B> {
+                    lambda: 1e-3,
+                    device: device.clone(),
+                };
+                let tip = TipAdapter::default();
+                let rows = run_few_shot(
+                    &[&ZeroShot, &probe, &tip],
+                    &train.features,
+                    &ty,
+                    &test.features,
+                    &ey,
+                    &ctx,
+                    &args.k,
+                    &args.seeds,
+                )?;
+                println!("{:<14} {:>4} {:>8} {:>8}", "method", "k", "mean", "std");
+                for r in &rows {
+                    println!("{:<14} {:>4} {:>8.4} {:>8.4}", r.method, r.k, r.mean, r.std);
+                }
+                result["few_shot"] = serde_json::to_value(&rows)?;
+            }
+        }
+    }
+    let line = serde_json::to_string(&result)?;
+    if let Some(p) = &args.out {
+        std::fs::write(p, &line).with_context(|| format!("writing {}", p.display()))?;
+    }
+    println!("{line}");
+    Ok(())
+}
+
+/// Arguments of `vlp embed`.
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Images to embed (any source spec).
+    #[arg(long)]
+    data: Option<String>,
+    /// A text file whose lines are embedded.
+    #[arg(long)]
+    texts: Option<PathBuf>,
+    /// Output safetensors: `image_embeds` / `text_embeds` (`[n, dim]`, normalised), `labels`
+    /// when known; keys in the metadata.
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokenizer override.
+    #[arg(long)]
+    tokenizer: Option<String>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+}
+
+/// Embeds images and/or texts into one safetensors file.
+pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
+    if args.data.is_none() && args.texts.is_none() {
+        bail!("give --data (images) and/or --texts (a file of lines)");
+    }
+    let device = default_device();
+    let bundle = load_bundle::<B>(&args.model, args.tokenizer.as_deref(), &device)?;
+    let mut tensors = BTreeMap::new();
+    let mut meta = std::collections::HashMap::new();
+    let start = std::time::Instant::now();
+    let put = |f: Features| HostTensor::new(vec![f.rows, f.dim], f.data);
+    if let Some(spec) = &args.data {
+        let shapes = ShapesWorldConfig {
+            image_size: bundle.config.vision.image_size,
+            ..Default::default()
+        };
+        let set = images(
+            &bundle,
+            open_source(spec, &shapes)?,
+            args.batch_size,
+            "images",
+        )?;
+        if set.labels.iter().all(Option::is_some) {
+            tensors.insert(
+                "labels".into(),
+                HostTensor::new(
+                    vec![set.labels.len()],
+                    set.labels
+                        .iter()
+                        .map(|l| l.expect("checked") as f32)
+                        .collect(),
+                ),
+            );
+        }
+        meta.insert("image_keys".into(), serde_json::to_string(&set.keys)?);
+        tensors.insert("image_embeds".into(), put(set.features));
+    }
+    if let Some(p) = &args.texts {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.is_empty() {
+            bail!("{}: no text lines", p.display());
+        }
+        tensors.insert(
+            "text_embeds".into(),
+            put(embed_texts(
+                &bundle.model,
+                bundle.tokenizer.as_ref(),
+                &lines,
+                256,
+                &device,
+            )),
+        );
+        meta.insert("texts".into(), serde_json::to_string(&lines)?);
+    }
+    write_safetensors(&args.out, &tensors, StoredDType::F32, Some(meta))?;
+    let shapes: BTreeMap<&String, &Vec<usize>> =
+        tensors.iter().map(|(k, v)| (k, &v.shape)).collect();
+    println!(
+        "{}",
+        serde_json::json!({"out": args.out, "tensors": shapes, "seconds": start.elapsed().as_secs_f64()})
+    );
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! `vlp eval`, `vlp embed` and `vlp bench` end to end on fixtures the tests create.
+
+use vlp_core::checkpoint::TensorFile;
+use vlp_data::shapes::{ShapesWorld, ShapesWorldConfig, Split};
+use vlp_data::writer::{Format, png_bytes, write_shapes};
+
+use crate::{reference, text, vlp};
+
+fn last_json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .last()
+            .unwrap_or(""),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+/// ShapesWorld at the fixtures' 32 px, as an ImageFolder tree.
+fn image_folder(dir: &std::path::Path) -> std::path::PathBuf {
+    let w = ShapesWorld::new(ShapesWorldConfig {
+        image_size: 32,
+        ..Default::default()
+    })
+    .unwrap();
+    let p = dir.join("folder");
+    write_shapes(&w, Split::Test, 40, &p, Format::ImageFolder).unwrap();
+    p
+}
+
+#[test]
+fn zero_shot_linear_probe_and_few_shot_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = image_folder(dir.path());
+    let model = reference("clip_hf");
+    let data = format!("imagefolder:{}", folder.display());
+    let out = dir.path().join("zs.json");
+    let png = dir.path().join("confusion.png");
+    let o = vlp(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "zero-shot",
+        "--data",
+        &data,
+        "--templates",
+        "simple",
+        "--out",
+        out.to_str().unwrap(),
+        "--confusion",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = last_json(&o);
+    assert_eq!(v["count"], 40);
+    assert!(
+        v["top1"].as_f64().unwrap() >= 0.0
+            && v["top5"].as_f64().unwrap() >= v["top1"].as_f64().unwrap()
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&out).unwrap()).unwrap(),
+        v
+    );
+    assert!(png.is_file());
+    for task in ["linear-probe", "few-shot"] {
+        let mut args = vec![
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--task",
+            task,
+            "--data",
+            &data,
+            "--train-data",
+            &data,
+            "--templates",
+            "simple",
+        ];
+        if task == "few-shot" {
+            args.extend(["--k", "1,2", "--seeds", "1,2"]);
+        }
+        let o = vlp(&args);
+        assert!(o.status.success(), "{task}: {}", text(&o));
+        let v = last_json(&o);
+        if task == "few-shot" {
+            assert_eq!(
+                v["few_shot"].as_array().unwrap().len(),
+                6,
+                "3 methods × 2 k"
+            );
+        } else {
+            assert!(v["linear_probe"]["accuracy"].as_f64().is_some());
+        }
+    }
+}
+
+#[test]
+fn missing_class_folder_and_uncaptioned_image_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = image_folder(dir.path());
+    let classes = dir.path().join("classes.txt");
+    std::fs::write(&classes, "magenta hexagon\n").unwrap();
+    let model = reference("clip_hf");
+    let o = vlp(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "zero-shot",
+        "--data",
+        &format!("imagefolder:{}", folder.display()),
+        "--classes",
+        classes.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("magenta hexagon") && text(&o).contains("no folder"),
+        "{}",
+        text(&o)
+    );
+    let o = vlp(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "zero-shot",
+        "--data",
+        "imagefolder:/nonexistent/val",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("/nonexistent/val"),
+        "{}",
+        text(&o)
+    );
+
+    // COCO captions where one image has none.
+    let coco = dir.path().join("coco");
+    std::fs::create_dir_all(coco.join("annotations")).unwrap();
+    std::fs::create_dir_all(coco.join("val2017")).unwrap();
+    let w = ShapesWorld::new(ShapesWorldConfig {
+        image_size: 32,
+        ..Default::default()
+    })
+    .unwrap();
+    let (mut images, mut anns) = (Vec::new(), Vec::new());
+    for i in 0..6u64 {
+        let s = w.sample(Split::Test, i);
+        std::fs::write(coco.join(format!("val2017/{i}.png")), png_bytes(&s.image)).unwrap();
+        images.push(serde_json::json!({"id": i, "file_name": format!("{i}.png")}));
+        for c in [&s.captions.short, &s.captions.long] {
+            anns.push(serde_json::json!({"image_id": i, "caption": c}));
+        }
+    }
+    let ann = coco.join("annotations/captions_val2017.json");
+    std::fs::write(
+        &ann,
+        serde_json::json!({"images": images, "annotations": anns}).to_string(),
+    )
+    .unwrap();
+    let o = vlp(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "retrieval",
+        "--data",
+        &format!("coco:{}", ann.display()),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = last_json(&o);
+    assert_eq!(v["retrieval"]["images"], 6);
+    assert_eq!(v["retrieval"]["texts"], 12);
+    // Drop image 3's captions: retrieval refuses to score it.
+    let anns: Vec<serde_json::Value> = anns.into_iter().filter(|a| a["image_id"] != 3).collect();
+    std::fs::write(
+        &ann,
+        serde_json::json!({"images": images, "annotations": anns}).to_string(),
+    )
+    .unwrap();
+    let o = vlp(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "retrieval",
+        "--data",
+        &format!("coco:{}", ann.display()),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("3.png") && text(&o).contains("caption"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn embed_writes_keyed_embeddings() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = image_folder(dir.path());
+    let texts = dir.path().join("t.txt");
+    std::fs::write(&texts, "a red circle\na blue square\n").unwrap();
+    let out = dir.path().join("e.safetensors");
+    let o = vlp(&[
+        "embed",
+        "--model",
+        reference("clip_openclip").to_str().unwrap(),
+        "--data",
+        &format!("imagefolder:{}", folder.display()),
+        "--texts",
+        texts.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let f = TensorFile::open(&out).unwrap();
+    assert_eq!(f.shape("image_embeds"), Some(vec![40, 32]));
+    assert_eq!(f.shape("text_embeds"), Some(vec![2, 32]));
+    assert_eq!(f.shape("labels"), Some(vec![40]));
+    let e = f.get("image_embeds").unwrap();
+    let norm: f32 = e.data[..32].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4);
+}
+
+#[test]
+fn bench_harness_runs_a_tiny_model() {
+    for workload in ["train", "encode-image", "encode-text"] {
+        let o = vlp(&[
+            "bench",
+            workload,
+            "--model",
+            "shapes-tiny",
+            "--batch",
+            "4",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+        ]);
+        assert!(o.status.success(), "{workload}: {}", text(&o));
+        let v = last_json(&o);
+        for k in [
+            "workload",
+            "backend",
+            "dtype",
+            "batch",
+            "samples_per_s",
+            "step_ms",
+        ] {
+            assert!(!v[k].is_null(), "{workload}: no {k} in {v}");
+        }
+        assert!(v["samples_per_s"].as_f64().unwrap() > 0.0);
+    }
+}

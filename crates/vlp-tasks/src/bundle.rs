@@ -1,0 +1,93 @@
+//! A model directory with everything needed to use it: weights, tokenizer, image pipeline.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use vlp_align::pretrained::{Layout, Pretrained, load_pretrained};
+use vlp_align::{ClipConfig, ClipModel};
+use vlp_data::preprocess::{ImagePipeline, Interpolation, ResizeMode};
+use vlp_text::{ClipTokenizer, HfTokenizer, Padding, Tokenizer};
+
+use crate::error::Result;
+
+/// A loaded model ready for evaluation.
+pub struct Bundle<B: Backend> {
+    /// The model.
+    pub model: ClipModel<B>,
+    /// Its configuration.
+    pub config: ClipConfig,
+    /// The tokenizer its texts need.
+    pub tokenizer: Box<dyn Tokenizer>,
+    /// The image pipeline its checkpoint expects.
+    pub pipeline: ImagePipeline,
+}
+
+/// Loads `dir` (transformers or open_clip layout, or a vlp run's `final/`).
+///
+/// The tokenizer is `tokenizer` when given (`clip` or a `tokenizer.json` path), else the
+/// directory's `tokenizer.json`, else the built-in CLIP tokenizer in the checkpoint's convention
+/// (end-token padding for transformers, zero padding for open_clip).
+pub fn load_bundle<B: Backend>(
+    dir: impl AsRef<Path>,
+    tokenizer: Option<&str>,
+    device: &B::Device,
+) -> Result<Bundle<B>> {
+    let dir = dir.as_ref();
+    let Pretrained {
+        model,
+        config,
+        layout,
+        preprocess,
+        ..
+    } = load_pretrained::<B>(dir, device)?;
+    let ctx = config.text.max_position_embeddings;
+    let clip_tok = |layout: Layout| -> Box<dyn Tokenizer> {
+        Box::new(ClipTokenizer::new(
+            ctx,
+            if layout == Layout::Hf {
+                Padding::Eot
+            } else {
+                Padding::Zero
+            },
+        ))
+    };
+    let tokenizer: Box<dyn Tokenizer> = match tokenizer {
+        Some("clip") => clip_tok(layout),
+        Some(path) => Box::new(HfTokenizer::from_file(path, Some(ctx)).map_err(|e| {
+            crate::error::TaskError::Invalid {
+                task: "tokenizer".into(),
+                reason: e.to_string(),
+            }
+        })?),
+        None if dir.join("tokenizer.json").is_file() => Box::new(
+            HfTokenizer::from_file(dir.join("tokenizer.json"), Some(ctx)).map_err(|e| {
+                crate::error::TaskError::Invalid {
+                    task: "tokenizer".into(),
+                    reason: e.to_string(),
+                }
+            })?,
+        ),
+        None => clip_tok(layout),
+    };
+    let pipeline = ImagePipeline {
+        size: preprocess.image_size,
+        resize_mode: if preprocess.resize_mode == "squash" {
+            ResizeMode::Squash
+        } else {
+            ResizeMode::Shortest
+        },
+        interpolation: if preprocess.interpolation == "bilinear" {
+            Interpolation::Bilinear
+        } else {
+            Interpolation::Bicubic
+        },
+        mean: preprocess.mean,
+        std: preprocess.std,
+    };
+    Ok(Bundle {
+        model,
+        config,
+        tokenizer,
+        pipeline,
+    })
+}

@@ -1,0 +1,49 @@
+//! Multi-node set-up for `burn::collective`: rank 0 runs the coordinator, every node registers
+//! with it.
+
+use burn::collective::CollectiveConfig;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::config::DistributedConfig;
+use crate::error::{Result, TrainError};
+
+/// Adds the global (multi-node) parameters to `config`, starting the coordinator on rank 0.
+pub fn multi_node(config: CollectiveConfig, d: &DistributedConfig) -> Result<CollectiveConfig> {
+    let bad = |what: &str| TrainError::Config(format!("`distributed.{what}` must be HOST:PORT"));
+    let port = |addr: &str, what: &str| -> Result<u16> {
+        addr.rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .ok_or_else(|| bad(what))
+    };
+    let coord_port = port(&d.coordinator, "coordinator")?;
+    if d.node_address.is_empty() {
+        return Err(TrainError::Config("`distributed.node_address` is needed in a multi-node run (HOST:PORT this node serves tensors on)".into()));
+    }
+    let node_port = port(&d.node_address, "node_address")?;
+    if d.rank == 0 {
+        std::thread::spawn(move || match tokio_runtime() {
+            Ok(rt) => rt.block_on(burn::collective::start_global_orchestrator(coord_port)),
+            Err(e) => eprintln!("cannot start the coordinator: {e}"),
+        });
+    }
+    let parse = |s: &str| s.parse().map_err(|e: String| TrainError::Config(e));
+    Ok(config
+        .with_num_nodes(d.world_size as u32)
+        .with_global_address(parse(&format!("ws://{}", d.coordinator))?)
+        .with_node_address(parse(&format!("ws://{}", d.node_address))?)
+        .with_data_service_port(node_port))
+}
+
+fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// The selected backend's device as the training backend's device type.
+pub fn same_device<B: AutodiffBackend>(device: vlp_core::backend::DefaultDevice) -> B::Device {
+    // Training always runs on the compiled backend; this only bridges the generic type.
+    let any: Box<dyn std::any::Any> = Box::new(device);
+    *any.downcast::<B::Device>()
+        .unwrap_or_else(|_| Box::new(B::Device::default()))
+}

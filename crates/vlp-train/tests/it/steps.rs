@@ -1,0 +1,236 @@
+//! Single steps and short runs: the loss falls, NaN is contained, accumulation and data
+//! parallelism compute the same update, towers can be locked, runs resume exactly.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use vlp_core::backend::{TrainBackend as A, default_device};
+use vlp_core::checkpoint::collect_params;
+use vlp_train::comm::{Collective, Single};
+use vlp_train::metrics::MetricsLog;
+use vlp_train::trainer::Trainer;
+use vlp_train::{RunOptions, TrainError, train};
+
+use crate::{batches, model, tiny};
+
+fn params(
+    m: &vlp_align::ClipModel<A>,
+) -> std::collections::BTreeMap<String, vlp_core::checkpoint::HostTensor> {
+    collect_params(m)
+}
+
+fn max_diff(a: &vlp_align::ClipModel<A>, b: &vlp_align::ClipModel<A>) -> f32 {
+    let (pa, pb) = (params(a), params(b));
+    pa.iter()
+        .map(|(k, t)| {
+            t.data
+                .iter()
+                .zip(&pb[k].data)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max)
+        })
+        .fold(0.0, f32::max)
+}
+
+fn mean(v: &[f32]) -> f32 {
+    v.iter().sum::<f32>() / v.len() as f32
+}
+
+#[test]
+fn loss_falls_with_both_objectives() {
+    for loss in ["clip", "siglip"] {
+        // A schedule longer than the 32 steps taken, so the rate stays up.
+        let cfg = tiny(&[&format!("model.loss={loss}"), "optim.steps=200"]);
+        let data = batches(&cfg, 8);
+        let mut t = Trainer::new(&cfg, model(&cfg, 1), default_device(), Single);
+        let mut losses = Vec::new();
+        for round in 0..4 {
+            for b in &data {
+                let r = t.step(b).unwrap();
+                assert!(!r.skipped && r.loss.is_finite(), "{loss} round {round}");
+                losses.push(r.loss);
+            }
+        }
+        let (first, last) = (mean(&losses[..8]), mean(&losses[24..]));
+        println!("{loss}: first epoch {first:.4}, fourth {last:.4}");
+        assert!(
+            last < 0.9 * first,
+            "{loss}: loss did not fall ({first} → {last})"
+        );
+    }
+}
+
+#[test]
+fn non_finite_loss_skips_the_step_and_stops_a_divergent_run() {
+    let cfg = tiny(&["optim.max_nonfinite=2"]);
+    let mut data = batches(&cfg, 1);
+    let good = data[0].clone();
+    data[0].images.iter_mut().for_each(|v| *v = f32::NAN);
+    let mut t = Trainer::new(&cfg, model(&cfg, 2), default_device(), Single);
+    let before = t.model.clone();
+    let r = t.step(&data[0]).unwrap();
+    assert!(r.skipped && !r.loss.is_finite());
+    assert_eq!(
+        max_diff(&before, &t.model),
+        0.0,
+        "a skipped step changed the weights"
+    );
+    assert_eq!((t.state.step, t.state.skipped_steps), (0, 1));
+    // A good batch resets the run of failures.
+    assert!(!t.step(&good).unwrap().skipped);
+    assert_eq!(t.state.nonfinite_run, 0);
+    t.step(&data[0]).unwrap();
+    t.step(&data[0]).unwrap();
+    match t.step(&data[0]) {
+        Err(TrainError::Diverged { count: 3, .. }) => {}
+        other => panic!("expected divergence after 3 non-finite losses, got {other:?}"),
+    }
+}
+
+#[test]
+fn accumulation_gives_the_same_update_as_one_big_batch() {
+    let cfg1 = tiny(&[]);
+    let cfg4 = tiny(&["optim.accumulate=4"]);
+    let data = batches(&cfg1, 1);
+    let mut a = Trainer::new(&cfg1, model(&cfg1, 3), default_device(), Single);
+    let mut b = Trainer::new(&cfg4, a.model.clone(), default_device(), Single);
+    let (ra, rb) = (a.step(&data[0]).unwrap(), b.step(&data[0]).unwrap());
+    assert!(
+        (ra.loss - rb.loss).abs() < 1e-5,
+        "{} vs {}",
+        ra.loss,
+        rb.loss
+    );
+    assert!(
+        (ra.grad_norm - rb.grad_norm).abs() < 1e-4 * ra.grad_norm.max(1.0),
+        "{} vs {}",
+        ra.grad_norm,
+        rb.grad_norm
+    );
+    let d = max_diff(&a.model, &b.model);
+    assert!(d < 1e-5, "weights differ by {d}");
+}
+
+#[test]
+fn locked_image_tower_does_not_move() {
+    let cfg = tiny(&["optim.lock_image=true"]);
+    let data = batches(&cfg, 2);
+    let mut t = Trainer::new(&cfg, model(&cfg, 4), default_device(), Single);
+    let before = params(&t.model);
+    for b in &data {
+        t.step(b).unwrap();
+    }
+    let after = params(&t.model);
+    for (k, v) in &before {
+        let moved = v.data != after[k].data;
+        let image_side = k.starts_with("vision_model") || k.starts_with("visual_projection");
+        assert_eq!(moved, !image_side, "{k}: moved = {moved}");
+    }
+}
+
+#[test]
+fn two_ranks_compute_the_single_process_update() {
+    // One step on 16 samples in one process, and as 2 ranks × 8 samples with the contrastive
+    // loss over the gathered global batch and summed gradients (burn::collective on threads).
+    let cfg = tiny(&[]);
+    let data = batches(&cfg, 1);
+    let init = model(&cfg, 5);
+    let mut single = Trainer::new(&cfg, init.clone(), default_device(), Single);
+    let want = single.step(&data[0]).unwrap();
+    let halves: Vec<vlp_data::loader::Batch> = (0..2)
+        .map(|r| {
+            let b = &data[0];
+            let n = b.len() / 2;
+            let px = b.images.len() / b.len();
+            let t = b.tokens.as_ref().unwrap();
+            let mut h = b.clone();
+            h.images = b.images[r * n * px..(r + 1) * n * px].to_vec();
+            h.keys = b.keys[r * n..(r + 1) * n].to_vec();
+            h.captions = b.captions[r * n..(r + 1) * n].to_vec();
+            h.labels = b.labels[r * n..(r + 1) * n].to_vec();
+            let cl = t.context_length;
+            h.tokens = Some(vlp_text::TokenBatch {
+                ids: t.ids[r * n * cl..(r + 1) * n * cl].to_vec(),
+                attention_mask: t.attention_mask[r * n * cl..(r + 1) * n * cl].to_vec(),
+                batch: n,
+                context_length: cl,
+            });
+            h
+        })
+        .collect();
+    let cfg2 = tiny(&["distributed.devices=2"]);
+    let results: Vec<(f32, vlp_align::ClipModel<A>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|r| {
+                let (cfg2, init, half) = (&cfg2, init.clone(), halves[r].clone());
+                s.spawn(move || {
+                    let config = burn::collective::CollectiveConfig::default().with_num_devices(2);
+                    let comm = Collective::<A>::register(r, 2, default_device(), config).unwrap();
+                    let mut t = Trainer::new(cfg2, init, default_device(), comm);
+                    let rep = t.step(&half).unwrap();
+                    (rep.loss, t.model)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (loss, m) in &results {
+        assert!(
+            (loss - want.loss).abs() < 1e-5,
+            "rank loss {loss} vs single {}",
+            want.loss
+        );
+        let d = max_diff(m, &single.model);
+        assert!(
+            d < 2e-5,
+            "rank weights differ from the single-process update by {d}"
+        );
+    }
+}
+
+#[test]
+fn resumed_run_follows_the_uninterrupted_trajectory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(&["optim.steps=6", "checkpoint.every=1"]);
+    let full = dir.path().join("full");
+    train::<A>(
+        &cfg,
+        RunOptions {
+            run_dir: Some(full.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Interrupted after its first step (the stop flag is already up), then resumed.
+    let part = dir.path().join("part");
+    let stop = Arc::new(AtomicBool::new(true));
+    let e = train::<A>(
+        &cfg,
+        RunOptions {
+            run_dir: Some(part.clone()),
+            stop,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, TrainError::Interrupted { step: 1, .. }), "{e}");
+    std::fs::write(part.join("config.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+    train::<A>(
+        &cfg,
+        RunOptions {
+            resume: Some(part.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let losses = |d: &std::path::Path| -> Vec<(u64, f64)> {
+        MetricsLog::read(d)
+            .iter()
+            .filter(|r| r["kind"] == "train")
+            .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap()))
+            .collect()
+    };
+    let (a, b) = (losses(&full), losses(&part));
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b, "resumed trajectory differs");
+}
