@@ -9,11 +9,12 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::module::{attention, linear};
+use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::mask::AttentionMask;
+use super::mlp::linear_2d;
 
 /// Configuration of an [`Attention`] layer.
 #[derive(Config, Debug)]
@@ -156,7 +157,7 @@ impl<B: Backend> Attention<B> {
         match &self.in_proj {
             Some(in_proj) => {
                 let d = self.d_model();
-                let qkv = in_proj.forward(x);
+                let qkv = linear_2d(in_proj, x);
                 let [b, l, _] = qkv.dims();
                 let q = qkv.clone().slice([0..b, 0..l, 0..d]);
                 let k = qkv.clone().slice([0..b, 0..l, d..2 * d]);
@@ -172,23 +173,23 @@ impl<B: Backend> Attention<B> {
     }
 
     /// Projection `which` (0 = q, 1 = k, 2 = v) of `x`.
+    ///
+    /// In the fused layout the whole `in_proj` runs and the wanted third of its output is kept:
+    /// slicing the weight instead gives a strided matrix, which CubeCL's matmul on wgpu
+    /// multiplied wrongly (found by the SigLIP parity test on lavapipe).
     fn project(&self, x: Tensor<B, 3>, which: usize) -> Tensor<B, 3> {
         let separate = [&self.q_proj, &self.k_proj, &self.v_proj][which];
         if let Some(p) = separate {
-            return p.forward(x);
+            return linear_2d(p, x);
         }
         let fused = self
             .in_proj
             .as_ref()
             .expect("attention has either q/k/v or in_proj");
         let d = self.d_model();
-        // Burn stores Linear weights as [in, out]: the q/k/v blocks are column ranges.
-        let w = fused.weight.val().slice([0..d, which * d..(which + 1) * d]);
-        let b = fused
-            .bias
-            .as_ref()
-            .map(|b| b.val().slice([which * d..(which + 1) * d]));
-        linear(x, w, b)
+        let all = linear_2d(fused, x);
+        let [b, l, _] = all.dims();
+        all.slice([0..b, 0..l, which * d..(which + 1) * d])
     }
 
     fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
@@ -259,7 +260,7 @@ impl<B: Backend> Attention<B> {
             None => (ctx, weights),
         };
         // The output projection's bias is added even to dead rows, as in PyTorch.
-        (self.out_proj.forward(ctx), weights)
+        (linear_2d(&self.out_proj, ctx), weights)
     }
 }
 
@@ -466,23 +467,63 @@ mod tests {
     }
 
     #[test]
-    fn cross_attention_matches_naive() {
+    fn self_attention_at_the_fixture_shapes() {
+        // The token counts and head widths of the CLIP and SigLIP fixtures' towers.
         let dev = default_device();
-        let q = Tensor::<B, 3>::random([2, 1, 8], Distribution::Normal(0.0, 1.0), &dev);
-        let kv = Tensor::<B, 3>::random([2, 6, 8], Distribution::Normal(0.0, 1.0), &dev);
-        for (name, attn) in layers(&dev) {
+        for (d, h, l) in [(64, 4, 16), (64, 4, 17), (32, 4, 16), (32, 4, 77)] {
+            let x = Tensor::<B, 3>::random([2, l, d], Distribution::Normal(0.0, 1.0), &dev);
+            let attn = AttentionConfig::new(d, h).init::<B>(&dev);
             let (want, _) = naive(
                 &attn,
-                &data(q.clone()),
-                &data(kv.clone()),
-                (2, 1, 6),
+                &data(x.clone()),
+                &data(x.clone()),
+                (2, l, l),
                 &|_, _, _| false,
             );
             check(
-                data(attn.forward_cross(q.clone(), kv.clone(), None)),
+                data(attn.forward(x.clone(), None)),
                 want,
-                name,
+                &format!("d {d} heads {h} tokens {l}"),
             );
+            let (want, _) = naive(
+                &attn,
+                &data(x.clone()),
+                &data(x.clone()),
+                (2, l, l),
+                &|_, i, j| j > i,
+            );
+            check(
+                data(attn.forward(x, Some(&AttentionMask::causal(l, &dev)))),
+                want,
+                &format!("causal d {d} heads {h} tokens {l}"),
+            );
+        }
+    }
+
+    #[test]
+    fn cross_attention_matches_naive() {
+        let dev = default_device();
+        // Small shapes, and SigLIP's pooling head (one probe over 16 tokens, head width 16).
+        for (d, h, lk) in [(8, 2, 6), (64, 4, 16), (64, 4, 17)] {
+            let q = Tensor::<B, 3>::random([2, 1, d], Distribution::Normal(0.0, 1.0), &dev);
+            let kv = Tensor::<B, 3>::random([2, lk, d], Distribution::Normal(0.0, 1.0), &dev);
+            for fused in [false, true] {
+                let attn = AttentionConfig::new(d, h)
+                    .with_fused_qkv(fused)
+                    .init::<B>(&dev);
+                let (want, _) = naive(
+                    &attn,
+                    &data(q.clone()),
+                    &data(kv.clone()),
+                    (2, 1, lk),
+                    &|_, _, _| false,
+                );
+                check(
+                    data(attn.forward_cross(q.clone(), kv.clone(), None)),
+                    want,
+                    &format!("d {d} heads {h} keys {lk} fused {fused}"),
+                );
+            }
         }
     }
 

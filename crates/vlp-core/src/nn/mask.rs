@@ -77,7 +77,15 @@ mod tests {
     use crate::backend::{DefaultBackend as B, default_device};
 
     fn bools(t: Tensor<B, 4, Bool>) -> Vec<bool> {
-        t.into_data().to_vec::<bool>().unwrap()
+        // Backends store bools differently (bytes, u32 on wgpu): compare as integers.
+        t.int()
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v != 0)
+            .collect()
     }
 
     #[test]

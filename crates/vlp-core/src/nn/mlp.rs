@@ -41,6 +41,20 @@ impl MlpConfig {
     }
 }
 
+/// Applies a Burn `Linear` as one 2-D product over the flattened leading dimensions.
+///
+/// Burn 0.21's CubeCL backends (wgpu at least) multiply rank-3 inputs with a unit axis
+/// (`[n, 1, d]`) wrongly in `Linear::forward`; the 2-D product is right on every backend and costs
+/// nothing (the reshapes are views).
+pub fn linear_2d<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = x.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let y = layer.forward(x.reshape([rows, dims[D - 1]]));
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
+}
+
 impl<B: Backend> Mlp<B> {
     /// Applies the block.
     ///
@@ -48,8 +62,11 @@ impl<B: Backend> Mlp<B> {
     /// - `x`: `[..., d_model]`
     /// - returns: `[..., d_model]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.fc2
-            .forward(self.activation.forward(self.fc1.forward(x)))
+        // The whole block on the flattened `[rows, d_model]` view (see `linear_2d`).
+        let dims = x.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        let h = self.fc1.forward(x.reshape([rows, dims[D - 1]]));
+        self.fc2.forward(self.activation.forward(h)).reshape(dims)
     }
 }
 
@@ -106,5 +123,52 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod unit_axis_tests {
+    use super::*;
+    use crate::backend::{DefaultBackend as B, default_device};
+    use burn::tensor::{Distribution, Tolerance};
+
+    /// The same rows through the MLP as `[n, 1, d]` and as `[n, d]` (SigLIP's pooling head
+    /// runs on one token per image).
+    #[test]
+    fn unit_token_axis_changes_nothing() {
+        let dev = default_device();
+        for act in [
+            Activation::QuickGelu,
+            Activation::Gelu,
+            Activation::GeluTanh,
+        ] {
+            let mlp = MlpConfig::new(64, 128).with_activation(act).init::<B>(&dev);
+            let x = Tensor::<B, 2>::random([4, 64], Distribution::Normal(0.0, 1.0), &dev);
+            let flat = mlp.forward(x.clone());
+            let axis = mlp.forward(x.reshape([4, 1, 64])).reshape([4, 64]);
+            axis.into_data()
+                .assert_approx_eq::<f32>(&flat.into_data(), Tolerance::absolute(1e-5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod linear_axis_tests {
+    use super::linear_2d;
+    use crate::backend::{DefaultBackend as B, default_device};
+    use burn::nn::LinearConfig;
+    use burn::tensor::{Distribution, Tensor, Tolerance};
+
+    /// Regression test for Burn 0.21 on wgpu, where `Linear::forward` on `[4, 1, 64]` got every
+    /// row after the first wrong.
+    #[test]
+    fn linear_2d_handles_a_unit_axis() {
+        let dev = default_device();
+        let lin = LinearConfig::new(64, 128).init::<B>(&dev);
+        let x = Tensor::<B, 2>::random([4, 64], Distribution::Normal(0.0, 1.0), &dev);
+        let flat = lin.forward(x.clone());
+        let axis = linear_2d(&lin, x.reshape([4, 1, 64])).reshape([4, 128]);
+        axis.into_data()
+            .assert_approx_eq::<f32>(&flat.into_data(), Tolerance::absolute(1e-5));
     }
 }

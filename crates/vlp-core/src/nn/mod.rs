@@ -14,6 +14,6 @@ pub mod transformer;
 pub use activation::Activation;
 pub use attention::{Attention, AttentionConfig, AttentionOutput};
 pub use mask::AttentionMask;
-pub use mlp::{Mlp, MlpConfig};
+pub use mlp::{Mlp, MlpConfig, linear_2d};
 pub use norm::{LayerNorm, LayerNormConfig};
 pub use transformer::{EncoderLayer, EncoderOutput, TransformerEncoder, TransformerEncoderConfig};

@@ -112,3 +112,75 @@ impl<B: Backend> VitEmbeddings<B> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+    use vlp_core::backend::{DefaultBackend as B, default_device};
+
+    /// The patch convolution equals "flatten each patch, multiply by the kernel, add the bias".
+    #[test]
+    fn patch_embedding_matches_naive_loops() {
+        let dev = default_device();
+        for bias in [false, true] {
+            let conv = Conv2dConfig::new([3, 5], [4, 4])
+                .with_stride([4, 4])
+                .with_bias(bias)
+                .init::<B>(&dev);
+            let e = VitEmbeddings::new(conv, false, 16, 5, &dev);
+            let px = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Normal(0.0, 1.0), &dev);
+            let got: Vec<f32> = e
+                .forward(px.clone())
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap();
+            let x: Vec<f32> = px.into_data().convert::<f32>().to_vec().unwrap();
+            let w: Vec<f32> = e
+                .patch_embedding
+                .weight
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap();
+            let b: Vec<f32> = e
+                .patch_embedding
+                .bias
+                .as_ref()
+                .map(|b| b.val().into_data().convert::<f32>().to_vec().unwrap())
+                .unwrap_or(vec![0.0; 5]);
+            let pos: Vec<f32> = e
+                .position_embedding
+                .weight
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap();
+            for n in 0..2 {
+                for p in 0..16 {
+                    let (py, pxx) = (p / 4, p % 4);
+                    for o in 0..5 {
+                        let mut acc = b[o] + pos[p * 5 + o];
+                        for c in 0..3 {
+                            for ky in 0..4 {
+                                for kx in 0..4 {
+                                    let xi = ((n * 3 + c) * 16 + py * 4 + ky) * 16 + pxx * 4 + kx;
+                                    acc += x[xi] * w[((o * 3 + c) * 4 + ky) * 4 + kx];
+                                }
+                            }
+                        }
+                        let g = got[(n * 16 + p) * 5 + o];
+                        assert!(
+                            (g - acc).abs() < 1e-4,
+                            "bias {bias}: patch {p} channel {o}: {g} vs {acc}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -71,9 +71,14 @@ impl<B: Backend> AttentionPoolingHead<B> {
     /// - returns: `[batch, d_model]`
     pub fn forward(&self, tokens: Tensor<B, 3>) -> Tensor<B, 2> {
         let [b, _, d] = tokens.dims();
-        let probe = self.probe.val().expand([b, 1, d]);
-        let x = self.attention.forward_cross(probe, tokens, None);
-        let x = x.clone() + self.mlp.forward(self.layernorm.forward(x));
-        x.reshape([b, d])
+        // A real copy per image rather than a stride-0 view, which not every backend's matmul takes.
+        let probe = self.probe.val().repeat_dim(0, b);
+        // One token per image: work on `[batch, width]` (Burn 0.21 on wgpu mishandled the unit
+        // token axis, see `vlp_core::nn::linear_2d`; caught by the SigLIP parity test).
+        let x = self
+            .attention
+            .forward_cross(probe, tokens, None)
+            .reshape([b, d]);
+        x.clone() + self.mlp.forward(self.layernorm.forward(x))
     }
 }
