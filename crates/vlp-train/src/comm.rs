@@ -3,8 +3,8 @@
 
 use std::marker::PhantomData;
 
-use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
-use burn::module::AutodiffModule;
+use burn::collective::{self, CollectiveConfig, CollectiveError, PeerId, ReduceOperation};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -29,6 +29,11 @@ pub trait Comm<B: AutodiffBackend>: Send {
     ) -> Result<GradientsParams>
     where
         Self: Sized;
+    /// Makes every rank hold the same weights (their mean) before training starts: ranks that
+    /// initialise their own copy need not draw the same random numbers.
+    fn sync_model<M: AutodiffModule<B>>(&self, model: M) -> Result<M>
+    where
+        Self: Sized;
 }
 
 /// One rank: nothing to communicate.
@@ -50,6 +55,9 @@ impl<B: AutodiffBackend> Comm<B> for Single {
         _model: &M,
     ) -> Result<GradientsParams> {
         Ok(grads)
+    }
+    fn sync_model<M: AutodiffModule<B>>(&self, model: M) -> Result<M> {
+        Ok(model)
     }
 }
 
@@ -120,11 +128,96 @@ impl<B: AutodiffBackend> Comm<B> for Collective<B> {
 
     fn all_reduce<M: AutodiffModule<B>>(
         &self,
-        grads: GradientsParams,
-        _model: &M,
+        mut grads: GradientsParams,
+        model: &M,
     ) -> Result<GradientsParams> {
-        grads
-            .all_reduce::<B::InnerBackend>(self.peer, ReduceOperation::Sum)
-            .map_err(cerr)
+        // In module order, not `GradientsParams::all_reduce`'s sorted-`ParamId` order: ids are
+        // random per process, so ranks that built their own model would pair different tensors
+        // (`AllReduceShapeMismatch` between threads, a hang between machines).
+        let mut v = ReduceGrads::<B> {
+            grads: &mut grads,
+            peer: self.peer,
+            error: None,
+            _b: PhantomData,
+        };
+        model.visit(&mut v);
+        match v.error {
+            Some(e) => Err(cerr(e)),
+            None => Ok(grads),
+        }
+    }
+
+    fn sync_model<M: AutodiffModule<B>>(&self, model: M) -> Result<M> {
+        let mut m = MeanParams::<B> {
+            peer: self.peer,
+            error: None,
+            _b: PhantomData,
+        };
+        let model = model.map(&mut m);
+        match m.error {
+            Some(e) => Err(cerr(e)),
+            None => Ok(model),
+        }
+    }
+}
+
+struct ReduceGrads<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    peer: PeerId,
+    error: Option<CollectiveError>,
+    _b: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for ReduceGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(g) = self.grads.remove::<B::InnerBackend, D>(p.id) else {
+            return;
+        };
+        let op = ReduceOperation::Sum;
+        match collective::all_reduce::<B::InnerBackend>(self.peer, g.into_primitive().tensor(), op)
+        {
+            Ok(sum) => self.grads.register::<B::InnerBackend, D>(
+                p.id,
+                Tensor::from_primitive(TensorPrimitive::Float(sum)),
+            ),
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
+struct MeanParams<B: AutodiffBackend> {
+    peer: PeerId,
+    error: Option<CollectiveError>,
+    _b: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for MeanParams<B> {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if self.error.is_some() {
+            return p;
+        }
+        let (peer, error) = (self.peer, &mut self.error);
+        p.map(|t| {
+            let grad = t.is_require_grad();
+            let op = ReduceOperation::Mean;
+            match collective::all_reduce::<B::InnerBackend>(
+                peer,
+                t.clone().inner().into_primitive().tensor(),
+                op,
+            ) {
+                Ok(mean) => {
+                    let inner =
+                        Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(mean));
+                    Tensor::from_inner(inner).set_require_grad(grad)
+                }
+                Err(e) => {
+                    *error = Some(e);
+                    t
+                }
+            }
+        })
     }
 }

@@ -207,7 +207,7 @@ impl Default for OptimConfig {
             beta2: 0.98,
             eps: 1e-6,
             warmup_steps: 50,
-            steps: 800,
+            steps: 1500,
             grad_clip: 1.0,
             accumulate: 1,
             lock_image: false,
@@ -245,7 +245,7 @@ pub struct EvalConfig {
 impl Default for EvalConfig {
     fn default() -> Self {
         Self {
-            every: 200,
+            every: 500,
             templates: vec!["a photo of a {}.".into()],
         }
     }
@@ -283,7 +283,7 @@ pub struct CheckpointConfig {
 impl Default for CheckpointConfig {
     fn default() -> Self {
         Self {
-            every: 200,
+            every: 500,
             keep_last: 2,
         }
     }
@@ -445,6 +445,27 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("optimizer")
+        );
+    }
+
+    /// The shipped configs stay loadable as fields change, and `shapes-clip.toml` stays the
+    /// written-out default.
+    #[test]
+    fn shipped_configs_load_and_shapes_clip_is_the_default() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                let c = TrainConfig::load(Some(&p), &[]);
+                assert!(c.is_ok(), "{}: {}", p.display(), c.unwrap_err());
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "only {n} configs found in {}", dir.display());
+        assert_eq!(
+            TrainConfig::load(Some(&dir.join("shapes-clip.toml")), &[]).unwrap(),
+            TrainConfig::default()
         );
     }
 

@@ -151,6 +151,7 @@ fn train_rank<B: AutodiffBackend, C: Comm<B>>(
     let arch = model_config(cfg, &tok)?;
     <B as Backend>::seed(&device, cfg.run.seed);
     let (model, arch) = build_model::<B>(cfg, &arch, &device)?;
+    let model = comm.sync_model(model)?;
     materialize(&model);
     let pipe = pipeline(&arch);
     let per_rank = cfg.data.batch_size / world;

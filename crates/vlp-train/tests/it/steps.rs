@@ -234,3 +234,66 @@ fn resumed_run_follows_the_uninterrupted_trajectory() {
     assert_eq!(a.len(), 6);
     assert_eq!(a, b, "resumed trajectory differs");
 }
+
+#[test]
+fn ranks_that_built_their_own_models_stay_in_step() {
+    // Each rank (thread or machine) builds its own model: different weights and different
+    // `ParamId`s. `sync_model` must equalise the weights, and the gradient all-reduce must pair
+    // tensors by module position, not by id, so that both ranks take the same step.
+    let cfg = tiny(&["distributed.devices=2", "data.batch_size=32"]);
+    let data = batches(&tiny(&[]), 2);
+    let models = [model(&cfg, 1), model(&cfg, 2)];
+    assert!(max_diff(&models[0], &models[1]) > 1e-3);
+    let results: Vec<vlp_align::ClipModel<A>> = std::thread::scope(|s| {
+        let hs: Vec<_> = models
+            .into_iter()
+            .enumerate()
+            .map(|(r, m)| {
+                let (cfg, batch) = (&cfg, data[r].clone());
+                s.spawn(move || {
+                    let config = burn::collective::CollectiveConfig::default().with_num_devices(2);
+                    let comm = Collective::<A>::register(r, 2, default_device(), config).unwrap();
+                    use vlp_train::comm::Comm;
+                    let m = comm.sync_model(m).unwrap();
+                    let mut t = Trainer::new(cfg, m, default_device(), comm);
+                    t.step(&batch).unwrap();
+                    t.model
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let d = max_diff(&results[0], &results[1]);
+    assert!(d < 1e-6, "ranks diverged by {d} after one step");
+}
+
+#[test]
+fn two_device_run_trains_and_multi_node_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(&["optim.steps=3", "distributed.devices=2"]);
+    let report = train::<A>(
+        &cfg,
+        RunOptions {
+            run_dir: Some(dir.path().join("two")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(report.final_loss.is_finite());
+    let cfg = tiny(&[
+        "optim.steps=3",
+        "distributed.world_size=2",
+        "distributed.coordinator=\"127.0.0.1:39999\"",
+        "distributed.node_address=\"127.0.0.1:39998\"",
+    ]);
+    let e = train::<A>(
+        &cfg,
+        RunOptions {
+            run_dir: Some(dir.path().join("nodes")),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--devices") && e.contains("multi-node"), "{e}");
+}
