@@ -20,9 +20,8 @@ pub fn multi_node(config: CollectiveConfig, d: &DistributedConfig) -> Result<Col
         return Err(TrainError::Distributed(format!(
             "multi-node training (world_size {}) is disabled: with Burn 0.21 two `vlp train` \
              processes connected, completed one global all-reduce and then hung in the next \
-             (suspects: burn-collective's tree all-reduce reuses transfer ids 0 and 1 for every \
-             operation; its default ring cannot reduce one-element tensors). Train on the devices of one \
-             machine with `--devices N`, or set {UNSTABLE_MULTI_NODE}=1 to try anyway",
+             (tree and centralized global all-reduce alike). Train on the devices of one machine \
+             with `--devices N`, or set {UNSTABLE_MULTI_NODE}=1 to try anyway",
             d.world_size
         )));
     }
@@ -50,8 +49,8 @@ pub fn multi_node(config: CollectiveConfig, d: &DistributedConfig) -> Result<Col
         .with_node_address(parse(&format!("ws://{}", d.node_address))?)
         .with_data_service_port(node_port)
         // burn-collective's default global ring all-reduce cannot split a tensor with fewer rows
-        // than nodes (`RingReduceImpossible`): the logit scale's one-element gradient hung a
-        // two-process run on its first step. A tree reduces any shape.
+        // than nodes (`RingReduceImpossible`), such as the logit scale and its gradient; a tree
+        // reduces any shape.
         .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2)))
 }
 
