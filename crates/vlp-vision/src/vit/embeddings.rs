@@ -120,6 +120,10 @@ mod tests {
     use burn::tensor::Distribution;
     use vlp_core::backend::{DefaultBackend as B, default_device};
 
+    fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec().unwrap()
+    }
+
     /// The patch convolution equals "flatten each patch, multiply by the kernel, add the bias".
     #[test]
     fn patch_embedding_matches_naive_loops() {
@@ -131,35 +135,16 @@ mod tests {
                 .init::<B>(&dev);
             let e = VitEmbeddings::new(conv, false, 16, 5, &dev);
             let px = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Normal(0.0, 1.0), &dev);
-            let got: Vec<f32> = e
-                .forward(px.clone())
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .unwrap();
-            let x: Vec<f32> = px.into_data().convert::<f32>().to_vec().unwrap();
-            let w: Vec<f32> = e
-                .patch_embedding
-                .weight
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .unwrap();
-            let b: Vec<f32> = e
+            let got = host(e.forward(px.clone()));
+            let x = host(px);
+            let w = host(e.patch_embedding.weight.val());
+            let b = e
                 .patch_embedding
                 .bias
                 .as_ref()
-                .map(|b| b.val().into_data().convert::<f32>().to_vec().unwrap())
+                .map(|b| host(b.val()))
                 .unwrap_or(vec![0.0; 5]);
-            let pos: Vec<f32> = e
-                .position_embedding
-                .weight
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .unwrap();
+            let pos = host(e.position_embedding.weight.val());
             for n in 0..2 {
                 for p in 0..16 {
                     let (py, pxx) = (p / 4, p % 4);
