@@ -297,3 +297,41 @@ fn two_device_run_trains_and_multi_node_is_refused_clearly() {
     .to_string();
     assert!(e.contains("--devices") && e.contains("multi-node"), "{e}");
 }
+
+#[test]
+fn default_model_learns_in_a_handful_of_steps() {
+    // The architecture and data of `cargo xtask train` as shipped, through the real runner;
+    // only the schedule is shortened and evaluation left out.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = vlp_train::TrainConfig::load(
+        None,
+        &[
+            "optim.steps=20".into(),
+            "optim.warmup_steps=3".into(),
+            "data.eval=\"\"".into(),
+            "data.eval_unseen=\"\"".into(),
+            "checkpoint.every=0".into(),
+            "log.every=1".into(),
+            "log.progress=false".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(cfg.model, vlp_train::TrainConfig::default().model);
+    train::<A>(
+        &cfg,
+        RunOptions {
+            run_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let losses: Vec<f32> = MetricsLog::read(dir.path())
+        .iter()
+        .filter(|r| r["kind"] == "train")
+        .map(|r| r["loss"].as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(losses.len(), 20);
+    let (first, last) = (mean(&losses[..4]), mean(&losses[16..]));
+    println!("default model: first 4 steps {first:.4}, last 4 {last:.4}");
+    assert!(last < first - 0.2, "loss did not fall ({first} → {last})");
+}
