@@ -1,7 +1,7 @@
 //! The CPU backend choice: Flex against NdArray on a matmul and a CLIP transformer block.
 //!
-//! `cargo bench -p vlp-bench --bench backends` (add `--features ndarray-blas` with
-//! libopenblas-dev installed to include NdArray + OpenBLAS). Numbers are in CONTRIBUTING.md.
+//! `cargo bench -p vlp-bench --features backend-comparison --bench backends` (or
+//! `--features ndarray-blas` with libopenblas-dev installed to include NdArray + OpenBLAS). Numbers are in CONTRIBUTING.md.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use burn::backend::{Autodiff, Flex, NdArray};

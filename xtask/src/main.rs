@@ -2,23 +2,23 @@
 //!
 //! - `cargo xtask train|eval|bench [--backend cpu|wgpu|cuda] [ARGS...]` builds the `vlp` binary in
 //!   release mode with the backend's feature and runs `vlp train|eval|bench ARGS...`.
-//! - `cargo xtask test [--backend cpu|wgpu|cuda] [-- ARGS...]` runs the test suite (the whole
-//!   workspace on the CPU; the backend-parity subset on a GPU backend).
-//! - `cargo xtask ci` is what `.ci/run` calls: layering check, `cargo fmt --check`, clippy with
-//!   warnings denied, `cargo check` of the `wgpu` and `cuda` builds, then the tests on the CPU
-//!   and the parity subset on `wgpu` (Mesa's software Vulkan driver in CI).
+//! - `cargo xtask test [--backend cpu|wgpu|cuda] [-- FILTER...]` builds every test binary of the
+//!   workspace once (with clippy's lints, warnings denied) and runs one tier: every test on the
+//!   CPU, or the backend tests (`backend_tests!`, modules `on_wgpu::` / `on_cuda::`) on a GPU
+//!   backend. The build carries every backend, so switching tiers never rebuilds.
+//! - `cargo xtask ci` is what `.ci/run` calls: it checks the machine first (C compiler, clippy,
+//!   rustfmt, a Vulkan driver: installed with apt-get when run as root, otherwise it stops at
+//!   once with the command to run), then the layering, `cargo fmt --check`, the one build, the
+//!   CPU tier and the wgpu tier (Mesa's software Vulkan driver in CI).
 //! - `cargo xtask check-layers` checks only the crate layering.
 
 mod layers;
+mod preflight;
+mod tiers;
 
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 use std::time::Instant;
-
-/// Tests that CI also runs on the `wgpu` backend: (package, test-name filter). They are the
-/// checks that say "the same model on every backend": layers against naive loops and the
-/// checkpoint parity tests.
-const GPU_SUBSET: &[(&str, &str)] = &[("vlp-core", "nn::"), ("vlp-align", "parity::")];
 
 const BACKENDS: &[&str] = &["cpu", "wgpu", "cuda"];
 
@@ -88,6 +88,7 @@ fn run(mut cmd: Command, what: &str) -> Result<()> {
 }
 
 fn run_vlp(sub: &str, backend: &str, args: &[String]) -> Result<()> {
+    preflight::build_tools()?;
     let mut c = cargo();
     c.args([
         "run",
@@ -104,27 +105,14 @@ fn run_vlp(sub: &str, backend: &str, args: &[String]) -> Result<()> {
 }
 
 fn test(backend: &str, args: &[String]) -> Result<()> {
-    let extra: Vec<String> = args.iter().skip_while(|a| *a == "--").cloned().collect();
-    if backend == "cpu" {
-        let mut c = cargo();
-        c.args(["test", "--workspace", "--all-targets"])
-            .args(&extra);
-        return run(c, "tests on cpu");
+    let filters: Vec<String> = args.iter().skip_while(|a| *a == "--").cloned().collect();
+    preflight::build_tools()?;
+    preflight::lint_tools()?;
+    if backend == "wgpu" {
+        preflight::vulkan()?;
     }
-    for (package, filter) in GPU_SUBSET {
-        let mut c = cargo();
-        c.args([
-            "test",
-            "--package",
-            package,
-            "--no-default-features",
-            "--features",
-            backend,
-            "--",
-        ]);
-        c.arg(filter).args(&extra);
-        run(c, &format!("{package} `{filter}` tests on {backend}"))?;
-    }
+    tiers::build()?;
+    tiers::run_tier(backend, &filters)?;
     Ok(())
 }
 
@@ -151,34 +139,22 @@ fn check_layers() -> Result<()> {
 
 fn ci() -> Result<()> {
     let start = Instant::now();
+    // Everything the machine lacks is found before the first compiler runs.
+    preflight::build_tools()?;
+    preflight::lint_tools()?;
+    preflight::vulkan()?;
     check_layers()?;
     let mut c = cargo();
     c.args(["fmt", "--all", "--", "--check"]);
     run(c, "cargo fmt --check")?;
-    let mut c = cargo();
-    c.args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    run(c, "clippy")?;
-    for backend in ["wgpu", "cuda"] {
-        let mut c = cargo();
-        c.args([
-            "check",
-            "--package",
-            "vlp-cli",
-            "--no-default-features",
-            "--features",
-            backend,
-        ]);
-        run(c, &format!("cargo check --features {backend}"))?;
-    }
-    test("cpu", &[])?;
-    test("wgpu", &[])?;
-    eprintln!("xtask: ci passed in {:.0} s", start.elapsed().as_secs_f64());
+    tiers::build()?;
+    let cpu = tiers::run_tier("cpu", &[])?;
+    let wgpu = tiers::run_tier("wgpu", &[])?;
+    eprintln!(
+        "xtask: ci passed in {:.0} s ({} tests on cpu, {} on wgpu)",
+        start.elapsed().as_secs_f64(),
+        cpu,
+        wgpu
+    );
     Ok(())
 }

@@ -14,5 +14,7 @@ pub mod parity;
 pub mod pretrained;
 
 pub use error::{AlignError, Result};
-pub use model::{ClipConfig, ClipModel, ClipOutput, ModelKind, normalize};
-pub use pretrained::{Layout, PreprocessConfig, Pretrained};
+pub use model::{
+    ClipConfig, ClipModel, ClipOutput, ModelKind, TokenFeatures, normalize, normalize_last,
+};
+pub use pretrained::{ImagePipeline, Layout, Pretrained};

@@ -238,12 +238,14 @@ pub fn check_parity<B: Backend>(
                 |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
             );
         let mean = diffs.iter().sum::<f32>() / n.max(1) as f32;
+        // A non-finite output is a failure whatever the tolerance (even `--atol inf`).
+        let finite = got.data.iter().chain(&want.data).all(|v| v.is_finite());
         checks.push(TensorCheck {
             name,
             shape: want.shape,
             max_abs_err: max,
             mean_abs_err: mean,
-            passed: max <= atol,
+            passed: finite && max <= atol,
         });
     }
     Ok(ParityReport { checks, unknown })

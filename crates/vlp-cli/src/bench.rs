@@ -12,7 +12,9 @@ use vlp_data::loader::Batch;
 use vlp_text::TokenBatch;
 use vlp_train::TrainConfig;
 use vlp_train::comm::Single;
-use vlp_train::model::{build_tokenizer, model_config};
+use vlp_train::method::BuildContext;
+use vlp_train::method::clip::{ClipMethod, architecture};
+use vlp_train::model::build_tokenizer;
 use vlp_train::trainer::Trainer;
 
 /// What to time.
@@ -103,7 +105,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     overrides.extend(a.set.iter().cloned());
     let cfg = TrainConfig::load(None, &overrides)?;
     let tok = build_tokenizer(&cfg)?;
-    let arch = model_config(&cfg, &tok)?;
+    let arch = architecture(
+        &BuildContext {
+            config: &cfg,
+            tokenizer: &tok,
+        },
+        false,
+    )?;
     let device = default_device();
     let (s, ctx, vocab) = (
         arch.vision.image_size,
@@ -119,7 +127,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut ids = vec![0u32; a.batch * ctx];
     let mut mask = vec![0u32; a.batch * ctx];
     for b in 0..a.batch {
-        let len = 4 + (b * 7) % (ctx - 4);
+        // Lengths 4..ctx (every text full when the context is that short).
+        let len = if ctx > 4 {
+            4 + (b * 7) % (ctx - 4)
+        } else {
+            ctx
+        };
         for t in 0..len {
             ids[b * ctx + t] = if t == len - 1 {
                 (vocab - 1) as u32
@@ -143,18 +156,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut iteration: Box<dyn FnMut()> = match a.workload {
         Workload::Train => {
             let batch = Batch {
-                index: 0,
                 images: px.into_data().convert::<f32>().into_vec().expect("f32"),
-                second_view: None,
+                frames: 1,
                 image_size: s,
                 captions: vec![String::new(); a.batch],
                 all_captions: vec![Vec::new(); a.batch],
                 keys: (0..a.batch).map(|i| i.to_string()).collect(),
                 labels: vec![None; a.batch],
                 tokens: Some(tokens),
+                ..Default::default()
             };
             let mut trainer = Trainer::new(
                 &cfg,
+                std::sync::Arc::new(ClipMethod::clip(&cfg)?),
                 arch.init::<TrainBackend>(&device),
                 device.clone(),
                 Single,

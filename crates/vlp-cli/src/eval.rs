@@ -10,14 +10,16 @@ use vlp_core::checkpoint::{HostTensor, StoredDType, write_safetensors};
 use vlp_data::loader::{Loader, LoaderConfig};
 use vlp_data::shapes::ShapesWorldConfig;
 use vlp_data::source::{Source, open_source};
+use vlp_tasks::battery::{
+    align_label_spaces, clip_retrieval, clip_zero_shot, match_classes, require_labels,
+};
 use vlp_tasks::bundle::{Bundle, load_bundle};
 use vlp_tasks::embed::{Features, ImageSet, embed_images, embed_texts};
 use vlp_tasks::fewshot::{FewShotContext, LinearProbe, TipAdapter, ZeroShot, run_few_shot};
 use vlp_tasks::probe::linear_probe;
 use vlp_tasks::report::confusion_png;
-use vlp_tasks::retrieval::retrieval;
 use vlp_tasks::templates::load_templates;
-use vlp_tasks::zeroshot::{classifier, evaluate};
+use vlp_tasks::zeroshot::classifier;
 
 type B = DefaultBackend;
 
@@ -117,14 +119,11 @@ fn images(
 }
 
 fn labels(set: &ImageSet, name: &str) -> anyhow::Result<Vec<usize>> {
-    set.labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| l.with_context(|| format!("{name}: image \"{}\" has no label", set.keys[i])))
-        .collect()
+    Ok(require_labels(&set.labels, &set.keys, name)?)
 }
 
-/// Class names of a labelled source, checked against `--classes` when given.
+/// Class names of a labelled source, checked against `--classes` when given (by name: order
+/// and duplicates matter, the result is in the data's label order).
 fn class_names(source: &Source, classes: Option<&PathBuf>) -> anyhow::Result<Vec<String>> {
     let own = source.class_names().with_context(|| {
         format!(
@@ -141,26 +140,12 @@ fn class_names(source: &Source, classes: Option<&PathBuf>) -> anyhow::Result<Vec
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect();
-    for c in &listed {
-        if !own.contains(c) {
-            bail!(
-                "{}: class \"{c}\" listed in {} has no folder (classes found: {})",
-                source.name(),
-                path.display(),
-                own.join(", ")
-            );
-        }
-    }
-    if listed.len() != own.len() {
-        bail!(
-            "{}: {} lists {} classes but the data has {}",
-            source.name(),
-            path.display(),
-            listed.len(),
-            own.len()
-        );
-    }
-    Ok(listed)
+    Ok(match_classes(
+        &own,
+        &listed,
+        &source.name(),
+        &path.display().to_string(),
+    )?)
 }
 
 /// Runs the task; prints a table, then the results as the last stdout line (JSON).
@@ -179,14 +164,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             let classes = class_names(&source, args.classes.as_ref())?;
             let set = images(&bundle, source, args.batch_size, "test images")?;
             let y = labels(&set, &args.data)?;
-            let cls = classifier(
+            let r = clip_zero_shot(
                 &bundle.model,
                 bundle.tokenizer.as_ref(),
+                &set.features,
+                &y,
                 &classes,
                 &templates,
                 &device,
             )?;
-            let r = evaluate(&set.features, &y, &cls)?;
             println!(
                 "zero-shot on {} images, {} classes, {} templates",
                 r.count,
@@ -197,14 +183,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             if let Some(p) = &args.confusion {
                 confusion_png(&r.confusion, p, 16)?;
             }
-            let per_class: BTreeMap<String, Option<f64>> = classes
-                .iter()
-                .cloned()
-                .zip(r.per_class.iter().copied())
-                .collect();
             result["top1"] = r.top1.into();
             result["top5"] = r.top5.into();
-            result["per_class"] = serde_json::to_value(per_class)?;
+            result["per_class"] = serde_json::to_value(&r.per_class)?;
             result["confusion"] = serde_json::to_value(&r.confusion)?;
             result["count"] = r.count.into();
         }
@@ -229,14 +210,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                     link.push(i);
                 }
             }
-            let tf = embed_texts(
+            let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+            let r = clip_retrieval(
                 &bundle.model,
                 bundle.tokenizer.as_ref(),
+                &set.features,
                 &texts,
-                256,
+                &link,
                 &device,
-            );
-            let r = retrieval(&set.features, &tf, &link)?;
+            )?;
             println!("retrieval: {} images, {} captions", r.images, r.texts);
             println!(
                 "  image→text R@1 {:.4} R@5 {:.4} R@10 {:.4}  mean rank {:.1} median {:.1}",
@@ -263,9 +245,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 .context("--train-data is needed for linear-probe and few-shot")?;
             let train_source = open_source(train_spec, &shapes)?;
             let classes = class_names(&source, args.classes.as_ref())?;
+            let train_classes = class_names(&train_source, None)?;
+            // Training labels in the test set's label space, matched by class name.
+            let to_test = align_label_spaces(&train_classes, &classes, train_spec, &args.data)?;
             let train = images(&bundle, train_source, args.batch_size, "training images")?;
             let test = images(&bundle, source, args.batch_size, "test images")?;
-            let (ty, ey) = (labels(&train, train_spec)?, labels(&test, &args.data)?);
+            let ty: Vec<usize> = labels(&train, train_spec)?
+                .into_iter()
+                .map(|l| to_test[l])
+                .collect();
+            let ey = labels(&test, &args.data)?;
             if args.task == Task::LinearProbe {
                 let r = linear_probe::<B>(
                     &train.features,
@@ -401,7 +390,7 @@ pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
                 &lines,
                 256,
                 &device,
-            )),
+            )?),
         );
         meta.insert("texts".into(), serde_json::to_string(&lines)?);
     }

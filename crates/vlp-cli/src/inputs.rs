@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use vlp_core::checkpoint::{HostTensor, StoredDType, write_safetensors};
-use vlp_data::ImagePipeline;
+use vlp_data::{ImagePipeline, Preprocess};
 use vlp_text::{ClipTokenizer, HfTokenizer, Padding, Tokenizer};
 
 /// Padding of the built-in CLIP tokenizer.
@@ -43,8 +43,11 @@ pub fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
             Pad::Eot => Padding::Eot,
         };
         let n = args.context_length.unwrap_or(77);
-        if n < 2 {
-            bail!("--context-length {n} cannot hold the start and end tokens");
+        if !(2..=vlp_text::tokenizer::MAX_CONTEXT).contains(&n) {
+            bail!(
+                "--context-length {n} is not in 2..={} (the start and end tokens need 2)",
+                vlp_text::tokenizer::MAX_CONTEXT
+            );
         }
         Box::new(ClipTokenizer::new(n, pad))
     } else {
@@ -54,7 +57,7 @@ pub fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
         )?)
     };
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
-    let batch = tok.encode_batch(&texts);
+    let batch = tok.encode_batch(&texts)?;
     for i in 0..batch.batch {
         let e = batch.row(i);
         println!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
-use vlp_core::backend::TrainBackend;
+use vlp_core::backend::{TrainBackend, device};
 use vlp_train::{RunOptions, TrainConfig, train};
 
 /// Arguments of `vlp train`.
@@ -72,8 +72,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         eprintln!("\ninterrupt: writing a checkpoint after this step (Ctrl-C again to abort)");
     });
+    // Devices of the compiled backend: the library is generic, the binary picks.
+    let devices = (0..cfg.distributed.devices).map(device).collect();
     let report = train::<TrainBackend>(
         &cfg,
+        devices,
         RunOptions {
             run_dir: args.run_dir,
             resume: args.resume,

@@ -4,6 +4,11 @@
 //! asks this module for the backend the binary was compiled with. When several backend features
 //! are enabled (e.g. `--features cuda` on top of the default `cpu`), the accelerator wins:
 //! `cuda` over `wgpu` over `cpu`.
+//!
+//! The `wgpu-runtime` and `cuda-runtime` features compile a GPU backend in *without* making it
+//! the default. The test build uses them so that one build runs the backend tests on every
+//! backend ([`backend_tests!`](crate::backend_tests)), the backend being chosen by the test name
+//! (`on_cpu::`, `on_wgpu::`, `on_cuda::`) at run time.
 
 use burn::tensor::backend::Backend;
 
@@ -37,16 +42,16 @@ pub const fn backend_name() -> &'static str {
     }
 }
 
-/// Every backend feature compiled into this build (the selected one is [`backend_name`]).
+/// Every backend compiled into this build (the selected one is [`backend_name`]).
 pub fn compiled_backends() -> Vec<&'static str> {
     let mut out = Vec::new();
     if cfg!(feature = "cpu") {
         out.push("cpu");
     }
-    if cfg!(feature = "wgpu") {
+    if cfg!(feature = "wgpu-runtime") {
         out.push("wgpu");
     }
-    if cfg!(feature = "cuda") {
+    if cfg!(feature = "cuda-runtime") {
         out.push("cuda");
     }
     out
@@ -68,19 +73,31 @@ pub fn default_device() -> DefaultDevice {
     DefaultDevice::default()
 }
 
-/// Parses a device index for the selected backend (`0`, `1`, ... for GPUs; the CPU has one).
+/// Device `index` of the wgpu backend (`0` is the default adapter).
+#[cfg(feature = "wgpu-runtime")]
+pub fn wgpu_device(index: usize) -> burn::backend::wgpu::WgpuDevice {
+    if index == 0 {
+        burn::backend::wgpu::WgpuDevice::DefaultDevice
+    } else {
+        burn::backend::wgpu::WgpuDevice::DiscreteGpu(index)
+    }
+}
+
+/// Device `index` of the CUDA backend.
+#[cfg(feature = "cuda-runtime")]
+pub fn cuda_device(index: usize) -> burn::backend::cuda::CudaDevice {
+    burn::backend::cuda::CudaDevice::new(index)
+}
+
+/// Device `index` of the selected backend (`0`, `1`, ... for GPUs; the CPU has one).
 pub fn device(index: usize) -> DefaultDevice {
     #[cfg(feature = "cuda")]
     {
-        burn::backend::cuda::CudaDevice::new(index)
+        cuda_device(index)
     }
     #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
     {
-        if index == 0 {
-            burn::backend::wgpu::WgpuDevice::DefaultDevice
-        } else {
-            burn::backend::wgpu::WgpuDevice::DiscreteGpu(index)
-        }
+        wgpu_device(index)
     }
     #[cfg(all(feature = "cpu", not(any(feature = "wgpu", feature = "cuda"))))]
     {
@@ -106,6 +123,117 @@ pub fn device_count() -> Result<usize, String> {
 /// Seeds the random number generator of the selected backend on `device`.
 pub fn seed(device: &DefaultDevice, seed: u64) {
     <DefaultBackend as Backend>::seed(device, seed);
+}
+
+/// Expands its input when the wgpu backend is compiled in (used by [`backend_tests!`]; the
+/// feature is checked here, in vlp-core, so crates using the macro need no feature of their own).
+#[doc(hidden)]
+#[cfg(feature = "wgpu-runtime")]
+#[macro_export]
+macro_rules! __if_wgpu_runtime {
+    ($($t:tt)*) => { $($t)* };
+}
+#[doc(hidden)]
+#[cfg(not(feature = "wgpu-runtime"))]
+#[macro_export]
+macro_rules! __if_wgpu_runtime {
+    ($($t:tt)*) => {};
+}
+
+/// Expands its input when the CUDA backend is compiled in (see [`__if_wgpu_runtime!`]).
+#[doc(hidden)]
+#[cfg(feature = "cuda-runtime")]
+#[macro_export]
+macro_rules! __if_cuda_runtime {
+    ($($t:tt)*) => { $($t)* };
+}
+#[doc(hidden)]
+#[cfg(not(feature = "cuda-runtime"))]
+#[macro_export]
+macro_rules! __if_cuda_runtime {
+    ($($t:tt)*) => {};
+}
+
+/// Tests that must hold on every backend: the body is compiled once per compiled backend, in
+/// modules `on_cpu`, `on_wgpu` (feature `wgpu-runtime`) and `on_cuda` (feature `cuda-runtime`),
+/// each of which defines `B` (the backend), `TrainBackend` (`Autodiff<B>`) and
+/// `default_device()`. The body also sees the enclosing module's items (`use super::*`).
+///
+/// One test build thus serves every backend; the test filter chooses where they run
+/// (`cargo xtask test --backend wgpu` runs `on_wgpu::`, the CPU tier skips the GPU modules).
+///
+/// ```ignore
+/// #[cfg(test)]
+/// mod tests {
+///     use super::*;
+///     vlp_core::backend_tests! {
+///         #[test]
+///         fn adds() {
+///             let t = Tensor::<B, 1>::from_floats([1.0], &default_device());
+///             assert_eq!((t.clone() + t).into_scalar(), 2.0);
+///         }
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! backend_tests {
+    ($($body:tt)*) => {
+        /// The tests on Burn's Flex CPU backend.
+        mod on_cpu {
+            #[allow(unused_imports)]
+            use super::*;
+            /// The backend under test.
+            #[allow(dead_code)]
+            pub type B = burn::backend::Flex;
+            /// The backend under test, with autodiff.
+            #[allow(dead_code)]
+            pub type TrainBackend = burn::backend::Autodiff<B>;
+            /// The device under test.
+            #[allow(dead_code)]
+            pub fn default_device() -> burn::tensor::Device<B> {
+                Default::default()
+            }
+            $($body)*
+        }
+        $crate::__if_wgpu_runtime! {
+            /// The tests on Burn's wgpu backend (lavapipe in CI).
+            mod on_wgpu {
+                #[allow(unused_imports)]
+                use super::*;
+                /// The backend under test.
+                #[allow(dead_code)]
+                pub type B = burn::backend::Wgpu<f32, i32>;
+                /// The backend under test, with autodiff.
+                #[allow(dead_code)]
+                pub type TrainBackend = burn::backend::Autodiff<B>;
+                /// The device under test.
+                #[allow(dead_code)]
+                pub fn default_device() -> burn::tensor::Device<B> {
+                    $crate::backend::wgpu_device(0)
+                }
+                $($body)*
+            }
+        }
+        $crate::__if_cuda_runtime! {
+            /// The tests on Burn's CUDA backend.
+            mod on_cuda {
+                #[allow(unused_imports)]
+                use super::*;
+                /// The backend under test.
+                #[allow(dead_code)]
+                pub type B = burn::backend::Cuda<f32, i32>;
+                /// The backend under test, with autodiff.
+                #[allow(dead_code)]
+                pub type TrainBackend = burn::backend::Autodiff<B>;
+                /// The device under test.
+                #[allow(dead_code)]
+                pub fn default_device() -> burn::tensor::Device<B> {
+                    $crate::backend::cuda_device(0)
+                }
+                $($body)*
+            }
+        }
+    };
 }
 
 #[cfg(test)]

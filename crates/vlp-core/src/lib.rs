@@ -13,5 +13,6 @@ pub mod checkpoint;
 pub mod error;
 pub mod nn;
 pub mod numerics;
+pub mod preprocess;
 
 pub use error::{CoreError, Result};

@@ -4,6 +4,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::preprocess::{Interpolation, resize_rgb};
+use crate::sample::Geometry;
 use crate::shapes::Rng;
 
 /// Augmentation settings (open_clip's training transform by default: RandomResizedCrop with
@@ -21,7 +22,8 @@ pub struct AugmentConfig {
     pub jitter_prob: f32,
     /// Brightness, contrast and saturation factors are drawn from `[1 - x, 1 + x]`.
     pub jitter_strength: f32,
-    /// Produce a second, independently augmented view (SLIP-style self-supervision).
+    /// Produce a second, independently augmented view (SLIP-style self-supervision); the same as
+    /// asking the loader for two views.
     pub two_views: bool,
 }
 
@@ -65,10 +67,8 @@ fn crop_box(w: u32, h: u32, cfg: &AugmentConfig, rng: &mut Rng) -> (u32, u32, u3
     ((w - cw) / 2, (h - ch) / 2, cw.max(1), ch.max(1))
 }
 
-fn jitter(img: &mut RgbImage, strength: f32, rng: &mut Rng) {
-    let b = rng.range(1.0 - strength, 1.0 + strength);
-    let c = rng.range(1.0 - strength, 1.0 + strength);
-    let s = rng.range(1.0 - strength, 1.0 + strength);
+/// Brightness, contrast and saturation jitter with the given factors.
+fn jitter(img: &mut RgbImage, [b, c, s]: [f32; 3]) {
     let mean = img
         .pixels()
         .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
@@ -85,18 +85,75 @@ fn jitter(img: &mut RgbImage, strength: f32, rng: &mut Rng) {
     }
 }
 
-/// One augmented `size × size` view of `img`.
-pub fn augment(img: &RgbImage, size: usize, cfg: &AugmentConfig, rng: &mut Rng) -> RgbImage {
-    let (x, y, w, h) = crop_box(img.width(), img.height(), cfg, rng);
+/// The random choices of one augmented view, drawn once and applied to every frame of a clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugmentParams {
+    /// Crop `(left, top, width, height)` in source pixels.
+    pub crop: (u32, u32, u32, u32),
+    /// Mirror left–right.
+    pub flip: bool,
+    /// Brightness, contrast and saturation factors, when jitter applies.
+    pub jitter: Option<[f32; 3]>,
+}
+
+/// Draws the crop, flip and jitter of one view of a `w × h` image.
+pub fn draw(w: u32, h: u32, cfg: &AugmentConfig, rng: &mut Rng) -> AugmentParams {
+    let crop = crop_box(w, h, cfg, rng);
+    let flip = rng.chance(cfg.hflip);
+    let jitter = rng.chance(cfg.jitter_prob).then(|| {
+        let x = cfg.jitter_strength;
+        [
+            rng.range(1.0 - x, 1.0 + x),
+            rng.range(1.0 - x, 1.0 + x),
+            rng.range(1.0 - x, 1.0 + x),
+        ]
+    });
+    AugmentParams { crop, flip, jitter }
+}
+
+/// Applies drawn parameters: crop, resize to `size × size`, flip, jitter; returns the view and
+/// where its pixels came from.
+///
+/// # Panics
+/// If the crop lies outside `img` (parameters drawn for another size).
+pub fn apply(img: &RgbImage, size: usize, p: &AugmentParams) -> (RgbImage, Geometry) {
+    let (x, y, w, h) = p.crop;
+    assert!(
+        x + w <= img.width() && y + h <= img.height(),
+        "augmentation crop {:?} outside a {}x{} image",
+        p.crop,
+        img.width(),
+        img.height()
+    );
     let crop = image::imageops::crop_imm(img, x, y, w, h).to_image();
     let mut out = resize_rgb(&crop, size, size, Interpolation::Bicubic);
-    if rng.chance(cfg.hflip) {
+    if p.flip {
         image::imageops::flip_horizontal_in_place(&mut out);
     }
-    if rng.chance(cfg.jitter_prob) {
-        jitter(&mut out, cfg.jitter_strength, rng);
+    if let Some(f) = p.jitter {
+        jitter(&mut out, f);
     }
-    out
+    let geometry = Geometry {
+        x0: x as f32,
+        y0: y as f32,
+        sx: size as f32 / w as f32,
+        sy: size as f32 / h as f32,
+        flip: p.flip,
+        size,
+    };
+    (out, geometry)
+}
+
+/// One augmented `size × size` view of `img`, and where its pixels came from (so boxes and
+/// masks can follow the crop and the flip).
+pub fn augment(
+    img: &RgbImage,
+    size: usize,
+    cfg: &AugmentConfig,
+    rng: &mut Rng,
+) -> (RgbImage, Geometry) {
+    let p = draw(img.width(), img.height(), cfg, rng);
+    apply(img, size, &p)
 }
 
 #[cfg(test)]
@@ -126,9 +183,13 @@ mod tests {
             ratio: [1.0, 1.0],
             ..Default::default()
         };
-        assert_eq!(augment(&img, 16, &keep, &mut Rng::new(1)), img);
+        let (same, g) = augment(&img, 16, &keep, &mut Rng::new(1));
+        assert_eq!(same, img);
+        assert_eq!(g, Geometry::identity(16));
         let flip = AugmentConfig { hflip: 1.0, ..keep };
-        let f = augment(&img, 16, &flip, &mut Rng::new(1));
+        let (f, g) = augment(&img, 16, &flip, &mut Rng::new(1));
         assert_eq!(f.get_pixel(0, 0)[0], img.get_pixel(15, 0)[0]);
+        assert!(g.flip);
+        assert_eq!(g.map_box([0.0, 0.0, 4.0, 16.0]), [12.0, 0.0, 16.0, 16.0]);
     }
 }

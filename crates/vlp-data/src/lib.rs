@@ -11,11 +11,13 @@ pub mod augment;
 pub mod error;
 pub mod loader;
 pub mod preprocess;
+pub mod sample;
 pub mod shapes;
 pub mod source;
 pub mod writer;
 
 pub use error::{DataError, Result};
-pub use loader::{Batch, Epoch, Loader, LoaderConfig, SkipStats};
-pub use preprocess::{ImagePipeline, Interpolation, ResizeMode};
+pub use loader::{Batch, Epoch, Loader, LoaderConfig, SkipStats, TextInput, TextTransform};
+pub use preprocess::{ImagePipeline, Interpolation, Preprocess, ResizeMode};
+pub use sample::{Annotations, Field, Geometry, Mask, ObjectBox};
 pub use source::{Source, open_source};

@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use vlp_align::pretrained::{Layout, Pretrained, load_pretrained};
 use vlp_align::{ClipConfig, ClipModel};
-use vlp_data::preprocess::{ImagePipeline, Interpolation, ResizeMode};
+use vlp_data::preprocess::ImagePipeline;
 use vlp_text::{ClipTokenizer, HfTokenizer, Padding, Tokenizer};
 
 use crate::error::Result;
@@ -69,21 +69,7 @@ pub fn load_bundle<B: Backend>(
         ),
         None => clip_tok(layout),
     };
-    let pipeline = ImagePipeline {
-        size: preprocess.image_size,
-        resize_mode: if preprocess.resize_mode == "squash" {
-            ResizeMode::Squash
-        } else {
-            ResizeMode::Shortest
-        },
-        interpolation: if preprocess.interpolation == "bilinear" {
-            Interpolation::Bilinear
-        } else {
-            Interpolation::Bicubic
-        },
-        mean: preprocess.mean,
-        std: preprocess.std,
-    };
+    let pipeline = preprocess;
     Ok(Bundle {
         model,
         config,

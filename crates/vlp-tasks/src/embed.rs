@@ -5,7 +5,7 @@ use vlp_align::{ClipModel, normalize};
 use vlp_data::loader::Loader;
 use vlp_text::Tokenizer;
 
-use crate::error::Result;
+use crate::error::{Result, TaskError};
 
 /// Row-major feature matrix on the host.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,6 +40,26 @@ impl Features {
             rows,
             dim,
         }
+    }
+
+    /// Fails when a value is NaN or infinite (a model with broken weights, an overflow), naming
+    /// the first such row by `names` when given: wrong numbers must not pass as results.
+    pub fn check_finite(&self, what: &str, names: Option<&[String]>) -> Result<()> {
+        let Some(k) = self.data.iter().position(|v| !v.is_finite()) else {
+            return Ok(());
+        };
+        let row = k / self.dim.max(1);
+        let name = names
+            .and_then(|n| n.get(row))
+            .map(|n| format!(" (\"{n}\")"))
+            .unwrap_or_default();
+        Err(TaskError::Invalid {
+            task: what.into(),
+            reason: format!(
+                "embedding {row}{name} is not finite ({}): the model's outputs are NaN or infinite",
+                self.data[k]
+            ),
+        })
     }
 
     /// Appends the rows of `other`.
@@ -82,8 +102,9 @@ pub fn embed_images<B: Backend>(
     let mut epoch = loader.epoch(0, 0);
     for batch in epoch.by_ref() {
         let b = batch?;
-        let f = normalize(model.encode_image(b.images_tensor::<B>(device)));
-        out.features.extend(Features::from_tensor(f));
+        let f = Features::from_tensor(normalize(model.encode_image(b.images_tensor::<B>(device))));
+        f.check_finite("image embedding", Some(&b.keys))?;
+        out.features.extend(f);
         progress(b.len());
         out.keys.extend(b.keys);
         out.labels.extend(b.labels);
@@ -105,12 +126,21 @@ pub fn embed_texts<B: Backend>(
     texts: &[&str],
     batch: usize,
     device: &B::Device,
-) -> Features {
+) -> Result<Features> {
     let mut out = Features::default();
     for chunk in texts.chunks(batch.max(1)) {
-        let (ids, mask) = tokenizer.encode_batch(chunk).to_tensors::<B>(device);
+        let (ids, mask) = tokenizer
+            .encode_batch(chunk)
+            .map_err(|e| TaskError::Invalid {
+                task: "text embedding".into(),
+                reason: e.to_string(),
+            })?
+            .to_tensors::<B>(device);
         let f = normalize(model.encode_text(ids, model.text_model.causal.then_some(mask)));
-        out.extend(Features::from_tensor(f));
+        let f = Features::from_tensor(f);
+        let names: Vec<String> = chunk.iter().map(|t| t.to_string()).collect();
+        f.check_finite("text embedding", Some(&names))?;
+        out.extend(f);
     }
-    out
+    Ok(out)
 }

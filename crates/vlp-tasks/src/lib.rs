@@ -6,13 +6,16 @@
 //! dense, grounding, VQA and captioning tasks. What does not: the models and objectives
 //! (`vlp-align`), data formats (`vlp-data`), the training loop (`vlp-train`).
 
+pub mod battery;
 pub mod bundle;
 pub mod embed;
 pub mod error;
 pub mod fewshot;
+pub mod localisation;
 pub mod probe;
 pub mod report;
 pub mod retrieval;
+pub mod scoring;
 pub mod templates;
 pub mod zeroshot;
 

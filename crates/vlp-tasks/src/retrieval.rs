@@ -1,10 +1,12 @@
-//! Image↔text retrieval recall, with chunked similarity so 5k × 25k fits in memory.
+//! Image↔text retrieval recall over any scorer, a block of queries at a time so that 10k × 10k
+//! fits in memory.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
+use crate::scoring::{Direction, DotScorer, Scorer, block_rows};
 
 /// Recall@K and rank statistics in both directions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,10 +27,6 @@ pub struct RetrievalResult {
     pub images: usize,
     /// Texts.
     pub texts: usize,
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Rank (1-based) of the best-scoring target among `hits`, ties counted pessimistically for the
@@ -63,63 +61,74 @@ fn stats(ranks: &[usize]) -> ([f64; 3], f64, f64) {
 }
 
 /// Retrieval between `images` and `texts`, where `text_image[t]` is the image text `t`
-/// describes. Similarities are computed a chunk of queries at a time, on all cores.
+/// describes, scored by dot products of the (normalised) embeddings.
 pub fn retrieval(
     images: &Features,
     texts: &Features,
     text_image: &[usize],
 ) -> Result<RetrievalResult> {
+    retrieval_scored(&DotScorer::new(images, texts)?, text_image)
+}
+
+/// Retrieval under any [`Scorer`]: image→text ranks by [`Direction::ImageToText`] scores,
+/// text→image by [`Direction::TextToImage`]. The score matrix is asked for a block of queries at
+/// a time (at most [`crate::scoring::BLOCK_VALUES`] scores), ranks computed on all cores.
+pub fn retrieval_scored(scorer: &dyn Scorer, text_image: &[usize]) -> Result<RetrievalResult> {
     let bad = |reason: String| TaskError::Invalid {
         task: "retrieval".into(),
         reason,
     };
-    if texts.rows != text_image.len() {
+    let (n_images, n_texts) = (scorer.num_images(), scorer.num_texts());
+    if n_texts != text_image.len() {
         return Err(bad(format!(
             "{} texts but {} text→image links",
-            texts.rows,
+            n_texts,
             text_image.len()
         )));
     }
-    if images.rows == 0 || texts.rows == 0 {
+    if n_images == 0 || n_texts == 0 {
         return Err(bad("nothing to retrieve".into()));
     }
-    if images.dim != texts.dim {
-        return Err(bad(format!(
-            "image features have width {} but text features {}",
-            images.dim, texts.dim
-        )));
-    }
-    if let Some(t) = text_image.iter().position(|&i| i >= images.rows) {
+    if let Some(t) = text_image.iter().position(|&i| i >= n_images) {
         return Err(bad(format!(
             "text {t} points at image {} of {}",
-            text_image[t], images.rows
+            text_image[t], n_images
         )));
     }
-    let mut captions_of = vec![Vec::new(); images.rows];
+    let mut captions_of = vec![Vec::new(); n_images];
     for (t, &i) in text_image.iter().enumerate() {
         captions_of[i].push(t);
     }
     if let Some(i) = captions_of.iter().position(Vec::is_empty) {
         return Err(bad(format!("image {i} has no caption")));
     }
-    let i2t: Vec<usize> = (0..images.rows)
-        .into_par_iter()
-        .map(|i| {
-            let scores: Vec<f32> = (0..texts.rows)
-                .map(|t| dot(images.row(i), texts.row(t)))
-                .collect();
-            rank_of(&scores, &captions_of[i])
-        })
-        .collect();
-    let t2i: Vec<usize> = (0..texts.rows)
-        .into_par_iter()
-        .map(|t| {
-            let scores: Vec<f32> = (0..images.rows)
-                .map(|i| dot(texts.row(t), images.row(i)))
-                .collect();
-            rank_of(&scores, &[text_image[t]])
-        })
-        .collect();
+    let mut i2t = Vec::with_capacity(n_images);
+    let step = block_rows(n_texts);
+    for i0 in (0..n_images).step_by(step) {
+        let rows = i0..(i0 + step).min(n_images);
+        let block = scorer.scores(rows.clone(), 0..n_texts, Direction::ImageToText)?;
+        let ranks: Vec<usize> = block
+            .par_chunks(n_texts)
+            .zip(rows.into_par_iter())
+            .map(|(scores, i)| rank_of(scores, &captions_of[i]))
+            .collect();
+        i2t.extend(ranks);
+    }
+    let mut t2i = Vec::with_capacity(n_texts);
+    let step = block_rows(n_images);
+    for t0 in (0..n_texts).step_by(step) {
+        let cols = t0..(t0 + step).min(n_texts);
+        let c = cols.len();
+        let block = scorer.scores(0..n_images, cols.clone(), Direction::TextToImage)?;
+        let ranks: Vec<usize> = cols
+            .into_par_iter()
+            .map(|t| {
+                let column: Vec<f32> = (0..n_images).map(|i| block[i * c + t - t0]).collect();
+                rank_of(&column, &[text_image[t]])
+            })
+            .collect();
+        t2i.extend(ranks);
+    }
     let (i2t_recall, i2t_mean_rank, i2t_median_rank) = stats(&i2t);
     let (t2i_recall, t2i_mean_rank, t2i_median_rank) = stats(&t2i);
     Ok(RetrievalResult {
@@ -129,8 +138,8 @@ pub fn retrieval(
         i2t_median_rank,
         t2i_mean_rank,
         t2i_median_rank,
-        images: images.rows,
-        texts: texts.rows,
+        images: n_images,
+        texts: n_texts,
     })
 }
 

@@ -7,6 +7,7 @@ use vlp_text::Tokenizer;
 
 use crate::embed::{Features, embed_texts};
 use crate::error::{Result, TaskError};
+use crate::scoring::{Direction, DotScorer, Scorer, block_rows};
 
 /// Builds the classifier: for each class, the normalised mean of the normalised embeddings of
 /// its name in every template, renormalised (CLIP's `zeroshot_classifier`).
@@ -35,7 +36,7 @@ pub fn classifier<B: Backend>(
     for c in classes {
         let prompts: Vec<String> = templates.iter().map(|t| t.replace("{}", c)).collect();
         let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        let e = embed_texts(model, tokenizer, &refs, 256, device);
+        let e = embed_texts(model, tokenizer, &refs, 256, device)?;
         let mut mean = vec![0.0f32; e.dim];
         for i in 0..e.rows {
             for (m, v) in mean.iter_mut().zip(e.row(i)) {
@@ -67,7 +68,8 @@ pub struct ZeroShotResult {
     pub count: usize,
 }
 
-/// Scores `images` against `classifier` and compares with `labels`.
+/// Scores `images` against `classifier` (one normalised row per class) and compares with
+/// `labels`.
 ///
 /// Ties are broken towards the lower class index, so results are deterministic.
 pub fn evaluate(
@@ -75,51 +77,75 @@ pub fn evaluate(
     labels: &[usize],
     classifier: &Features,
 ) -> Result<ZeroShotResult> {
-    let c = classifier.rows;
-    if images.rows != labels.len() {
-        return Err(TaskError::Invalid {
-            task: "zero-shot".into(),
-            reason: format!("{} images but {} labels", images.rows, labels.len()),
-        });
+    evaluate_scored(&DotScorer::new(images, classifier)?, labels, 1)
+}
+
+/// Zero-shot under any [`Scorer`] whose texts are `per_class` prompts for each class, class
+/// after class; a class scores the mean of its prompts' image→text scores (how a method without
+/// a pooled text embedding, such as FILIP, ensembles prompts).
+///
+/// Ties are broken towards the lower class index, so results are deterministic.
+pub fn evaluate_scored(
+    scorer: &dyn Scorer,
+    labels: &[usize],
+    per_class: usize,
+) -> Result<ZeroShotResult> {
+    let bad = |reason: String| TaskError::Invalid {
+        task: "zero-shot".into(),
+        reason,
+    };
+    let n = scorer.num_images();
+    if per_class == 0 || !scorer.num_texts().is_multiple_of(per_class) {
+        return Err(bad(format!(
+            "{} prompts do not divide into {per_class} per class",
+            scorer.num_texts()
+        )));
     }
-    if images.rows == 0 {
-        return Err(TaskError::Invalid {
-            task: "zero-shot".into(),
-            reason: "no images".into(),
-        });
+    let c = scorer.num_texts() / per_class;
+    if n != labels.len() {
+        return Err(bad(format!("{n} images but {} labels", labels.len())));
+    }
+    if n == 0 {
+        return Err(bad("no images".into()));
     }
     if let Some(l) = labels.iter().find(|&&l| l >= c) {
-        return Err(TaskError::Invalid {
-            task: "zero-shot".into(),
-            reason: format!("label {l} but only {c} classes"),
-        });
+        return Err(bad(format!("label {l} but only {c} classes")));
     }
     let mut confusion = vec![vec![0usize; c]; c];
     let (mut top1, mut top5) = (0usize, 0usize);
-    for (i, &label) in labels.iter().enumerate() {
-        let x = images.row(i);
-        let scores: Vec<f32> = (0..c)
-            .map(|k| x.iter().zip(classifier.row(k)).map(|(a, b)| a * b).sum())
-            .collect();
-        let mut order: Vec<usize> = (0..c).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-        confusion[label][order[0]] += 1;
-        top1 += usize::from(order[0] == label);
-        top5 += usize::from(order.iter().take(5).any(|&k| k == label));
+    let t = scorer.num_texts();
+    let step = block_rows(t);
+    for i0 in (0..n).step_by(step) {
+        let rows = i0..(i0 + step).min(n);
+        let block = scorer.scores(rows.clone(), 0..t, Direction::ImageToText)?;
+        for (r, i) in rows.enumerate() {
+            let row = &block[r * t..(r + 1) * t];
+            let scores: Vec<f32> = (0..c)
+                .map(|k| {
+                    row[k * per_class..(k + 1) * per_class].iter().sum::<f32>() / per_class as f32
+                })
+                .collect();
+            let label = labels[i];
+            let mut order: Vec<usize> = (0..c).collect();
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            confusion[label][order[0]] += 1;
+            top1 += usize::from(order[0] == label);
+            top5 += usize::from(order.iter().take(5).any(|&k| k == label));
+        }
     }
-    let n = labels.len() as f64;
-    let per_class = (0..c)
+    let count = n as f64;
+    let per_class_acc = (0..c)
         .map(|k| {
             let total: usize = confusion[k].iter().sum();
             (total > 0).then(|| confusion[k][k] as f64 / total as f64)
         })
         .collect();
     Ok(ZeroShotResult {
-        top1: top1 as f64 / n,
-        top5: top5 as f64 / n,
-        per_class,
+        top1: top1 as f64 / count,
+        top5: top5 as f64 / count,
+        per_class: per_class_acc,
         confusion,
-        count: labels.len(),
+        count: n,
     })
 }
 

@@ -16,4 +16,12 @@ pub enum TextError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A text the tokenizer cannot represent.
+    #[error("cannot tokenise \"{text}\": {reason}")]
+    Encode {
+        /// The text (shortened to 80 characters).
+        text: String,
+        /// The tokenizer's message.
+        reason: String,
+    },
 }

@@ -1,16 +1,15 @@
-//! Checkpoints: model, both optimisers, schedule, data position and counters, written
+//! Checkpoints: model, every group's optimiser, schedule, data position and counters, written
 //! atomically (a temporary directory renamed into place) and pruned to the last N.
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use burn::optim::Optimizer;
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::module::AutodiffModule;
+use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use vlp_align::ClipModel;
 
 use crate::error::{Result, TrainError};
+use crate::optim::GroupOptimizer;
 
 /// Position of a run, saved next to the weights.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,18 +45,16 @@ pub fn step_dir(root: &Path, step: usize) -> PathBuf {
 }
 
 /// Saves a checkpoint of `step` under `root` and keeps the last `keep` ones.
-pub fn save<B, O1, O2>(
+pub fn save<B, M>(
     root: &Path,
-    model: &ClipModel<B>,
-    decay: &O1,
-    no_decay: &O2,
+    model: &M,
+    optimizers: &[GroupOptimizer<B, M>],
     state: &TrainState,
     keep: usize,
 ) -> Result<PathBuf>
 where
     B: AutodiffBackend,
-    O1: Optimizer<ClipModel<B>, B>,
-    O2: Optimizer<ClipModel<B>, B>,
+    M: AutodiffModule<B>,
 {
     std::fs::create_dir_all(root).map_err(|e| err(root, e))?;
     let tmp = root.join(format!(".tmp-step-{:08}", state.step));
@@ -68,10 +65,10 @@ where
         .clone()
         .save_file(tmp.join("model"), &rec)
         .map_err(|e| err(&tmp, e))?;
-    Recorder::<B>::record(&rec, decay.to_record(), tmp.join("optim_decay"))
-        .map_err(|e| err(&tmp, e))?;
-    Recorder::<B>::record(&rec, no_decay.to_record(), tmp.join("optim_no_decay"))
-        .map_err(|e| err(&tmp, e))?;
+    for (k, o) in optimizers.iter().enumerate() {
+        o.save(&rec, tmp.join(format!("optim-{k}")))
+            .map_err(|e| err(&tmp, e))?;
+    }
     let json = serde_json::to_string_pretty(state).expect("state serialises");
     std::fs::write(tmp.join("state.json"), json).map_err(|e| err(&tmp, e))?;
     let dir = step_dir(root, state.step);
@@ -101,32 +98,46 @@ pub fn list(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Restores model, optimisers and state from `dir`.
-pub fn load<B, O1, O2>(
+/// A restored model, its optimisers and the run's position.
+pub type Restored<B, M> = (M, Vec<GroupOptimizer<B, M>>, TrainState);
+
+/// Restores model, optimisers and state from `dir` (optimisers in the order they were saved:
+/// the same configuration builds the same groups).
+pub fn load<B, M>(
     dir: &Path,
-    model: ClipModel<B>,
-    decay: O1,
-    no_decay: O2,
+    model: M,
+    optimizers: Vec<GroupOptimizer<B, M>>,
     device: &B::Device,
-) -> Result<(ClipModel<B>, O1, O2, TrainState)>
+) -> Result<Restored<B, M>>
 where
     B: AutodiffBackend,
-    O1: Optimizer<ClipModel<B>, B>,
-    O2: Optimizer<ClipModel<B>, B>,
+    M: AutodiffModule<B>,
 {
     let rec = recorder();
     let model = model
         .load_file(dir.join("model"), &rec, device)
         .map_err(|e| err(dir, e))?;
-    let r1 = Recorder::<B>::load(&rec, dir.join("optim_decay"), device).map_err(|e| err(dir, e))?;
-    let r2 =
-        Recorder::<B>::load(&rec, dir.join("optim_no_decay"), device).map_err(|e| err(dir, e))?;
+    let saved = std::fs::read_dir(dir)
+        .map_err(|e| err(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("optim-"))
+        .count();
+    if saved != optimizers.len() {
+        return Err(err(
+            dir,
+            format!(
+                "it holds {saved} optimiser states but this configuration has {} parameter groups",
+                optimizers.len()
+            ),
+        ));
+    }
+    let optimizers = optimizers
+        .into_iter()
+        .enumerate()
+        .map(|(k, o)| o.load(&rec, dir.join(format!("optim-{k}")), device))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| err(dir, e))?;
     let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| err(dir, e))?;
     let state: TrainState = serde_json::from_str(&text).map_err(|e| err(dir, e))?;
-    Ok((
-        model,
-        decay.load_record(r1),
-        no_decay.load_record(r2),
-        state,
-    ))
+    Ok((model, optimizers, state))
 }

@@ -1,5 +1,6 @@
-//! Communication between data-parallel ranks: gathering features with gradient for the global
-//! contrastive batch and summing gradients, on Burn's collective engine (`burn::collective`).
+//! Communication between data-parallel ranks: gathering features of any shape with gradient for
+//! the global contrastive batch (ragged token sets included) and summing gradients, on Burn's
+//! collective engine (`burn::collective`).
 
 use std::marker::PhantomData;
 
@@ -10,6 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::error::{Result, TrainError};
+use crate::method::{Embeddings, Entry};
 
 /// What a training step needs from its peers.
 pub trait Comm<B: AutodiffBackend>: Send {
@@ -17,10 +19,13 @@ pub trait Comm<B: AutodiffBackend>: Send {
     fn rank(&self) -> usize;
     /// Number of ranks.
     fn world(&self) -> usize;
-    /// Rows of every rank stacked in rank order; only this rank's rows carry gradient, so the
-    /// sum of every rank's gradient equals the gradient of the global loss (open_clip's
-    /// `gather_with_grad`).
-    fn gather(&self, z: Tensor<B, 2>) -> Result<Tensor<B, 2>>;
+    /// Every rank's tensor stacked in rank order along the first axis; only this rank's rows
+    /// carry gradient, so the sum of every rank's gradient equals the gradient of the global
+    /// loss (open_clip's `gather_with_grad`). Ranks may differ in every axis: the first adds up,
+    /// the others are zero-padded to the largest (ragged token sets; see [`gather_features`]).
+    fn gather<const D: usize>(&self, z: Tensor<B, D>) -> Result<Tensor<B, D>>
+    where
+        Self: Sized;
     /// Sums gradients over ranks.
     fn all_reduce<M: AutodiffModule<B>>(
         &self,
@@ -36,6 +41,37 @@ pub trait Comm<B: AutodiffBackend>: Send {
         Self: Sized;
 }
 
+/// Gathers every feature of a method across ranks ([`Comm::gather`]): rows stack, token sets
+/// stack with their padding, shorter sets padded (and marked as padding) to the longest.
+pub fn gather_features<B: AutodiffBackend, C: Comm<B>>(
+    comm: &C,
+    features: Embeddings<B>,
+) -> Result<Embeddings<B>> {
+    if comm.world() == 1 {
+        return Ok(features);
+    }
+    let mut out = Vec::new();
+    for (name, e) in features.into_entries() {
+        let e = match e {
+            Entry::Rows(t) => Entry::Rows(comm.gather(t)?),
+            Entry::Tokens(t, p) => {
+                let [n, len, _] = t.dims();
+                let device = t.device();
+                // Gather validity (1 = token): the zero padding of shorter sets then reads as
+                // "not a token".
+                let valid = match p {
+                    Some(p) => p.bool_not().float(),
+                    None => Tensor::ones([n, len], &device),
+                };
+                let valid = comm.gather(valid.detach())?;
+                Entry::Tokens(comm.gather(t)?, Some(valid.lower_elem(0.5)))
+            }
+        };
+        out.push((name, e));
+    }
+    Ok(Embeddings::from_entries(out))
+}
+
 /// One rank: nothing to communicate.
 pub struct Single;
 
@@ -46,7 +82,7 @@ impl<B: AutodiffBackend> Comm<B> for Single {
     fn world(&self) -> usize {
         1
     }
-    fn gather(&self, z: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+    fn gather<const D: usize>(&self, z: Tensor<B, D>) -> Result<Tensor<B, D>> {
         Ok(z)
     }
     fn all_reduce<M: AutodiffModule<B>>(
@@ -108,22 +144,58 @@ impl<B: AutodiffBackend> Comm<B> for Collective<B> {
         self.world
     }
 
-    fn gather(&self, z: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+    fn gather<const D: usize>(&self, z: Tensor<B, D>) -> Result<Tensor<B, D>> {
         // The collective ops are not differentiable: all-reduce a zero-padded copy on the inner
-        // backend, then put the local rows back with their autodiff history.
-        let [n, d] = z.dims();
+        // backend, then put the local rows back with their autodiff history. Shapes are
+        // exchanged first (one small all-reduce), so ranks may hold different sizes.
+        let dims = z.dims();
         let (r, w) = (self.rank, self.world);
         let device = z.device();
-        let padded = Tensor::<B::InnerBackend, 2>::zeros([n * w, d], &device.clone())
-            .slice_assign([r * n..(r + 1) * n, 0..d], z.clone().inner());
+        let mut mine = vec![0.0f32; w * D];
+        for (k, d) in dims.iter().enumerate() {
+            mine[r * D + k] = *d as f32;
+        }
+        let shapes = collective::all_reduce::<B::InnerBackend>(
+            self.peer,
+            Tensor::<B::InnerBackend, 1>::from_floats(mine.as_slice(), &device)
+                .into_primitive()
+                .tensor(),
+            ReduceOperation::Sum,
+        )
+        .map_err(cerr)?;
+        let shapes: Vec<usize> =
+            Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(shapes))
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(cerr)?
+                .into_iter()
+                .map(|v| v.round() as usize)
+                .collect();
+        let rank_dims = |q: usize| &shapes[q * D..(q + 1) * D];
+        let offset: usize = (0..r).map(|q| rank_dims(q)[0]).sum();
+        let mut shape = [0usize; D];
+        shape[0] = (0..w).map(|q| rank_dims(q)[0]).sum();
+        for (k, s) in shape.iter_mut().enumerate().skip(1) {
+            *s = (0..w).map(|q| rank_dims(q)[k]).max().unwrap_or(0);
+        }
+        let local: [std::ops::Range<usize>; D] = std::array::from_fn(|k| {
+            if k == 0 {
+                offset..offset + dims[0]
+            } else {
+                0..dims[k]
+            }
+        });
+        let padded = Tensor::<B::InnerBackend, D>::zeros(shape, &device)
+            .slice_assign(local.clone(), z.clone().inner());
         let full = collective::all_reduce::<B::InnerBackend>(
             self.peer,
             padded.into_primitive().tensor(),
             ReduceOperation::Sum,
         )
         .map_err(cerr)?;
-        let full = Tensor::<B::InnerBackend, 2>::from_primitive(TensorPrimitive::Float(full));
-        Ok(Tensor::<B, 2>::from_inner(full).slice_assign([r * n..(r + 1) * n, 0..d], z))
+        let full = Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(full));
+        Ok(Tensor::<B, D>::from_inner(full).slice_assign(local, z))
     }
 
     fn all_reduce<M: AutodiffModule<B>>(

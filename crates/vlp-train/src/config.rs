@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use vlp_align::loss::LossKind;
 use vlp_data::augment::AugmentConfig;
 use vlp_data::shapes::ShapesWorldConfig;
 
@@ -16,6 +15,8 @@ use crate::error::{Result, TrainError};
 pub struct TrainConfig {
     /// Run naming and seeding.
     pub run: RunConfig,
+    /// The training method (objective, trainable parts, evaluation) and its own settings.
+    pub method: MethodConfig,
     /// The model.
     pub model: ModelConfig,
     /// The tokenizer.
@@ -58,6 +59,62 @@ impl Default for RunConfig {
     }
 }
 
+/// `[method]`: `kind` picks a registered method; the table named after it (`[method.filip]`)
+/// holds that method's own settings, which the method parses and checks itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MethodConfig {
+    /// The method: `clip`, `siglip`, `filip`, ... (see `vlp_train::method::registry`).
+    pub kind: String,
+    /// Per-method tables, by method name.
+    #[serde(flatten)]
+    pub tables: toml::Table,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        Self {
+            kind: "clip".into(),
+            tables: toml::Table::new(),
+        }
+    }
+}
+
+impl MethodConfig {
+    /// The settings table of method `name` (empty when absent); any other table, or any key
+    /// that is not a table, is an error naming it.
+    pub fn table(&self, name: &str) -> Result<toml::Table> {
+        for (k, v) in &self.tables {
+            if k != name {
+                return Err(TrainError::Config(format!(
+                    "`method.{k}`: unknown key for method `{name}` (its settings go in [method.{name}])"
+                )));
+            }
+            if !v.is_table() {
+                return Err(TrainError::Config(format!(
+                    "`method.{k}` must be a table of method `{name}`'s settings"
+                )));
+            }
+        }
+        Ok(self
+            .tables
+            .get(name)
+            .and_then(|v| v.as_table())
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Parses method `name`'s table into its settings type; unknown keys are errors that name
+    /// the method.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T> {
+        toml::Value::Table(self.table(name)?)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                TrainError::Config(format!("method `{name}`: {}", e.to_string().trim()))
+            })
+    }
+}
+
 /// `[model]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -69,8 +126,6 @@ pub struct ModelConfig {
     pub config: Option<String>,
     /// A model directory (transformers or open_clip layout) to start from.
     pub init: Option<String>,
-    /// `clip` (InfoNCE) or `siglip` (sigmoid); also picks the model family for presets.
-    pub loss: LossKind,
     /// `shapes-tiny` only: residual width of both towers.
     pub width: usize,
     /// `shapes-tiny` only: blocks per tower.
@@ -91,7 +146,6 @@ impl Default for ModelConfig {
             preset: "shapes-tiny".into(),
             config: None,
             init: None,
-            loss: LossKind::Clip,
             width: 128,
             layers: 3,
             heads: 4,
@@ -168,12 +222,17 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimConfig {
+    /// `adamw` (decoupled weight decay) or `sgd` (momentum, L2 weight decay as PyTorch's).
+    pub optimizer: String,
     /// Peak learning rate.
     pub lr: f64,
-    /// Learning rate at the end of the cosine.
+    /// Learning rate at the end of the schedule (cosine, poly).
     pub min_lr: f64,
-    /// Decoupled weight decay (not applied to biases, norms, embeddings, class token, logit
-    /// scale/bias).
+    /// `cosine`, `constant` or `poly`, each after the linear warm-up.
+    pub schedule: String,
+    /// Exponent of the `poly` schedule.
+    pub power: f64,
+    /// Weight decay (not applied to biases, norms, embeddings, class token, logit scale/bias).
     pub weight_decay: f64,
     /// Adam β₁.
     pub beta1: f32,
@@ -181,6 +240,13 @@ pub struct OptimConfig {
     pub beta2: f32,
     /// Adam ε.
     pub eps: f32,
+    /// SGD momentum (0 = none).
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    pub nesterov: bool,
+    /// Parameter groups with their own learning-rate factor and weight decay, matched by path
+    /// prefix (`text_model.`, `logit_scale`); the first matching group wins.
+    pub groups: Vec<ParamGroupConfig>,
     /// Linear warm-up steps.
     pub warmup_steps: usize,
     /// Total optimiser steps.
@@ -197,15 +263,39 @@ pub struct OptimConfig {
     pub max_nonfinite: usize,
 }
 
+/// One entry of `[[optim.groups]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroupConfig {
+    /// Parameter-path prefix, e.g. `vision_model.encoder.layers.11.` or `text_projection`.
+    pub prefix: String,
+    /// Factor on the learning rate.
+    #[serde(default = "one")]
+    pub lr_scale: f64,
+    /// Weight decay of the group (default: the usual rule with `optim.weight_decay`).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
 impl Default for OptimConfig {
     fn default() -> Self {
         Self {
+            optimizer: "adamw".into(),
             lr: 2e-3,
             min_lr: 1e-5,
+            schedule: "cosine".into(),
+            power: 1.0,
             weight_decay: 0.1,
             beta1: 0.9,
             beta2: 0.98,
             eps: 1e-6,
+            momentum: 0.9,
+            nesterov: false,
+            groups: Vec::new(),
             warmup_steps: 50,
             steps: 1500,
             grad_clip: 1.0,
@@ -372,51 +462,182 @@ impl TrainConfig {
         Ok(cfg)
     }
 
-    /// Checks values serde cannot; the message names the field.
+    /// Checks values serde cannot: ranges, finiteness, consistency. The message names the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |f: &str, why: &str| Err(TrainError::Config(format!("`{f}`: {why}")));
-        if self.optim.steps == 0 {
-            return bad("optim.steps", "must be positive");
+        let bad = |f: &str, why: String| Err(TrainError::Config(format!("`{f}`: {why}")));
+        // Finite and within [lo, hi] (either bound open when `open_*`).
+        let range = |f: &str, v: f64, lo: f64, hi: f64| -> Result<()> {
+            if !v.is_finite() || v < lo || v > hi {
+                return bad(f, format!("{v} is not in [{lo}, {hi}]"));
+            }
+            Ok(())
+        };
+        let positive = |f: &str, v: f64| -> Result<()> {
+            if !v.is_finite() || v <= 0.0 {
+                return bad(f, format!("{v} must be a positive finite number"));
+            }
+            Ok(())
+        };
+        let o = &self.optim;
+        if !matches!(o.optimizer.as_str(), "adamw" | "sgd") {
+            return bad(
+                "optim.optimizer",
+                format!("\"{}\" is not adamw or sgd", o.optimizer),
+            );
         }
-        if self.optim.warmup_steps > self.optim.steps {
-            return bad("optim.warmup_steps", "exceeds optim.steps");
+        if !matches!(o.schedule.as_str(), "cosine" | "constant" | "poly") {
+            return bad(
+                "optim.schedule",
+                format!("\"{}\" is not cosine, constant or poly", o.schedule),
+            );
         }
-        if self.optim.lr.is_nan() || self.optim.lr <= 0.0 {
-            return bad("optim.lr", "must be positive");
+        positive("optim.lr", o.lr)?;
+        range("optim.lr", o.lr, 0.0, 10.0)?;
+        range("optim.min_lr", o.min_lr, 0.0, o.lr)?;
+        positive("optim.power", o.power)?;
+        range("optim.weight_decay", o.weight_decay, 0.0, 10.0)?;
+        range("optim.beta1", o.beta1 as f64, 0.0, 0.999_999)?;
+        range("optim.beta2", o.beta2 as f64, 0.0, 0.999_999_9)?;
+        positive("optim.eps", o.eps as f64)?;
+        range("optim.eps", o.eps as f64, 0.0, 1.0)?;
+        range("optim.momentum", o.momentum, 0.0, 0.999_999)?;
+        range("optim.grad_clip", o.grad_clip as f64, 0.0, f64::MAX)?;
+        for (k, g) in o.groups.iter().enumerate() {
+            let f = |x: &str| format!("optim.groups[{k}].{x}");
+            if g.prefix.is_empty() {
+                return bad(&f("prefix"), "must name a parameter-path prefix".into());
+            }
+            range(&f("lr_scale"), g.lr_scale, 0.0, 1e3)?;
+            if let Some(wd) = g.weight_decay {
+                range(&f("weight_decay"), wd, 0.0, 10.0)?;
+            }
+        }
+        if o.steps == 0 || o.steps > 1_000_000_000 {
+            return bad("optim.steps", format!("{} is not in 1..=1e9", o.steps));
+        }
+        if o.warmup_steps > o.steps {
+            return bad("optim.warmup_steps", "exceeds optim.steps".into());
+        }
+        if o.accumulate == 0 {
+            return bad("optim.accumulate", "must be at least 1".into());
         }
         let ranks = self.distributed.devices * self.distributed.world_size;
         if ranks == 0 {
-            return bad("distributed.devices", "must be positive");
+            return bad("distributed.devices", "must be positive".into());
         }
-        let per = self.data.batch_size / ranks.max(1);
-        if self.data.batch_size == 0
-            || !self.data.batch_size.is_multiple_of(ranks)
-            || !per.is_multiple_of(self.optim.accumulate.max(1))
+        let d = &self.data;
+        let per = d.batch_size / ranks.max(1);
+        if d.batch_size == 0
+            || d.batch_size > 1 << 20
+            || !d.batch_size.is_multiple_of(ranks)
+            || !per.is_multiple_of(o.accumulate)
         {
             return bad(
                 "data.batch_size",
-                "must be positive and divisible by devices × world_size × accumulate",
+                "must be in 1..=1048576 and divisible by devices × world_size × accumulate".into(),
             );
         }
-        if self.optim.accumulate == 0 {
-            return bad("optim.accumulate", "must be at least 1");
+        if d.workers > 256 {
+            return bad("data.workers", format!("{} is more than 256", d.workers));
+        }
+        range("data.max_skip_fraction", d.max_skip_fraction, 0.0, 1.0)?;
+        let a = &d.augment;
+        for (i, v) in a.scale.iter().enumerate() {
+            range(&format!("data.augment.scale[{i}]"), *v as f64, 1e-6, 1.0)?;
+        }
+        for (i, v) in a.ratio.iter().enumerate() {
+            range(&format!("data.augment.ratio[{i}]"), *v as f64, 1e-3, 1e3)?;
+        }
+        if a.scale[0] > a.scale[1] || a.ratio[0] > a.ratio[1] {
+            return bad(
+                "data.augment",
+                "scale and ratio must be [low, high] ranges".into(),
+            );
+        }
+        range("data.augment.hflip", a.hflip as f64, 0.0, 1.0)?;
+        range("data.augment.jitter_prob", a.jitter_prob as f64, 0.0, 1.0)?;
+        range(
+            "data.augment.jitter_strength",
+            a.jitter_strength as f64,
+            0.0,
+            1.0,
+        )?;
+        d.shapes
+            .validate()
+            .map_err(|e| TrainError::Config(format!("`data.shapes`: {e}")))?;
+        if d.shapes.image_size > 4096 {
+            return bad(
+                "data.shapes.image_size",
+                format!("{} is more than 4096", d.shapes.image_size),
+            );
+        }
+        let ctx = self.tokenizer.context_length;
+        if !(2..=8192).contains(&ctx) {
+            return bad(
+                "tokenizer.context_length",
+                format!("{ctx} is not in 2..=8192"),
+            );
+        }
+        let m = &self.model;
+        if m.preset == "shapes-tiny" && m.config.is_none() && m.init.is_none() {
+            for (f, v) in [
+                ("model.width", m.width),
+                ("model.layers", m.layers),
+                ("model.heads", m.heads),
+                ("model.embed_dim", m.embed_dim),
+                ("model.patch_size", m.patch_size),
+            ] {
+                if v == 0 || v > 65536 {
+                    return bad(f, format!("{v} is not in 1..=65536"));
+                }
+            }
+            if !m.width.is_multiple_of(m.heads) {
+                return bad(
+                    "model.heads",
+                    format!("{} heads do not divide width {}", m.heads, m.width),
+                );
+            }
+        }
+        if m.image_size > 4096 {
+            return bad(
+                "model.image_size",
+                format!("{} is more than 4096", m.image_size),
+            );
         }
         if !matches!(self.precision.mode.as_str(), "f32" | "bf16" | "f16") {
-            return bad("precision.mode", "expected f32, bf16 or f16");
+            return bad("precision.mode", "expected f32, bf16 or f16".into());
+        }
+        if let Some(t) = self.eval.templates.iter().find(|t| !t.contains("{}")) {
+            return bad(
+                "eval.templates",
+                format!("\"{t}\" has no {{}} for the class name"),
+            );
+        }
+        if self.eval.templates.is_empty() {
+            return bad("eval.templates", "needs at least one template".into());
+        }
+        if self.checkpoint.keep_last == 0 {
+            return bad("checkpoint.keep_last", "must be at least 1".into());
         }
         if self.distributed.world_size > 1 && self.distributed.coordinator.is_empty() {
             return bad(
                 "distributed.coordinator",
-                "a multi-node run needs the coordinator's HOST:PORT",
+                "a multi-node run needs the coordinator's HOST:PORT".into(),
             );
         }
         if self.distributed.rank >= self.distributed.world_size {
-            return bad("distributed.rank", "must be below world_size");
+            return bad("distributed.rank", "must be below world_size".into());
         }
-        if self.optim.lock_image && self.optim.lock_text {
+        if o.lock_image && o.lock_text {
             return bad(
                 "optim.lock_text",
-                "locking both towers leaves nothing to train",
+                "locking both towers leaves nothing to train".into(),
+            );
+        }
+        if self.method.kind.is_empty() {
+            return bad(
+                "method.kind",
+                "names the training method (clip, siglip, filip, ...)".into(),
             );
         }
         Ok(())
@@ -475,14 +696,14 @@ mod tests {
             None,
             &[
                 "optim.lr=3e-4".into(),
-                "model.loss=siglip".into(),
+                "method.kind=siglip".into(),
                 "data.shapes.image_size=32".into(),
                 "eval.templates=[\"a {}\"]".into(),
             ],
         )
         .unwrap();
         assert_eq!(c.optim.lr, 3e-4);
-        assert_eq!(c.model.loss, LossKind::Siglip);
+        assert_eq!(c.method.kind, "siglip");
         assert_eq!(c.data.shapes.image_size, 32);
         assert_eq!(c.eval.templates, vec!["a {}".to_string()]);
         let e = TrainConfig::load(None, &["optim.steps=0".into()])

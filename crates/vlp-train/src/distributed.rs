@@ -2,7 +2,6 @@
 //! with it.
 
 use burn::collective::{AllReduceStrategy, CollectiveConfig};
-use burn::tensor::backend::AutodiffBackend;
 
 use crate::config::DistributedConfig;
 use crate::error::{Result, TrainError};
@@ -58,12 +57,4 @@ fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-}
-
-/// The selected backend's device as the training backend's device type.
-pub fn same_device<B: AutodiffBackend>(device: vlp_core::backend::DefaultDevice) -> B::Device {
-    // Training always runs on the compiled backend; this only bridges the generic type.
-    let any: Box<dyn std::any::Any> = Box::new(device);
-    *any.downcast::<B::Device>()
-        .unwrap_or_else(|_| Box::new(B::Device::default()))
 }

@@ -1,30 +1,60 @@
-//! Optimisation: AdamW with open_clip's weight-decay groups, warm-up + cosine schedule, global
-//! gradient-norm clipping, frozen towers, and the f32 master copy of mixed precision.
+//! Optimisation: AdamW or SGD per parameter group (open_clip's weight-decay rule refined by
+//! `[[optim.groups]]`), warm-up + cosine/constant/poly schedules, global gradient-norm clipping,
+//! and the f32 master copy of mixed precision.
 
 use std::collections::HashSet;
 use std::marker::PhantomData;
 
 use burn::lr_scheduler::LrScheduler;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
-use burn::optim::GradientsParams;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder, RecorderError};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, FloatDType, Tensor};
 
-/// Which parameters get weight decay.
-#[derive(Debug, Clone, Default)]
-pub struct ParamGroups {
-    /// Matrices and convolution kernels: decayed.
-    pub decay: Vec<ParamId>,
-    /// Biases, norms, embedding tables, class token, probe, logit scale and bias: not decayed.
-    pub no_decay: Vec<ParamId>,
+use crate::config::OptimConfig;
+
+/// Parameters that share a learning-rate factor and a weight decay (one optimiser each).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamGroup {
+    /// The parameters.
+    pub ids: Vec<ParamId>,
+    /// Factor on the scheduled learning rate.
+    pub lr_scale: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
 }
 
-struct GroupVisitor {
+struct GroupVisitor<'a> {
     path: Vec<String>,
-    groups: ParamGroups,
+    cfg: &'a OptimConfig,
+    /// (lr_scale, weight decay as bits) → group index.
+    groups: Vec<ParamGroup>,
 }
 
-impl<B: Backend> ModuleVisitor<B> for GroupVisitor {
+/// open_clip's rule: matrices and kernels decay; biases, norms, embedding tables, the class
+/// token, probes and logit scale/bias do not.
+fn decays(path: &str, rank: usize) -> bool {
+    let embedding = [
+        "token_embedding",
+        "position_embedding",
+        "class_embedding",
+        "probe",
+    ]
+    .iter()
+    .any(|e| path.contains(e));
+    let logit = path
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.starts_with("logit_"))
+        || path.starts_with("logit_");
+    rank >= 2 && !embedding && !logit
+}
+
+impl<B: Backend> ModuleVisitor<B> for GroupVisitor<'_> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name.to_string());
     }
@@ -33,35 +63,51 @@ impl<B: Backend> ModuleVisitor<B> for GroupVisitor {
     }
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
         let path = self.path.join(".");
-        let embedding = [
-            "token_embedding",
-            "position_embedding",
-            "class_embedding",
-            "probe",
-        ]
-        .iter()
-        .any(|e| path.contains(e));
-        if D < 2 || embedding || path.starts_with("logit_") {
-            self.groups.no_decay.push(p.id);
+        let rule = if decays(&path, D) {
+            self.cfg.weight_decay
         } else {
-            self.groups.decay.push(p.id);
+            0.0
+        };
+        let (lr_scale, wd) = match self.cfg.groups.iter().find(|g| path.starts_with(&g.prefix)) {
+            Some(g) => (g.lr_scale, g.weight_decay.unwrap_or(rule)),
+            None => (1.0, rule),
+        };
+        match self
+            .groups
+            .iter_mut()
+            .find(|g| g.lr_scale == lr_scale && g.weight_decay == wd)
+        {
+            Some(g) => g.ids.push(p.id),
+            None => self.groups.push(ParamGroup {
+                ids: vec![p.id],
+                lr_scale,
+                weight_decay: wd,
+            }),
         }
     }
 }
 
-/// Splits a model's parameters into the decayed and the non-decayed group.
-pub fn param_groups<B: Backend, M: Module<B>>(model: &M) -> ParamGroups {
+/// Splits a model's parameters into groups by learning-rate factor and weight decay: the decay
+/// rule (decayed matrices vs. everything else) refined by `[[optim.groups]]`. Groups come in the
+/// order their first parameter appears, so every rank and every resume builds the same list.
+pub fn param_groups<B: Backend, M: Module<B>>(model: &M, cfg: &OptimConfig) -> Vec<ParamGroup> {
     let mut v = GroupVisitor {
         path: Vec::new(),
-        groups: ParamGroups::default(),
+        cfg,
+        groups: Vec::new(),
     };
     model.visit(&mut v);
     v.groups
 }
 
-/// Linear warm-up from 0 to `peak`, then cosine decay to `min` at `total` (held after).
+/// The learning-rate schedule: linear warm-up from 0 to `peak`, then cosine decay to `min`,
+/// a constant `peak`, or a polynomial decay to `min` at `total` (held after).
 #[derive(Debug, Clone)]
-pub struct WarmupCosine {
+pub struct Schedule {
+    /// `cosine`, `constant` or `poly`.
+    pub kind: String,
+    /// Exponent of `poly`.
+    pub power: f64,
     /// Peak learning rate.
     pub peak: f64,
     /// Final learning rate.
@@ -74,18 +120,35 @@ pub struct WarmupCosine {
     pub step: usize,
 }
 
-impl WarmupCosine {
+impl Schedule {
+    /// The schedule `[optim]` describes.
+    pub fn from_config(o: &OptimConfig) -> Self {
+        Self {
+            kind: o.schedule.clone(),
+            power: o.power,
+            peak: o.lr,
+            min: o.min_lr,
+            warmup: o.warmup_steps,
+            total: o.steps,
+            step: 0,
+        }
+    }
+
     /// Learning rate at step `s` (1-based: the first update uses `lr_at(1)`).
     pub fn lr_at(&self, s: usize) -> f64 {
         if s <= self.warmup && self.warmup > 0 {
             return self.peak * s as f64 / self.warmup as f64;
         }
         let p = ((s - self.warmup) as f64 / (self.total - self.warmup).max(1) as f64).min(1.0);
-        self.min + 0.5 * (self.peak - self.min) * (1.0 + (std::f64::consts::PI * p).cos())
+        match self.kind.as_str() {
+            "constant" => self.peak,
+            "poly" => self.min + (self.peak - self.min) * (1.0 - p).powf(self.power),
+            _ => self.min + 0.5 * (self.peak - self.min) * (1.0 + (std::f64::consts::PI * p).cos()),
+        }
     }
 }
 
-impl LrScheduler for WarmupCosine {
+impl LrScheduler for Schedule {
     type Record<B: Backend> = usize;
 
     fn step(&mut self) -> f64 {
@@ -100,6 +163,86 @@ impl LrScheduler for WarmupCosine {
     fn load_record<B: Backend>(mut self, record: usize) -> Self {
         self.step = record;
         self
+    }
+}
+
+/// The optimiser of one parameter group.
+pub enum GroupOptimizer<B: AutodiffBackend, M: AutodiffModule<B>> {
+    /// AdamW with decoupled weight decay.
+    AdamW(OptimizerAdaptor<AdamW, M, B>),
+    /// SGD with momentum and L2 weight decay (PyTorch's `SGD`).
+    Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> Clone for GroupOptimizer<B, M> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::AdamW(o) => Self::AdamW(o.clone()),
+            Self::Sgd(o) => Self::Sgd(o.clone()),
+        }
+    }
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupOptimizer<B, M> {
+    /// The optimiser `[optim]` asks for, with weight decay `weight_decay`.
+    pub fn new(o: &OptimConfig, weight_decay: f64) -> Self {
+        if o.optimizer == "sgd" {
+            let momentum = (o.momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(o.momentum)
+                    .with_dampening(0.0)
+                    .with_nesterov(o.nesterov)
+            });
+            let wd = (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32));
+            Self::Sgd(
+                SgdConfig::new()
+                    .with_momentum(momentum)
+                    .with_weight_decay(wd)
+                    .init::<B, M>(),
+            )
+        } else {
+            Self::AdamW(
+                AdamWConfig::new()
+                    .with_beta_1(o.beta1)
+                    .with_beta_2(o.beta2)
+                    .with_epsilon(o.eps)
+                    .with_weight_decay(weight_decay as f32)
+                    .init::<B, M>(),
+            )
+        }
+    }
+
+    /// One update of `model` with `grads` (which hold only this group's parameters).
+    pub fn step(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
+        match self {
+            Self::AdamW(o) => o.step(lr, model, grads),
+            Self::Sgd(o) => o.step(lr, model, grads),
+        }
+    }
+
+    /// Writes the optimiser state to `path` (recorder's extension added).
+    pub fn save(
+        &self,
+        rec: &BinFileRecorder<FullPrecisionSettings>,
+        path: std::path::PathBuf,
+    ) -> Result<(), RecorderError> {
+        match self {
+            Self::AdamW(o) => Recorder::<B>::record(rec, o.to_record(), path),
+            Self::Sgd(o) => Recorder::<B>::record(rec, o.to_record(), path),
+        }
+    }
+
+    /// Restores the state written by [`save`](Self::save).
+    pub fn load(
+        self,
+        rec: &BinFileRecorder<FullPrecisionSettings>,
+        path: std::path::PathBuf,
+        device: &B::Device,
+    ) -> Result<Self, RecorderError> {
+        Ok(match self {
+            Self::AdamW(o) => Self::AdamW(o.load_record(Recorder::<B>::load(rec, path, device)?)),
+            Self::Sgd(o) => Self::Sgd(o.load_record(Recorder::<B>::load(rec, path, device)?)),
+        })
     }
 }
 
@@ -232,7 +375,9 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays() {
-        let s = WarmupCosine {
+        let mut s = Schedule {
+            kind: "cosine".into(),
+            power: 1.0,
             peak: 1.0,
             min: 0.1,
             warmup: 10,
@@ -244,25 +389,55 @@ mod tests {
         assert!((s.lr_at(60) - 0.55).abs() < 1e-12);
         assert!((s.lr_at(110) - 0.1).abs() < 1e-12);
         assert!((s.lr_at(500) - 0.1).abs() < 1e-12);
+        s.kind = "constant".into();
+        assert_eq!((s.lr_at(5), s.lr_at(60), s.lr_at(500)), (0.5, 1.0, 1.0));
+        // poly with power 2: min + (peak - min)(1 - p)², p = (s - warmup) / (total - warmup).
+        s.kind = "poly".into();
+        s.power = 2.0;
+        assert!((s.lr_at(60) - (0.1 + 0.9 * 0.25)).abs() < 1e-12);
+        assert!((s.lr_at(110) - 0.1).abs() < 1e-12);
     }
 
     #[test]
     fn groups_follow_the_rule() {
         let m = ClipConfig::vit_b_32().init::<DefaultBackend>(&default_device());
-        let g = param_groups(&m);
+        let cfg = OptimConfig::default();
+        let g = param_groups(&m, &cfg);
         let infos = vlp_core::checkpoint::param_infos(&m);
-        assert_eq!(g.decay.len() + g.no_decay.len(), infos.len());
-        // Decayed: 2 attention... every Linear/conv weight; not: biases, norms, embeddings.
+        assert_eq!(g.len(), 2, "{g:?}");
+        assert_eq!(g[0].ids.len() + g[1].ids.len(), infos.len());
+        let decay = g
+            .iter()
+            .find(|g| g.weight_decay == cfg.weight_decay)
+            .unwrap();
+        // Decayed: every Linear/conv weight; not: biases, norms, embeddings, logit scale.
         let decayed: Vec<&str> = infos
             .iter()
             .filter(|i| i.shape.len() >= 2 && !i.path.contains("embedding"))
             .map(|i| i.path.as_str())
             .collect();
         assert_eq!(
-            g.decay.len(),
+            decay.ids.len(),
             decayed.len() + 1,
             "+1: the patch convolution weight"
         );
+        // A group by prefix takes its parameters out of both default groups.
+        let cfg = OptimConfig {
+            groups: vec![crate::config::ParamGroupConfig {
+                prefix: "text_model.".into(),
+                lr_scale: 0.1,
+                weight_decay: Some(0.0),
+            }],
+            ..OptimConfig::default()
+        };
+        let g = param_groups(&m, &cfg);
+        assert_eq!(g.len(), 3, "{g:?}");
+        let text = g.iter().find(|g| g.lr_scale == 0.1).unwrap();
+        let n_text = infos
+            .iter()
+            .filter(|i| i.path.starts_with("text_model."))
+            .count();
+        assert_eq!(text.ids.len(), n_text);
     }
 
     #[test]

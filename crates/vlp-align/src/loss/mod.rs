@@ -4,9 +4,11 @@
 //! rows carrying gradient, see `vlp-train`'s `gather_with_grad`), so every objective here sees the
 //! global batch, as open_clip's `--gather-with-grad` does.
 
+mod filip;
 mod info_nce;
 mod sigmoid;
 
+pub use filip::{filip_loss, late_interaction, select_image_tokens};
 pub use info_nce::{MAX_LOGIT_SCALE, clip_loss};
 pub use sigmoid::siglip_loss;
 

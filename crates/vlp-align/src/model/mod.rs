@@ -6,7 +6,8 @@ pub use config::{ClipConfig, ModelKind};
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use vlp_core::nn::linear_2d;
 use vlp_text::{TextOutput, TextTransformer};
 use vlp_vision::{Vit, VitOutput};
 
@@ -47,6 +48,24 @@ pub struct ClipOutput<B: Backend> {
     pub text: TextOutput<B>,
 }
 
+/// Token-level features of one tower in the joint space.
+#[derive(Debug, Clone)]
+pub struct TokenFeatures<B: Backend> {
+    /// `[batch, tokens, embed]`.
+    pub tokens: Tensor<B, 3>,
+    /// `[batch, tokens]`, `true` at padding; `None` when every token is real.
+    pub padding: Option<Tensor<B, 2, Bool>>,
+}
+
+/// L2-normalises the last axis (`torch.nn.functional.normalize(x, dim=-1)`).
+///
+/// # Shapes
+/// - `x`: `[..., d]`; returns the same shape
+pub fn normalize_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let norm = x.clone().square().sum_dim(D - 1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
 /// L2-normalises rows, guarding against zero vectors like `torch.nn.functional.normalize`.
 ///
 /// # Shapes
@@ -79,6 +98,61 @@ impl<B: Backend> ClipModel<B> {
             self.text_model
                 .forward(input_ids, attention_mask)
                 .pooler_output,
+        )
+    }
+
+    /// Pooled image features and every output token, both in the joint space, from one pass of
+    /// the tower (not normalised). Tokens are normalised like the pooled one (`post_layernorm`)
+    /// and projected by the same matrix; a CLIP tower's class token is first.
+    ///
+    /// # Shapes
+    /// - `pixels`: `[batch, 3, image_size, image_size]`
+    /// - returns: `[batch, embed]` and tokens `[batch, tokens, embed]` (no padding)
+    pub fn encode_image_with_tokens(
+        &self,
+        pixels: Tensor<B, 4>,
+    ) -> (Tensor<B, 2>, TokenFeatures<B>) {
+        let out = self.vision_model.forward(pixels);
+        let tokens = self.vision_model.token_features(&out);
+        let tokens = match &self.visual_projection {
+            Some(p) => linear_2d(p, tokens),
+            None => tokens,
+        };
+        (
+            self.project_image(out.pooler_output),
+            TokenFeatures {
+                tokens,
+                padding: None,
+            },
+        )
+    }
+
+    /// Pooled text features and every token, in the joint space (not normalised). A causal
+    /// tower (CLIP) sees the padding mask, a bidirectional one (SigLIP) the padded sequence, as
+    /// transformers runs them; either way padded positions are marked in the result.
+    ///
+    /// # Shapes
+    /// - `input_ids`, `attention_mask`: `[batch, tokens]`, `1` = token
+    /// - returns: `[batch, embed]` and tokens `[batch, tokens, embed]` with padding `[batch, tokens]`
+    pub fn encode_text_with_tokens(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 2>, TokenFeatures<B>) {
+        let padding = attention_mask.clone().equal_elem(0);
+        let mask = self.text_model.causal.then_some(attention_mask);
+        let out = self.text_model.forward(input_ids, mask);
+        let tokens = self.text_model.token_features(&out);
+        let tokens = match &self.text_projection {
+            Some(p) => linear_2d(p, tokens),
+            None => tokens,
+        };
+        (
+            self.project_text(out.pooler_output),
+            TokenFeatures {
+                tokens,
+                padding: Some(padding),
+            },
         )
     }
 

@@ -8,7 +8,8 @@ mod open_clip_config;
 mod preprocess;
 
 pub use layout::{Layout, hf_key, open_clip_key};
-pub use preprocess::{CLIP_MEAN, CLIP_STD, PreprocessConfig};
+pub use preprocess::to_hf_json as preprocessor_json;
+pub use vlp_core::preprocess::ImagePipeline;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ pub struct Pretrained<B: Backend> {
     /// The key layout the weights were stored in.
     pub layout: Layout,
     /// The image pipeline the checkpoint expects.
-    pub preprocess: PreprocessConfig,
+    pub preprocess: ImagePipeline,
     /// The weights file that was read.
     pub weights: PathBuf,
 }
@@ -68,7 +69,7 @@ pub fn read_hf_config(path: impl AsRef<Path>) -> Result<ClipConfig> {
 /// Reads an `open_clip_config.json` (or a bare open_clip model config).
 pub fn read_open_clip_config(
     path: impl AsRef<Path>,
-) -> Result<(ClipConfig, Option<PreprocessConfig>)> {
+) -> Result<(ClipConfig, Option<ImagePipeline>)> {
     let path = path.as_ref();
     open_clip_config::parse(&read_json(path)?).map_err(|reason| AlignError::Config {
         path: path.into(),
@@ -107,6 +108,22 @@ pub fn load_pretrained<B: Backend>(
     dir: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<Pretrained<B>> {
+    let (config, preprocess, weights) = read_pretrained_config(dir)?;
+    let (model, layout) = load_weights::<B>(&config, &weights, device)?;
+    Ok(Pretrained {
+        model,
+        config,
+        layout,
+        preprocess,
+        weights,
+    })
+}
+
+/// What [`load_pretrained`] reads before the weights: the architecture, the image pipeline and
+/// the weights file of a model directory.
+pub fn read_pretrained_config(
+    dir: impl AsRef<Path>,
+) -> Result<(ClipConfig, ImagePipeline, PathBuf)> {
     let dir = dir.as_ref();
     let first = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
     let missing = |what: &str| AlignError::ModelDir {
@@ -117,12 +134,12 @@ pub fn load_pretrained<B: Backend>(
         let (config, pre) = read_open_clip_config(&cfg)?;
         let weights = first(&["open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors"])
             .ok_or_else(|| missing("open_clip_config.json found but no open_clip_model.safetensors or open_clip_pytorch_model.bin"))?;
-        let pre = pre.unwrap_or_else(|| PreprocessConfig::clip(config.vision.image_size));
+        let pre = pre.unwrap_or_else(|| ImagePipeline::clip(config.vision.image_size));
         (config, pre, weights)
     } else if let Some(cfg) = first(&["config.json"]) {
         let config = read_hf_config(&cfg)?;
         let pre = match first(&["preprocessor_config.json"]) {
-            Some(p) => PreprocessConfig::from_hf(
+            Some(p) => preprocess::from_hf(
                 &json::Fields::new(&read_json(&p)?, ""),
                 config.vision.image_size,
             )
@@ -131,9 +148,9 @@ pub fn load_pretrained<B: Backend>(
                 reason,
             })?,
             None if config.kind == ModelKind::Siglip => {
-                PreprocessConfig::siglip(config.vision.image_size)
+                ImagePipeline::siglip(config.vision.image_size)
             }
-            None => PreprocessConfig::clip(config.vision.image_size),
+            None => ImagePipeline::clip(config.vision.image_size),
         };
         let weights = first(&["model.safetensors", "pytorch_model.bin"]).ok_or_else(|| {
             missing("config.json found but no model.safetensors or pytorch_model.bin")
@@ -144,14 +161,15 @@ pub fn load_pretrained<B: Backend>(
             "no config.json (transformers) or open_clip_config.json (open_clip)",
         ));
     };
-    let (model, layout) = load_weights::<B>(&config, &weights, device)?;
-    Ok(Pretrained {
-        model,
-        config,
-        layout,
-        preprocess,
-        weights,
-    })
+    // A pipeline that does not produce the model's input size would fail inside the ViT or,
+    // worse, run on the wrong pixels.
+    preprocess
+        .check_model_size(config.vision.image_size)
+        .map_err(|e| AlignError::ModelDir {
+            path: dir.into(),
+            reason: format!("preprocessing config: {e}"),
+        })?;
+    Ok((config, preprocess, weights))
 }
 
 /// Key and shape of every tensor [`save_hf`] writes for `config`: transformers' state dict.
@@ -195,14 +213,11 @@ fn hf_keys(kind: ModelKind, path: &str, shape: &[usize]) -> Vec<(String, Vec<usi
     vec![(layout::hf_key(path), shape.to_vec())]
 }
 
-/// Writes transformers' `preprocessor_config.json` for `preprocess` into `dir`.
-pub fn save_preprocessor_config(
-    preprocess: &PreprocessConfig,
-    dir: impl AsRef<Path>,
-) -> Result<()> {
+/// Writes transformers' `preprocessor_config.json` for `pipeline` into `dir`.
+pub fn save_preprocessor_config(pipeline: &ImagePipeline, dir: impl AsRef<Path>) -> Result<()> {
     let path = dir.as_ref().join("preprocessor_config.json");
-    let text =
-        serde_json::to_string_pretty(&preprocess.to_hf_json()).expect("JSON value serialises");
+    let text = serde_json::to_string_pretty(&preprocess::to_hf_json(pipeline))
+        .expect("JSON value serialises");
     std::fs::write(&path, text).map_err(|e| AlignError::Io { path, source: e })
 }
 

@@ -11,15 +11,16 @@ use vlp_text::{TextPooling, TextTransformerConfig};
 use vlp_vision::VitConfig;
 
 use super::json::{FieldResult, Fields};
-use super::preprocess::PreprocessConfig;
+use super::preprocess;
 use crate::model::{ClipConfig, ModelKind};
+use vlp_core::preprocess::ImagePipeline;
 
 fn is_false(v: &Value) -> bool {
     v == &Value::Bool(false)
 }
 
 /// Builds the model config and, when `preprocess_cfg` is present, the image pipeline.
-pub fn parse(root: &Map<String, Value>) -> FieldResult<(ClipConfig, Option<PreprocessConfig>)> {
+pub fn parse(root: &Map<String, Value>) -> FieldResult<(ClipConfig, Option<ImagePipeline>)> {
     let r = Fields::new(root, "");
     // Hub repos wrap the model under `model_cfg`; open_clip's own model_configs/*.json do not.
     let m = if r.get("model_cfg").is_some() {
@@ -122,7 +123,7 @@ pub fn parse(root: &Map<String, Value>) -> FieldResult<(ClipConfig, Option<Prepr
         ClipConfig::new(ModelKind::Clip, vision, text).with_projection_dim(Some(embed_dim));
     config.validate().map_err(|e| e.to_string())?;
     let preprocess = match r.get("preprocess_cfg") {
-        Some(_) => Some(PreprocessConfig::from_open_clip(
+        Some(_) => Some(preprocess::from_open_clip(
             &r.object("preprocess_cfg")?,
             config.vision.image_size,
         )?),

@@ -115,7 +115,7 @@ fn missing_class_folder_and_uncaptioned_image_are_clear_errors() {
     ]);
     assert!(!o.status.success());
     assert!(
-        text(&o).contains("magenta hexagon") && text(&o).contains("no folder"),
+        text(&o).contains("magenta hexagon") && text(&o).contains("not a class"),
         "{}",
         text(&o)
     );

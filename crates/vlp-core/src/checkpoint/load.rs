@@ -251,7 +251,19 @@ pub fn load_params<B: Backend, M: Module<B>>(
     }
     let mut values = BTreeMap::new();
     for (path, source) in plan {
-        values.insert(path, source.read(file)?);
+        let t = source.read(file)?;
+        // NaN or infinite weights would give wrong numbers everywhere downstream, reported as
+        // success: refuse them here, naming the tensor.
+        if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
+            return Err(CoreError::Checkpoint {
+                path: file.path().to_path_buf(),
+                reason: format!(
+                    "tensor \"{}\" holds a non-finite value ({bad}); the checkpoint is corrupt",
+                    source.key()
+                ),
+            });
+        }
+        values.insert(path, t);
     }
     let mut loader = Loader {
         stack: PathStack::default(),

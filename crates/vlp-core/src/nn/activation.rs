@@ -48,8 +48,8 @@ impl Activation {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::backend::{DefaultBackend as B, default_device};
+    crate::backend_tests! {
+    use super::super::*;
 
     fn erf(x: f64) -> f64 {
         // Abramowitz-Stegun 7.1.26 is too coarse for 1e-6 checks; integrate instead.
@@ -107,5 +107,6 @@ mod tests {
             Some(Activation::GeluTanh)
         );
         assert_eq!(Activation::from_hf_name("relu"), None);
+    }
     }
 }

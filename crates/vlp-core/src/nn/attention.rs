@@ -266,8 +266,8 @@ impl<B: Backend> Attention<B> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::backend::{DefaultBackend as B, TrainBackend, default_device};
+    crate::backend_tests! {
+    use super::super::*;
     use burn::module::AutodiffModule;
     use burn::module::Param;
     use burn::tensor::{Distribution, Int, TensorData, Tolerance};
@@ -599,5 +599,6 @@ mod tests {
             .forward(xv.clone(), None)
             .into_data()
             .assert_eq(&valid.forward(xv, None).into_data(), true);
+    }
     }
 }

@@ -73,8 +73,8 @@ impl<B: Backend> AttentionMask<B> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::backend::{DefaultBackend as B, default_device};
+    crate::backend_tests! {
+    use super::super::*;
 
     fn bools(t: Tensor<B, 4, Bool>) -> Vec<bool> {
         // Backends store bools differently (bytes, u32 on wgpu): compare as integers.
@@ -110,5 +110,6 @@ mod tests {
             false, true, true,   false, true, true,    false, true, true,
         ];
         assert_eq!(bools(m.tensor().clone()), want);
+    }
     }
 }

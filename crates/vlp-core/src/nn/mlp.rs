@@ -72,8 +72,8 @@ impl<B: Backend> Mlp<B> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::backend::{DefaultBackend as B, default_device};
+    crate::backend_tests! {
+    use super::super::*;
     use burn::tensor::Distribution;
 
     fn vec(t: Tensor<B, 2>) -> Vec<f32> {
@@ -124,12 +124,13 @@ mod tests {
             }
         }
     }
+    }
 }
 
 #[cfg(test)]
 mod unit_axis_tests {
-    use super::*;
-    use crate::backend::{DefaultBackend as B, default_device};
+    crate::backend_tests! {
+    use super::super::*;
     use burn::tensor::{Distribution, Tolerance};
 
     /// The same rows through the MLP as `[n, 1, d]` and as `[n, d]` (SigLIP's pooling head
@@ -150,12 +151,14 @@ mod unit_axis_tests {
                 .assert_approx_eq::<f32>(&flat.into_data(), Tolerance::absolute(1e-5));
         }
     }
+    }
 }
 
 #[cfg(test)]
 mod linear_axis_tests {
+    use super::*;
+    crate::backend_tests! {
     use super::linear_2d;
-    use crate::backend::{DefaultBackend as B, default_device};
     use burn::nn::LinearConfig;
     use burn::tensor::{Distribution, Tensor, Tolerance};
 
@@ -170,5 +173,6 @@ mod linear_axis_tests {
         let axis = linear_2d(&lin, x.reshape([4, 1, 64])).reshape([4, 128]);
         axis.into_data()
             .assert_approx_eq::<f32>(&flat.into_data(), Tolerance::absolute(1e-5));
+    }
     }
 }

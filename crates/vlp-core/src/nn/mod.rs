@@ -16,4 +16,7 @@ pub use attention::{Attention, AttentionConfig, AttentionOutput};
 pub use mask::AttentionMask;
 pub use mlp::{Mlp, MlpConfig, linear_2d};
 pub use norm::{LayerNorm, LayerNormConfig};
-pub use transformer::{EncoderLayer, EncoderOutput, TransformerEncoder, TransformerEncoderConfig};
+pub use transformer::{
+    AttentionRecorder, EncoderHook, EncoderLayer, EncoderOutput, NoHook, TransformerEncoder,
+    TransformerEncoderConfig,
+};

@@ -60,8 +60,8 @@ impl<B: Backend> LayerNorm<B> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::backend::{DefaultBackend as B, TrainBackend, default_device};
+    crate::backend_tests! {
+    use super::super::*;
     use burn::tensor::{Distribution, Tolerance};
 
     /// Straight loops over a row-major `[rows, d]` buffer.
@@ -114,5 +114,6 @@ mod tests {
         let gb: Vec<f32> = ln.bias.grad(&grads).unwrap().into_data().to_vec().unwrap();
         assert!(gb.iter().all(|g| (g - 6.0).abs() < 1e-5), "{gb:?}");
         assert!(ln.weight.grad(&grads).is_some());
+    }
     }
 }

@@ -3,9 +3,16 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use crate::error::{DataError, Result};
+
+/// Largest image decoded: 16384 pixels a side and 64 megapixels, so that a few bytes claiming a
+/// gigapixel cannot exhaust memory. Larger real photos are rare in training data; raise the limit
+/// with [`decode_image_with_limit`].
+pub const MAX_IMAGE_PIXELS: u64 = 64 << 20;
+/// Largest side decoded (see [`MAX_IMAGE_PIXELS`]).
+pub const MAX_IMAGE_SIDE: u32 = 16384;
 
 fn fail(name: &str, reason: impl std::fmt::Display) -> DataError {
     DataError::Image {
@@ -20,6 +27,11 @@ fn fail(name: &str, reason: impl std::fmt::Display) -> DataError {
 /// palette, CMYK and 16-bit images are converted to RGB; an alpha channel is dropped (what PIL's
 /// `convert("RGB")` does). `name` (path or sample key) is used in errors.
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    decode_image_with_limit(bytes, name, MAX_IMAGE_PIXELS)
+}
+
+/// [`decode_image`] with another bound on the pixel count (the side stays ≤ 16384).
+pub fn decode_image_with_limit(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(fail(name, "empty file"));
     }
@@ -32,9 +44,26 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
             "not a recognised image format (JPEG, PNG or WebP)",
         ));
     }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    // The decoder's own buffers plus the RGB copy: 4 bytes a pixel is a safe bound.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8));
+    let mut reader = reader;
+    reader.limits(limits);
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| fail(name, format!("cannot decode: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || (w as u64) * (h as u64) > max_pixels {
+        return Err(fail(
+            name,
+            format!(
+                "{w}x{h} pixels is over the limit ({MAX_IMAGE_SIDE} a side, {max_pixels} in all; \
+                 decode_image_with_limit raises it)"
+            ),
+        ));
+    }
     let orientation = decoder
         .orientation()
         .map_err(|e| fail(name, format!("cannot read orientation: {e}")))?;

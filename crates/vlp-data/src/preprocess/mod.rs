@@ -1,5 +1,8 @@
 //! Image decoding and preprocessing that match the reference implementations.
 //!
+//! The pipeline itself is described by `vlp_core::preprocess::ImagePipeline` (one spec for the
+//! whole project); [`Preprocess`] runs it.
+//!
 //! CLIP style (`CLIPImageProcessor`, open_clip): resize the shorter side with Pillow's
 //! antialiased filter, centre-crop to a square, scale to [0, 1], normalise. SigLIP style: resize
 //! straight to the square. Resampling goes through `fast_image_resize`, whose convolution
@@ -7,122 +10,87 @@
 
 mod decode;
 
-pub use decode::{decode_image, load_image};
+pub use decode::{
+    MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, decode_image, decode_image_with_limit, load_image,
+};
 
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 
-/// How the image is brought to a square.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResizeMode {
-    /// Shorter side to `size` keeping the aspect ratio, then a centre crop (CLIP).
-    Shortest,
-    /// Straight to `size × size`, aspect ratio not kept (SigLIP).
-    Squash,
-}
+pub use vlp_core::preprocess::{
+    CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, ImagePipeline, Interpolation, MAX_SIDE,
+    ResizeMode,
+};
 
-/// Resampling filter, as Pillow implements it (antialiased when shrinking).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Interpolation {
-    /// Pillow's `BICUBIC` (a = -0.5).
-    Bicubic,
-    /// Pillow's `BILINEAR`.
-    Bilinear,
-}
-
-/// OpenAI CLIP's normalisation statistics.
-#[allow(clippy::excessive_precision)] // OpenAI's published digits
-pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// OpenAI CLIP's normalisation statistics.
-#[allow(clippy::excessive_precision)] // OpenAI's published digits
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
-/// ImageNet statistics (torchvision).
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// ImageNet statistics (torchvision).
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-/// An image → tensor pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImagePipeline {
-    /// Output side in pixels.
-    pub size: usize,
-    /// Shortest-side-and-crop or squash.
-    pub resize_mode: ResizeMode,
-    /// Resampling filter.
-    pub interpolation: Interpolation,
-    /// Per-channel mean subtracted after scaling to [0, 1].
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation divided by.
-    pub std: [f32; 3],
-}
-
-impl ImagePipeline {
-    /// CLIP's pipeline (`CLIPImageProcessor`, open_clip's `image_transform`).
-    pub fn clip(size: usize) -> Self {
-        Self {
-            size,
-            resize_mode: ResizeMode::Shortest,
-            interpolation: Interpolation::Bicubic,
-            mean: CLIP_MEAN,
-            std: CLIP_STD,
-        }
-    }
-
-    /// SigLIP's pipeline: squash to the square, bicubic, mean = std = 0.5.
-    pub fn siglip(size: usize) -> Self {
-        Self {
-            size,
-            resize_mode: ResizeMode::Squash,
-            interpolation: Interpolation::Bicubic,
-            mean: [0.5; 3],
-            std: [0.5; 3],
-        }
-    }
-
-    /// The torchvision ImageNet evaluation pipeline (shortest side, centre crop, bilinear).
-    pub fn imagenet(size: usize) -> Self {
-        Self {
-            size,
-            resize_mode: ResizeMode::Shortest,
-            interpolation: Interpolation::Bilinear,
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
-        }
-    }
-
+/// Running an [`ImagePipeline`] (the spec lives in `vlp-core`; this is its execution).
+pub trait Preprocess {
     /// Resizes and crops to `size × size` RGB pixels (the uint8 image the model sees).
-    pub fn resize_crop(&self, img: &RgbImage) -> RgbImage {
+    fn resize_crop(&self, img: &RgbImage) -> RgbImage;
+    /// Where the pixels of [`resize_crop`](Self::resize_crop) come from in a `w × h` image.
+    fn geometry(&self, w: u32, h: u32) -> crate::sample::Geometry;
+    /// The normalised `[3, size, size]` tensor data (channel-major) of an RGB image.
+    fn process(&self, img: &RgbImage) -> Vec<f32>;
+    /// Scales an already `size × size` image to [0, 1] and normalises it, channel-major.
+    fn normalize(&self, img: &RgbImage) -> Vec<f32>;
+    /// Decodes and processes an encoded image; `name` is used in errors.
+    fn process_bytes(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>>;
+    /// Reads, decodes and processes an image file.
+    fn load(&self, path: impl AsRef<std::path::Path>) -> Result<Vec<f32>>;
+    /// Processes many files on all cores; each result stands alone, so one bad file does not
+    /// sink the batch.
+    fn load_batch<P: AsRef<std::path::Path> + Sync>(&self, paths: &[P]) -> Vec<Result<Vec<f32>>>;
+}
+
+/// The size a `w × h` image is resized to before the centre crop.
+fn resized(p: &ImagePipeline, w: usize, h: usize) -> (usize, usize) {
+    let s = p.resize;
+    let (rw, rh) = match p.resize_mode {
+        ResizeMode::Squash => (s, s),
+        // transformers' get_resize_output_image_size: the long side is int(s * long / short).
+        ResizeMode::Shortest if w <= h => (s, ((s * h) as f64 / w as f64) as usize),
+        ResizeMode::Shortest => (((s * w) as f64 / h as f64) as usize, s),
+    };
+    (rw.clamp(1, MAX_SIDE), rh.clamp(1, MAX_SIDE))
+}
+
+impl Preprocess for ImagePipeline {
+    fn resize_crop(&self, img: &RgbImage) -> RgbImage {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let s = self.size;
-        let (rw, rh) = match self.resize_mode {
-            ResizeMode::Squash => (s, s),
-            // transformers' get_resize_output_image_size: the long side is int(s * long / short).
-            ResizeMode::Shortest if w <= h => (s, ((s * h) as f64 / w as f64) as usize),
-            ResizeMode::Shortest => (((s * w) as f64 / h as f64) as usize, s),
-        };
-        let (rw, rh) = (rw.max(1), rh.max(1));
+        let (rw, rh) = resized(self, w, h);
         let resized = if (rw, rh) == (w, h) {
             img.clone()
         } else {
             resize(img, rw, rh, self.interpolation)
         };
-        center_crop(&resized, s)
+        center_crop(&resized, self.size)
     }
 
-    /// The normalised `[3, size, size]` tensor data (channel-major) of an RGB image.
-    pub fn process(&self, img: &RgbImage) -> Vec<f32> {
+    fn geometry(&self, w: u32, h: u32) -> crate::sample::Geometry {
+        let (w, h) = (w as usize, h as usize);
+        let (rw, rh) = resized(self, w, h);
+        let s = self.size;
+        let (sx, sy) = (rw as f32 / w as f32, rh as f32 / h as f32);
+        let top = (rh as i64 - s as i64).div_euclid(2);
+        let left = (rw as i64 - s as i64).div_euclid(2);
+        crate::sample::Geometry {
+            x0: left as f32 / sx,
+            y0: top as f32 / sy,
+            sx,
+            sy,
+            flip: false,
+            size: s,
+        }
+    }
+
+    fn process(&self, img: &RgbImage) -> Vec<f32> {
         self.normalize(&self.resize_crop(img))
     }
 
-    /// Scales an already `size × size` image to [0, 1] and normalises it, channel-major.
-    pub fn normalize(&self, img: &RgbImage) -> Vec<f32> {
+    fn normalize(&self, img: &RgbImage) -> Vec<f32> {
         let n = (img.width() * img.height()) as usize;
         let mut out = vec![0.0f32; 3 * n];
         for (i, p) in img.pixels().enumerate() {
@@ -133,22 +101,15 @@ impl ImagePipeline {
         out
     }
 
-    /// Decodes and processes an encoded image; `name` is used in errors.
-    pub fn process_bytes(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
+    fn process_bytes(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
         Ok(self.process(&decode_image(bytes, name)?))
     }
 
-    /// Reads, decodes and processes an image file.
-    pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<Vec<f32>> {
+    fn load(&self, path: impl AsRef<std::path::Path>) -> Result<Vec<f32>> {
         Ok(self.process(&load_image(path)?))
     }
 
-    /// Processes many files on all cores; each result stands alone, so one bad file does not
-    /// sink the batch.
-    pub fn load_batch<P: AsRef<std::path::Path> + Sync>(
-        &self,
-        paths: &[P],
-    ) -> Vec<Result<Vec<f32>>> {
+    fn load_batch<P: AsRef<std::path::Path> + Sync>(&self, paths: &[P]) -> Vec<Result<Vec<f32>>> {
         paths.par_iter().map(|p| self.load(p)).collect()
     }
 }
@@ -208,19 +169,10 @@ fn resize(img: &RgbImage, w: usize, h: usize, interp: Interpolation) -> RgbImage
     RgbImage::from_raw(w as u32, h as u32, out.into_vec()).expect("buffer of the right size")
 }
 
-/// Clear error for a pipeline that cannot work.
+/// Clear error for a pipeline that cannot work (see [`ImagePipeline::validate`]).
 pub fn validate(p: &ImagePipeline) -> Result<()> {
-    if p.size == 0 {
-        return Err(DataError::Config {
-            field: "size".into(),
-            reason: "must be positive".into(),
-        });
-    }
-    if p.std.iter().any(|s| *s <= 0.0) {
-        return Err(DataError::Config {
-            field: "std".into(),
-            reason: format!("{:?} has a non-positive entry", p.std),
-        });
-    }
-    Ok(())
+    p.validate().map_err(|e| DataError::Config {
+        field: "image pipeline".into(),
+        reason: e.to_string(),
+    })
 }

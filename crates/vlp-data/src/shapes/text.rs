@@ -51,6 +51,8 @@ pub struct Captions {
     pub short: String,
     /// One sentence per object, then up to three relations.
     pub long: String,
+    /// The per-object sentences of `long`, in object order.
+    pub objects: Vec<String>,
     /// For each object, the shortest description that singles it out.
     pub referring: Vec<String>,
     /// Questions and answers.
@@ -143,10 +145,11 @@ pub(super) fn captions(
     }
 
     let refs: Vec<String> = (0..objects.len()).map(|i| referring(objects, i)).collect();
-    let mut long: Vec<String> = objects
+    let per_object: Vec<String> = objects
         .iter()
         .map(|o| format!("There is {}.", with_article(&noun_phrase(o, true))))
         .collect();
+    let mut long = per_object.clone();
     let mut facts: Vec<&RelationFact> = relations.iter().filter(|r| r.subject < r.object).collect();
     rng.shuffle(&mut facts);
     for f in facts.iter().take(3) {
@@ -285,6 +288,7 @@ pub(super) fn captions(
     Captions {
         short,
         long: long.join(" "),
+        objects: per_object,
         referring: refs,
         vqa,
         hard_negatives,

@@ -14,7 +14,7 @@ mod wds;
 pub use braces::expand_braces;
 pub use coco::CocoSource;
 pub use imagefolder::ImageFolderSource;
-pub use shapes::ShapesSource;
+pub use shapes::{ShapesSource, annotations as shapes_annotations};
 pub use table::TableSource;
 pub use wds::{WdsSource, is_safe_member, read_shard};
 
@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use image::RgbImage;
 
 use crate::error::{DataError, Result};
+use crate::sample::{Annotations, Field};
 use crate::shapes::{ShapesWorldConfig, Split};
 
 /// Pixels of a sample, as the source has them.
@@ -43,10 +44,28 @@ pub struct RawSample {
     pub key: String,
     /// Pixels.
     pub image: RawImage,
+    /// Further frames of a clip, after `image` (empty for still images).
+    pub frames: Vec<RawImage>,
     /// Captions (COCO has five; most sources one). Empty means "no caption".
     pub captions: Vec<String>,
     /// Class index, when the source has labels.
     pub label: Option<usize>,
+    /// Boxes, masks, long and per-object captions, referring expressions, Q/A: what the source has.
+    pub annotations: Annotations,
+}
+
+impl RawSample {
+    /// A still image with captions and an optional label, without annotations.
+    pub fn new(key: String, image: RawImage, captions: Vec<String>, label: Option<usize>) -> Self {
+        Self {
+            key,
+            image,
+            frames: Vec::new(),
+            captions,
+            label,
+            annotations: Annotations::default(),
+        }
+    }
 }
 
 /// Why a sample was left out.
@@ -76,6 +95,10 @@ pub trait IndexedSource: Send + Sync {
     fn class_names(&self) -> Option<Vec<String>> {
         None
     }
+    /// What its samples carry besides pixels.
+    fn provides(&self) -> Vec<Field> {
+        vec![Field::Captions]
+    }
 }
 
 /// Any source the loader can read.
@@ -102,7 +125,41 @@ impl Source {
             Source::Wds(_) => None,
         }
     }
+
+    /// What its samples carry besides pixels. Tar shards carry what their members hold, which
+    /// is only known while reading: captions (`.txt`) and labels (`.cls`) are assumed.
+    pub fn provides(&self) -> Vec<Field> {
+        match self {
+            Source::Indexed(s) => s.provides(),
+            Source::Wds(_) => vec![Field::Captions, Field::Labels],
+        }
+    }
+
+    /// Fails when the source lacks one of `fields`, naming the source, the field and `user`
+    /// (the method that needs it).
+    pub fn require(&self, fields: &[Field], user: &str) -> Result<()> {
+        let have = self.provides();
+        let missing: Vec<&str> = fields
+            .iter()
+            .filter(|f| !have.contains(f))
+            .map(|f| f.name())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(DataError::Dataset {
+            source_name: self.name(),
+            reason: format!(
+                "{user} needs {} but this source provides only {}",
+                missing.join(", "),
+                have.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
 }
+
+/// Most samples a `shapes:` source may have: the loader keeps one index per sample.
+pub const MAX_SHAPES_SAMPLES: usize = 100_000_000;
 
 /// Opens a source from its spec:
 /// - `shapes[:SPLIT[:N]]` — ShapesWorld (default split `train`, 10000 samples) with `shapes_cfg`;
@@ -135,12 +192,18 @@ pub fn open_source(spec: &str, shapes_cfg: &ShapesWorldConfig) -> Result<Source>
                     )));
                 }
             };
-            let n = match parts.next() {
+            let n: usize = match parts.next() {
                 Some(n) => n
                     .parse()
                     .map_err(|_| bad(format!("\"{n}\" is not a sample count")))?,
                 None => 10_000,
             };
+            if n == 0 || n > MAX_SHAPES_SAMPLES {
+                return Err(bad(format!(
+                    "{n} samples is not in 1..={MAX_SHAPES_SAMPLES} (generated on demand, but \
+                     the loader permutes their indices in memory)"
+                )));
+            }
             Ok(Source::Indexed(Box::new(ShapesSource::new(
                 shapes_cfg.clone(),
                 split,

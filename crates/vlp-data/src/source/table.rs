@@ -133,11 +133,11 @@ impl IndexedSource for TableSource {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| format!("row{index}"));
-        Ok(RawSample {
+        Ok(RawSample::new(
             key,
-            image: RawImage::Path(path.clone()),
-            captions: vec![caption.clone()],
-            label: None,
-        })
+            RawImage::Path(path.clone()),
+            vec![caption.clone()],
+            None,
+        ))
     }
 }

@@ -1,14 +1,42 @@
 //! WebDataset tar shards: `{key}.{jpg,png,webp}` next to `{key}.{txt,json,cls}`.
+//!
+//! As webdataset reads them: plain (`.tar`) or gzip-compressed (`.tar.gz`, `.tgz`) shards, and
+//! gzip-compressed members (`0001.txt.gz` is the `txt` member). Sizes come from untrusted
+//! headers, so every member is bounded before anything is allocated: by the bytes left in a
+//! plain shard, and by [`MAX_MEMBER_BYTES`] after decompression.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+
+use flate2::read::GzDecoder;
 
 use super::braces::expand_braces;
 use super::{RawImage, RawSample, Skip};
 use crate::error::{DataError, Result};
 
 const IMAGE_EXT: &[&str] = &["jpg", "jpeg", "png", "webp"];
+
+/// Largest member read (after decompression): 256 MiB. A header claiming more is corrupt or
+/// hostile, not an image or a caption.
+pub const MAX_MEMBER_BYTES: u64 = 256 << 20;
+
+/// Whether `path` names a shard: `.tar`, `.tar.gz` or `.tgz`.
+pub fn is_shard(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    name.ends_with(".tar") || name.ends_with(".tar.gz") || name.ends_with(".tgz")
+}
+
+fn is_gzip(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    name.ends_with(".gz") || name.ends_with(".tgz")
+}
 
 /// A list of shards, read one sample at a time.
 #[derive(Debug, Clone)]
@@ -27,7 +55,8 @@ pub fn is_safe_member(path: &Path) -> bool {
 }
 
 impl WdsSource {
-    /// Shards from a file, a directory (its `*.tar`, sorted) or a brace pattern.
+    /// Shards from a file, a directory (its `*.tar`, `*.tar.gz`, `*.tgz`, sorted) or a brace
+    /// pattern.
     pub fn open(pattern: &str) -> Result<Self> {
         let bad = |reason: String| DataError::Dataset {
             source_name: format!("wds:{pattern}"),
@@ -41,7 +70,7 @@ impl WdsSource {
                     source: e,
                 })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "tar"))
+                .filter(|p| is_shard(p))
                 .collect();
             v.sort();
             v
@@ -53,7 +82,7 @@ impl WdsSource {
                 .collect()
         };
         if shards.is_empty() {
-            return Err(bad("no .tar shards".into()));
+            return Err(bad("no .tar, .tar.gz or .tgz shards".into()));
         }
         let missing: Vec<String> = shards
             .iter()
@@ -84,6 +113,8 @@ impl WdsSource {
 #[derive(Default)]
 struct Parts {
     files: BTreeMap<String, Vec<u8>>,
+    /// A member that could not be read (the sample is skipped with this reason).
+    bad: Option<String>,
 }
 
 impl Parts {
@@ -93,6 +124,9 @@ impl Parts {
             reason: reason.into(),
             detail,
         };
+        if let Some(why) = self.bad {
+            return Err(skip("corrupt member", why));
+        }
         let image = IMAGE_EXT.iter().find_map(|e| self.files.get(*e)).cloned();
         let Some(image) = image else {
             let have: Vec<&str> = self.files.keys().map(String::as_str).collect();
@@ -101,10 +135,12 @@ impl Parts {
                 format!("members: {}", have.join(", ")),
             ));
         };
-        let json: Option<serde_json::Value> = self
-            .files
-            .get("json")
-            .and_then(|b| serde_json::from_slice(b).ok());
+        let json: Option<serde_json::Value> = match self.files.get("json") {
+            Some(b) => {
+                Some(serde_json::from_slice(b).map_err(|e| skip("invalid json", e.to_string()))?)
+            }
+            None => None,
+        };
         let caption = match self.files.get("txt") {
             Some(b) => Some(
                 String::from_utf8(b.clone())
@@ -125,21 +161,32 @@ impl Parts {
         if caption.trim().is_empty() {
             return Err(skip("empty caption", String::new()));
         }
-        let label = self
-            .files
-            .get("cls")
-            .and_then(|b| std::str::from_utf8(b).ok()?.trim().parse().ok())
-            .or_else(|| {
-                json.as_ref()
-                    .and_then(|j| j["label"].as_u64())
-                    .map(|l| l as usize)
-            });
-        Ok(RawSample {
-            key: key.to_string(),
-            image: RawImage::Encoded(image),
-            captions: vec![caption.trim().to_string()],
+        let label = match self.files.get("cls") {
+            Some(b) => {
+                let text = std::str::from_utf8(b).unwrap_or("").trim();
+                Some(text.parse::<usize>().map_err(|_| {
+                    skip(
+                        "invalid class label",
+                        format!(".cls holds \"{}\", not a class index", text.escape_debug()),
+                    )
+                })?)
+            }
+            None => match json.as_ref().map(|j| &j["label"]) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(v) => Some(v.as_u64().map(|l| l as usize).ok_or_else(|| {
+                    skip(
+                        "invalid class label",
+                        format!("json label {v} is not a class index"),
+                    )
+                })?),
+            },
+        };
+        Ok(RawSample::new(
+            key.to_string(),
+            RawImage::Encoded(image),
+            vec![caption.trim().to_string()],
             label,
-        })
+        ))
     }
 }
 
@@ -159,8 +206,10 @@ fn split_member(name: &str) -> (String, String) {
 /// Streams the samples of one shard to `emit`, in order; stops early when `emit` returns false.
 ///
 /// Problems are emitted as [`Skip`]s and reading goes on: an unsafe member name (absolute or
-/// with `..`), a sample without image or caption. A truncated or corrupt archive ends the shard
-/// with one skip naming the shard and how many samples it gave before the damage.
+/// with `..`), a sample without image or caption, an unreadable member. A truncated or corrupt
+/// archive, or a member whose header claims more bytes than the shard holds (or than
+/// [`MAX_MEMBER_BYTES`]), ends the shard with one skip naming the shard, the member and how many
+/// samples it gave before the damage.
 pub fn read_shard(path: &Path, mut emit: impl FnMut(Result<RawSample, Skip>) -> bool) {
     let shard_skip = |reason: &str, detail: String| Skip {
         key: path.display().to_string(),
@@ -174,7 +223,20 @@ pub fn read_shard(path: &Path, mut emit: impl FnMut(Result<RawSample, Skip>) -> 
             return;
         }
     };
-    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let gzip = is_gzip(path);
+    // In a plain shard a member cannot hold more than the file; a compressed one only bounds
+    // the decompressed size.
+    let file_len = if gzip {
+        u64::MAX
+    } else {
+        file.metadata().map(|m| m.len()).unwrap_or(u64::MAX)
+    };
+    let reader: Box<dyn Read> = if gzip {
+        Box::new(GzDecoder::new(std::io::BufReader::new(file)))
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut archive = tar::Archive::new(reader);
     let entries = match archive.entries() {
         Ok(e) => e,
         Err(e) => {
@@ -218,7 +280,37 @@ pub fn read_shard(path: &Path, mut emit: impl FnMut(Result<RawSample, Skip>) -> 
             }
             continue;
         }
-        let mut data = Vec::with_capacity(entry.size() as usize);
+        let (key, mut ext) = split_member(&name.to_string_lossy());
+        // A new key completes the sample before it, whatever happens to this member.
+        if current.as_ref().is_some_and(|(k, _)| *k != key) {
+            let (k, parts) = current.take().expect("checked");
+            emitted += 1;
+            if !emit(parts.finish(&k)) {
+                return;
+            }
+        }
+        let size = entry.size();
+        let left = file_len.saturating_sub(entry.raw_file_position());
+        if size > left || size > MAX_MEMBER_BYTES {
+            emit(Err(shard_skip(
+                if size > left {
+                    "truncated shard"
+                } else {
+                    "corrupt shard"
+                },
+                format!(
+                    "member \"{}\" claims {size} bytes ({}); stopped after {emitted} samples",
+                    name.display(),
+                    if size > left {
+                        format!("only {left} remain in the shard")
+                    } else {
+                        format!("the limit is {MAX_MEMBER_BYTES}")
+                    }
+                ),
+            )));
+            return;
+        }
+        let mut data = Vec::with_capacity(size as usize);
         if let Err(e) = entry.read_to_end(&mut data) {
             emit(Err(shard_skip(
                 "truncated shard",
@@ -226,12 +318,26 @@ pub fn read_shard(path: &Path, mut emit: impl FnMut(Result<RawSample, Skip>) -> 
             )));
             return;
         }
-        let (key, ext) = split_member(&name.to_string_lossy());
-        if current.as_ref().is_some_and(|(k, _)| *k != key) {
-            let (k, parts) = current.take().expect("checked");
-            emitted += 1;
-            if !emit(parts.finish(&k)) {
-                return;
+        // webdataset decompresses `.gz` members: `0001.txt.gz` is the `txt` member.
+        if let Some(inner) = ext.strip_suffix(".gz").map(str::to_string) {
+            let mut plain = Vec::new();
+            let r = GzDecoder::new(data.as_slice())
+                .take(MAX_MEMBER_BYTES + 1)
+                .read_to_end(&mut plain);
+            match r {
+                Ok(n) if (n as u64) <= MAX_MEMBER_BYTES => {
+                    data = plain;
+                    ext = inner;
+                }
+                other => {
+                    let why = match other {
+                        Ok(_) => format!("decompresses past {MAX_MEMBER_BYTES} bytes"),
+                        Err(e) => e.to_string(),
+                    };
+                    let (_, parts) = current.get_or_insert_with(|| (key.clone(), Parts::default()));
+                    parts.bad = Some(format!("member \"{}\": {why}", name.display()));
+                    continue;
+                }
             }
         }
         let (_, parts) = current.get_or_insert_with(|| (key, Parts::default()));

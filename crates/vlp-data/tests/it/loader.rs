@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use vlp_data::loader::{Batch, Loader, LoaderConfig};
-use vlp_data::preprocess::ImagePipeline;
+use vlp_data::preprocess::{ImagePipeline, Preprocess};
 use vlp_data::shapes::{ShapesWorld, ShapesWorldConfig, Split};
 use vlp_data::source::{Source, open_source};
 use vlp_data::writer::{Format, ShardWriter, png_bytes, write_shapes};
@@ -416,15 +416,17 @@ fn bad_sources_give_clear_errors() {
         .unwrap()
         .to_string();
     assert!(e.contains("no rows"), "{e}");
-    let e = open_source("shapes:train:0", &Default::default())
-        .map(|s| {
-            Loader::new(s, ImagePipeline::clip(64), None, LoaderConfig::default())
-                .err()
-                .unwrap()
-                .to_string()
-        })
-        .unwrap();
-    assert!(e.contains("empty dataset"), "{e}");
+    for spec in [
+        "shapes:train:0",
+        "shapes:train:1e14",
+        "shapes:train:200000000",
+    ] {
+        let e = open_source(spec, &Default::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(spec) && e.contains("sample"), "{e}");
+    }
     let e = open_source("parquet:x", &Default::default())
         .err()
         .unwrap()

@@ -2,7 +2,7 @@
 
 use image::{Rgb, RgbImage};
 use vlp_core::checkpoint::TensorFile;
-use vlp_data::preprocess::{ImagePipeline, decode_image, load_image};
+use vlp_data::preprocess::{ImagePipeline, Preprocess, decode_image, load_image};
 
 use crate::reference;
 

@@ -186,7 +186,7 @@ impl ClipTokenizer {
 }
 
 impl Tokenizer for ClipTokenizer {
-    fn encode(&self, text: &str) -> Encoding {
+    fn encode(&self, text: &str) -> crate::Result<Encoding> {
         let mut ids = Vec::with_capacity(self.context_length);
         ids.push(SOT);
         ids.extend(self.encode_raw(text));
@@ -204,10 +204,10 @@ impl Tokenizer for ClipTokenizer {
         let attention_mask = (0..self.context_length)
             .map(|i| u32::from(i < real))
             .collect();
-        Encoding {
+        Ok(Encoding {
             ids,
             attention_mask,
-        }
+        })
     }
 
     fn decode(&self, ids: &[u32]) -> String {

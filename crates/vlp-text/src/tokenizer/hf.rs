@@ -26,6 +26,9 @@ impl std::fmt::Debug for HfTokenizer {
     }
 }
 
+/// Longest context a tokenizer pads to (a bound on what one text can allocate).
+pub const MAX_CONTEXT: usize = 8192;
+
 impl HfTokenizer {
     /// Reads `path`; `context_length` overrides the file's padding/truncation length (else the
     /// file's truncation length, else 77).
@@ -43,6 +46,14 @@ impl HfTokenizer {
                 _ => None,
             })
             .unwrap_or(77);
+        if !(2..=MAX_CONTEXT).contains(&length) {
+            return Err(TextError::Tokenizer {
+                path: path.into(),
+                reason: format!(
+                    "context length {length} is not in 2..={MAX_CONTEXT} (start and end tokens need 2)"
+                ),
+            });
+        }
         let mut padding = inner.get_padding().cloned().unwrap_or_else(|| {
             let (pad_id, pad_token) = match inner.token_to_id("<pad>") {
                 Some(id) => (id, "<pad>".to_string()),
@@ -102,15 +113,18 @@ impl HfTokenizer {
 }
 
 impl Tokenizer for HfTokenizer {
-    fn encode(&self, text: &str) -> Encoding {
-        match self.inner.encode(text, true) {
-            Ok(e) => Encoding {
-                ids: e.get_ids().to_vec(),
-                attention_mask: e.get_attention_mask().to_vec(),
-            },
-            // tokenizers only fails on inputs its model cannot represent; treat as empty text.
-            Err(_) => self.encode(""),
-        }
+    fn encode(&self, text: &str) -> Result<Encoding> {
+        let e = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| TextError::Encode {
+                text: text.chars().take(80).collect(),
+                reason: e.to_string(),
+            })?;
+        Ok(Encoding {
+            ids: e.get_ids().to_vec(),
+            attention_mask: e.get_attention_mask().to_vec(),
+        })
     }
 
     fn decode(&self, ids: &[u32]) -> String {

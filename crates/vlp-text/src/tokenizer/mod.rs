@@ -7,7 +7,7 @@ pub mod word;
 
 pub use clean::{clean_lower, fix_text, html_unescape, whitespace_clean};
 pub use clip::{ClipTokenizer, Padding};
-pub use hf::HfTokenizer;
+pub use hf::{HfTokenizer, MAX_CONTEXT};
 pub use word::word_tokenizer;
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
@@ -50,6 +50,34 @@ impl TokenBatch {
         )
     }
 
+    /// Stacks encodings of one context length (`None` when `encodings` is empty).
+    pub fn from_encodings(encodings: &[Encoding]) -> Option<Self> {
+        let context_length = encodings.first()?.ids.len();
+        Some(Self {
+            ids: encodings
+                .iter()
+                .flat_map(|e| e.ids.iter().copied())
+                .collect(),
+            attention_mask: encodings
+                .iter()
+                .flat_map(|e| e.attention_mask.iter().copied())
+                .collect(),
+            batch: encodings.len(),
+            context_length,
+        })
+    }
+
+    /// Rows `rows` as a batch of their own.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        let c = self.context_length;
+        Self {
+            ids: self.ids[rows.start * c..rows.end * c].to_vec(),
+            attention_mask: self.attention_mask[rows.start * c..rows.end * c].to_vec(),
+            batch: rows.len(),
+            context_length: c,
+        }
+    }
+
     /// Row `i` as an [`Encoding`].
     pub fn row(&self, i: usize) -> Encoding {
         let r = i * self.context_length..(i + 1) * self.context_length;
@@ -62,8 +90,10 @@ impl TokenBatch {
 
 /// What every tokenizer in vlp offers.
 pub trait Tokenizer: Send + Sync {
-    /// Tokenises one text to exactly [`context_length`](Tokenizer::context_length) ids.
-    fn encode(&self, text: &str) -> Encoding;
+    /// Tokenises one text to exactly [`context_length`](Tokenizer::context_length) ids, or says
+    /// why it cannot (a `tokenizer.json` whose model cannot represent the text): a text is never
+    /// silently replaced by another.
+    fn encode(&self, text: &str) -> crate::Result<Encoding>;
 
     /// Texts back from ids, special and padding tokens dropped.
     fn decode(&self, ids: &[u32]) -> String;
@@ -74,9 +104,12 @@ pub trait Tokenizer: Send + Sync {
     /// Number of ids the tokenizer can produce.
     fn vocab_size(&self) -> usize;
 
-    /// Tokenises many texts on all cores.
-    fn encode_batch(&self, texts: &[&str]) -> TokenBatch {
-        let encs: Vec<Encoding> = texts.par_iter().map(|t| self.encode(t)).collect();
+    /// Tokenises many texts on all cores; the first text that fails is the error.
+    fn encode_batch(&self, texts: &[&str]) -> crate::Result<TokenBatch> {
+        let encs: Vec<Encoding> = texts
+            .par_iter()
+            .map(|t| self.encode(t))
+            .collect::<crate::Result<_>>()?;
         let context_length = self.context_length();
         let mut ids = Vec::with_capacity(texts.len() * context_length);
         let mut attention_mask = Vec::with_capacity(texts.len() * context_length);
@@ -84,11 +117,11 @@ pub trait Tokenizer: Send + Sync {
             ids.extend(e.ids);
             attention_mask.extend(e.attention_mask);
         }
-        TokenBatch {
+        Ok(TokenBatch {
             ids,
             attention_mask,
             batch: texts.len(),
             context_length,
-        }
+        })
     }
 }

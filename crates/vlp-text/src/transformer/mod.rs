@@ -7,7 +7,7 @@ pub use config::{TextPooling, TextTransformerConfig};
 use burn::module::Module;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{Int, Tensor, backend::Backend};
-use vlp_core::nn::{AttentionMask, LayerNorm, TransformerEncoder};
+use vlp_core::nn::{AttentionMask, EncoderHook, LayerNorm, NoHook, TransformerEncoder, linear_2d};
 
 /// Token and position embeddings (HF `text_model.embeddings`).
 #[derive(Module, Debug)]
@@ -89,6 +89,46 @@ impl<B: Backend> TextTransformer<B> {
         pool_index: Tensor<B, 1, Int>,
         output_hidden_states: bool,
     ) -> TextOutput<B> {
+        self.forward_token_embeddings_hooked(
+            tokens,
+            attention_mask,
+            pool_index,
+            output_hidden_states,
+            &mut NoHook,
+        )
+    }
+
+    /// Encodes token ids with a [hook](EncoderHook) around every block (MaPLe-style per-layer
+    /// prompts, attention maps). A hook that changes the token count must also return matching
+    /// masks and restore the count by the last block, since pooling indexes the original tokens.
+    pub fn forward_hooked(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        output_hidden_states: bool,
+        hook: &mut dyn EncoderHook<B>,
+    ) -> TextOutput<B> {
+        let index = self.pool_index(input_ids.clone());
+        let tokens = self.embeddings.token_embedding.forward(input_ids);
+        self.forward_token_embeddings_hooked(
+            tokens,
+            attention_mask,
+            index,
+            output_hidden_states,
+            hook,
+        )
+    }
+
+    /// [`forward_token_embeddings`](Self::forward_token_embeddings) with a hook around every
+    /// block.
+    pub fn forward_token_embeddings_hooked(
+        &self,
+        tokens: Tensor<B, 3>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        pool_index: Tensor<B, 1, Int>,
+        output_hidden_states: bool,
+        hook: &mut dyn EncoderHook<B>,
+    ) -> TextOutput<B> {
         let [b, l, d] = tokens.dims();
         let device = tokens.device();
         let max = self.context_length();
@@ -111,7 +151,9 @@ impl<B: Backend> TextTransformer<B> {
             (false, Some(am)) => Some(AttentionMask::from_attention_mask(am)),
             (false, None) => None,
         };
-        let enc = self.encoder.forward(x, mask.as_ref(), output_hidden_states);
+        let enc = self
+            .encoder
+            .forward_hooked(x, mask.as_ref(), output_hidden_states, hook);
         let last = self.final_layer_norm.forward(enc.last_hidden_state);
         let idx = pool_index.reshape([b, 1, 1]).expand([b, 1, d]);
         let pooled = last.clone().gather(1, idx).reshape([b, d]);
@@ -123,6 +165,18 @@ impl<B: Backend> TextTransformer<B> {
             last_hidden_state: last,
             pooler_output: pooled,
             hidden_states: enc.hidden_states,
+        }
+    }
+
+    /// Every output token as the pooled one is mapped (through SigLIP's `head`), for token-level
+    /// objectives (FILIP, DreamLIP).
+    ///
+    /// # Shapes
+    /// - returns: `[batch, tokens, output_size]`
+    pub fn token_features(&self, out: &TextOutput<B>) -> Tensor<B, 3> {
+        match &self.head {
+            Some(h) => linear_2d(h, out.last_hidden_state.clone()),
+            None => out.last_hidden_state.clone(),
         }
     }
 

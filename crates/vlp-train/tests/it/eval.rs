@@ -10,10 +10,9 @@ use vlp_tasks::probe::linear_probe;
 use vlp_tasks::retrieval::retrieval;
 use vlp_tasks::zeroshot::{classifier, evaluate};
 use vlp_train::comm::Single;
-use vlp_train::model::{build_tokenizer, model_config, pipeline};
 use vlp_train::trainer::Trainer;
 
-use crate::{batches, model, tiny};
+use crate::{arch, batches, method, model, tiny};
 
 #[test]
 fn trained_model_passes_the_battery() {
@@ -28,14 +27,20 @@ fn trained_model_passes_the_battery() {
         "optim.warmup_steps=20",
     ]);
     let data = batches(&cfg, 250);
-    let mut t = Trainer::new(&cfg, model(&cfg, 11), default_device(), Single);
+    let mut t = Trainer::new(
+        &cfg,
+        method(&cfg),
+        model(&cfg, 11),
+        default_device(),
+        Single,
+    );
     for b in &data {
         t.step(b).unwrap();
     }
     let dev = default_device();
     let m = t.model.valid();
-    let tok = build_tokenizer(&cfg).unwrap();
-    let arch = model_config(&cfg, &tok).unwrap();
+    let tok = vlp_train::model::build_tokenizer(&cfg).unwrap();
+    let arch = arch(&cfg);
     let embed = |spec: &str| {
         let lc = LoaderConfig {
             batch_size: 100,
@@ -46,7 +51,7 @@ fn trained_model_passes_the_battery() {
         };
         let loader = Loader::new(
             open_source(spec, &cfg.data.shapes).unwrap(),
-            pipeline(&arch),
+            vlp_data::ImagePipeline::clip(arch.vision.image_size),
             None,
             lc,
         )
@@ -62,7 +67,7 @@ fn trained_model_passes_the_battery() {
     let cls = classifier(&m, tok.tokenizer.as_ref(), &classes, &templates, &dev).unwrap();
     let zs = evaluate(&test.features, &y, &cls).unwrap();
     let caps: Vec<&str> = test.captions.iter().map(|c| c[0].as_str()).collect();
-    let texts = embed_texts(&m, tok.tokenizer.as_ref(), &caps, 128, &dev);
+    let texts = embed_texts(&m, tok.tokenizer.as_ref(), &caps, 128, &dev).unwrap();
     let ret = retrieval(&test.features, &texts, &(0..caps.len()).collect::<Vec<_>>()).unwrap();
     let probe = linear_probe::<vlp_core::backend::DefaultBackend>(
         &train.features,

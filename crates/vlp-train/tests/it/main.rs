@@ -1,15 +1,29 @@
 //! Training-runner tests on tiny models and ShapesWorld (seconds each).
 
+// The CPU device is `Copy`, GPU devices are not: the clones keep the tests backend-agnostic.
+#![allow(clippy::clone_on_copy)]
+
+mod comm;
 mod eval;
+mod filip;
 mod steps;
+mod toy;
 
 use std::sync::Arc;
 
-use vlp_core::backend::{TrainBackend, default_device};
+use vlp_core::backend::{DefaultDevice, TrainBackend, default_device};
 use vlp_data::loader::{Batch, Loader, LoaderConfig};
 use vlp_data::source::open_source;
 use vlp_train::TrainConfig;
-use vlp_train::model::{build_tokenizer, model_config, pipeline};
+use vlp_train::method::BuildContext;
+use vlp_train::method::clip::{ClipMethod, architecture, pipeline_of};
+use vlp_train::model::build_tokenizer;
+
+/// `burn::collective` is one registry per process: tests that register ranks take turns.
+pub fn collective_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A config small enough to train in seconds.
 pub fn tiny(overrides: &[&str]) -> TrainConfig {
@@ -39,10 +53,37 @@ pub fn tiny(overrides: &[&str]) -> TrainConfig {
     TrainConfig::load(None, &o).unwrap()
 }
 
+/// The CLIP-family method `cfg` names.
+pub fn method(cfg: &TrainConfig) -> Arc<ClipMethod> {
+    Arc::new(match cfg.method.kind.as_str() {
+        "siglip" => ClipMethod::siglip(cfg).unwrap(),
+        _ => ClipMethod::clip(cfg).unwrap(),
+    })
+}
+
+/// One device per rank of `cfg` (the CPU has one; ranks share it).
+pub fn devices(cfg: &TrainConfig) -> Vec<DefaultDevice> {
+    vec![default_device(); cfg.distributed.devices]
+}
+
+/// The dual-encoder architecture of `cfg`.
+pub fn arch(cfg: &TrainConfig) -> vlp_align::ClipConfig {
+    let tok = build_tokenizer(cfg).unwrap();
+    let ctx = BuildContext {
+        config: cfg,
+        tokenizer: &tok,
+    };
+    architecture(&ctx, cfg.method.kind == "siglip").unwrap()
+}
+
 /// The first `n` training batches of `cfg`.
 pub fn batches(cfg: &TrainConfig, n: usize) -> Vec<Batch> {
     let tok = build_tokenizer(cfg).unwrap();
-    let arch = model_config(cfg, &tok).unwrap();
+    let ctx = BuildContext {
+        config: cfg,
+        tokenizer: &tok,
+    };
+    let pipe = pipeline_of(&ctx, &architecture(&ctx, false).unwrap()).unwrap();
     let lc = LoaderConfig {
         batch_size: cfg.data.batch_size,
         workers: 1,
@@ -52,7 +93,7 @@ pub fn batches(cfg: &TrainConfig, n: usize) -> Vec<Batch> {
     };
     let loader = Loader::new(
         open_source(&cfg.data.train, &cfg.data.shapes).unwrap(),
-        pipeline(&arch),
+        pipe,
         Some(Arc::clone(&tok.tokenizer)),
         lc,
     )
@@ -62,8 +103,7 @@ pub fn batches(cfg: &TrainConfig, n: usize) -> Vec<Batch> {
 
 /// A fresh model for `cfg`, seeded.
 pub fn model(cfg: &TrainConfig, seed: u64) -> vlp_align::ClipModel<TrainBackend> {
-    let tok = build_tokenizer(cfg).unwrap();
-    let arch = model_config(cfg, &tok).unwrap();
+    let arch = arch(cfg);
     let dev = default_device();
     <TrainBackend as burn::tensor::backend::Backend>::seed(&dev, seed);
     let m = arch.init::<TrainBackend>(&dev);

@@ -11,7 +11,7 @@ use vlp_train::metrics::MetricsLog;
 use vlp_train::trainer::Trainer;
 use vlp_train::{RunOptions, TrainError, train};
 
-use crate::{batches, model, tiny};
+use crate::{batches, collective_lock, devices, method, model, tiny};
 
 fn params(
     m: &vlp_align::ClipModel<A>,
@@ -40,9 +40,9 @@ fn mean(v: &[f32]) -> f32 {
 fn loss_falls_with_both_objectives() {
     for loss in ["clip", "siglip"] {
         // A schedule longer than the 32 steps taken, so the rate stays up.
-        let cfg = tiny(&[&format!("model.loss={loss}"), "optim.steps=200"]);
+        let cfg = tiny(&[&format!("method.kind={loss}"), "optim.steps=200"]);
         let data = batches(&cfg, 8);
-        let mut t = Trainer::new(&cfg, model(&cfg, 1), default_device(), Single);
+        let mut t = Trainer::new(&cfg, method(&cfg), model(&cfg, 1), default_device(), Single);
         let mut losses = Vec::new();
         for round in 0..4 {
             for b in &data {
@@ -66,7 +66,7 @@ fn non_finite_loss_skips_the_step_and_stops_a_divergent_run() {
     let mut data = batches(&cfg, 1);
     let good = data[0].clone();
     data[0].images.iter_mut().for_each(|v| *v = f32::NAN);
-    let mut t = Trainer::new(&cfg, model(&cfg, 2), default_device(), Single);
+    let mut t = Trainer::new(&cfg, method(&cfg), model(&cfg, 2), default_device(), Single);
     let before = t.model.clone();
     let r = t.step(&data[0]).unwrap();
     assert!(r.skipped && !r.loss.is_finite());
@@ -92,8 +92,20 @@ fn accumulation_gives_the_same_update_as_one_big_batch() {
     let cfg1 = tiny(&[]);
     let cfg4 = tiny(&["optim.accumulate=4"]);
     let data = batches(&cfg1, 1);
-    let mut a = Trainer::new(&cfg1, model(&cfg1, 3), default_device(), Single);
-    let mut b = Trainer::new(&cfg4, a.model.clone(), default_device(), Single);
+    let mut a = Trainer::new(
+        &cfg1,
+        method(&cfg1),
+        model(&cfg1, 3),
+        default_device(),
+        Single,
+    );
+    let mut b = Trainer::new(
+        &cfg4,
+        method(&cfg4),
+        a.model.clone(),
+        default_device(),
+        Single,
+    );
     let (ra, rb) = (a.step(&data[0]).unwrap(), b.step(&data[0]).unwrap());
     assert!(
         (ra.loss - rb.loss).abs() < 1e-5,
@@ -115,7 +127,7 @@ fn accumulation_gives_the_same_update_as_one_big_batch() {
 fn locked_image_tower_does_not_move() {
     let cfg = tiny(&["optim.lock_image=true"]);
     let data = batches(&cfg, 2);
-    let mut t = Trainer::new(&cfg, model(&cfg, 4), default_device(), Single);
+    let mut t = Trainer::new(&cfg, method(&cfg), model(&cfg, 4), default_device(), Single);
     let before = params(&t.model);
     for b in &data {
         t.step(b).unwrap();
@@ -130,12 +142,13 @@ fn locked_image_tower_does_not_move() {
 
 #[test]
 fn two_ranks_compute_the_single_process_update() {
+    let _turn = collective_lock();
     // One step on 16 samples in one process, and as 2 ranks × 8 samples with the contrastive
     // loss over the gathered global batch and summed gradients (burn::collective on threads).
     let cfg = tiny(&[]);
     let data = batches(&cfg, 1);
     let init = model(&cfg, 5);
-    let mut single = Trainer::new(&cfg, init.clone(), default_device(), Single);
+    let mut single = Trainer::new(&cfg, method(&cfg), init.clone(), default_device(), Single);
     let want = single.step(&data[0]).unwrap();
     let halves: Vec<vlp_data::loader::Batch> = (0..2)
         .map(|r| {
@@ -166,7 +179,7 @@ fn two_ranks_compute_the_single_process_update() {
                 s.spawn(move || {
                     let config = burn::collective::CollectiveConfig::default().with_num_devices(2);
                     let comm = Collective::<A>::register(r, 2, default_device(), config).unwrap();
-                    let mut t = Trainer::new(cfg2, init, default_device(), comm);
+                    let mut t = Trainer::new(cfg2, method(cfg2), init, default_device(), comm);
                     let rep = t.step(&half).unwrap();
                     (rep.loss, t.model)
                 })
@@ -195,6 +208,7 @@ fn resumed_run_follows_the_uninterrupted_trajectory() {
     let full = dir.path().join("full");
     train::<A>(
         &cfg,
+        devices(&cfg),
         RunOptions {
             run_dir: Some(full.clone()),
             ..Default::default()
@@ -206,6 +220,7 @@ fn resumed_run_follows_the_uninterrupted_trajectory() {
     let stop = Arc::new(AtomicBool::new(true));
     let e = train::<A>(
         &cfg,
+        devices(&cfg),
         RunOptions {
             run_dir: Some(part.clone()),
             stop,
@@ -217,6 +232,7 @@ fn resumed_run_follows_the_uninterrupted_trajectory() {
     std::fs::write(part.join("config.toml"), toml::to_string(&cfg).unwrap()).unwrap();
     train::<A>(
         &cfg,
+        devices(&cfg),
         RunOptions {
             resume: Some(part.clone()),
             ..Default::default()
@@ -237,6 +253,7 @@ fn resumed_run_follows_the_uninterrupted_trajectory() {
 
 #[test]
 fn ranks_that_built_their_own_models_stay_in_step() {
+    let _turn = collective_lock();
     // Each rank (thread or machine) builds its own model: different weights and different
     // `ParamId`s. `sync_model` must equalise the weights, and the gradient all-reduce must pair
     // tensors by module position, not by id, so that both ranks take the same step.
@@ -255,7 +272,7 @@ fn ranks_that_built_their_own_models_stay_in_step() {
                     let comm = Collective::<A>::register(r, 2, default_device(), config).unwrap();
                     use vlp_train::comm::Comm;
                     let m = comm.sync_model(m).unwrap();
-                    let mut t = Trainer::new(cfg, m, default_device(), comm);
+                    let mut t = Trainer::new(cfg, method(cfg), m, default_device(), comm);
                     t.step(&batch).unwrap();
                     t.model
                 })
@@ -269,10 +286,12 @@ fn ranks_that_built_their_own_models_stay_in_step() {
 
 #[test]
 fn two_device_run_trains_and_multi_node_is_refused_clearly() {
+    let _turn = collective_lock();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(&["optim.steps=3", "distributed.devices=2"]);
     let report = train::<A>(
         &cfg,
+        devices(&cfg),
         RunOptions {
             run_dir: Some(dir.path().join("two")),
             ..Default::default()
@@ -288,6 +307,7 @@ fn two_device_run_trains_and_multi_node_is_refused_clearly() {
     ]);
     let e = train::<A>(
         &cfg,
+        devices(&cfg),
         RunOptions {
             run_dir: Some(dir.path().join("nodes")),
             ..Default::default()
@@ -319,6 +339,7 @@ fn default_model_learns_in_a_handful_of_steps() {
     assert_eq!(cfg.model, vlp_train::TrainConfig::default().model);
     train::<A>(
         &cfg,
+        devices(&cfg),
         RunOptions {
             run_dir: Some(dir.path().to_path_buf()),
             ..Default::default()

@@ -10,7 +10,7 @@ pub use pooling::AttentionPoolingHead;
 
 use burn::module::Module;
 use burn::tensor::{Tensor, backend::Backend};
-use vlp_core::nn::{LayerNorm, TransformerEncoder};
+use vlp_core::nn::{EncoderHook, LayerNorm, NoHook, TransformerEncoder};
 
 /// A Vision Transformer, with fields named after Hugging Face's `vision_model`.
 #[derive(Module, Debug)]
@@ -64,11 +64,36 @@ impl<B: Backend> Vit<B> {
     /// # Shapes
     /// - `tokens`: `[batch, tokens, hidden]`, the output of [`VitEmbeddings::forward`] or an edit of it
     pub fn forward_tokens(&self, tokens: Tensor<B, 3>, output_hidden_states: bool) -> VitOutput<B> {
+        self.forward_tokens_hooked(tokens, output_hidden_states, &mut NoHook)
+    }
+
+    /// Encodes images with a [hook](EncoderHook) around every block: deep visual prompts,
+    /// per-layer masks, attention maps (see `vlp_core::nn::EncoderHook`).
+    pub fn forward_hooked(
+        &self,
+        pixels: Tensor<B, 4>,
+        output_hidden_states: bool,
+        hook: &mut dyn EncoderHook<B>,
+    ) -> VitOutput<B> {
+        let x = self.embeddings.forward(pixels);
+        self.forward_tokens_hooked(x, output_hidden_states, hook)
+    }
+
+    /// [`forward_tokens`](Self::forward_tokens) with a hook around every block. Hooks that
+    /// add tokens must remove them again by the last block if the class token is to stay first.
+    pub fn forward_tokens_hooked(
+        &self,
+        tokens: Tensor<B, 3>,
+        output_hidden_states: bool,
+        hook: &mut dyn EncoderHook<B>,
+    ) -> VitOutput<B> {
         let x = match &self.pre_layrnorm {
             Some(ln) => ln.forward(tokens),
             None => tokens,
         };
-        let enc = self.encoder.forward(x, None, output_hidden_states);
+        let enc = self
+            .encoder
+            .forward_hooked(x, None, output_hidden_states, hook);
         let x = enc.last_hidden_state;
         let (last_hidden_state, pooler_output) = match &self.head {
             None => {
@@ -108,6 +133,30 @@ impl<B: Backend> Vit<B> {
         let e = self.embeddings;
         self.embeddings = e.with_grid(image_size / patch);
         self
+    }
+
+    /// Every output token normalised as the pooled feature is (CLIP applies `post_layernorm` to
+    /// the class token only; here to every token, as FILIP and MaskCLIP-style dense features
+    /// need), ready for the image projection.
+    ///
+    /// # Shapes
+    /// - returns: `[batch, tokens, hidden]`
+    pub fn token_features(&self, out: &VitOutput<B>) -> Tensor<B, 3> {
+        match &self.head {
+            // SigLIP's last_hidden_state is already after post_layernorm.
+            Some(_) => out.last_hidden_state.clone(),
+            None => self.post_layernorm.forward(out.last_hidden_state.clone()),
+        }
+    }
+
+    /// Whether the first output token is a class token (CLIP) rather than a patch (SigLIP).
+    pub fn has_class_token(&self) -> bool {
+        self.embeddings.class_embedding.is_some()
+    }
+
+    /// Side of the patch grid (`image_size / patch_size`); patch tokens are row-major over it.
+    pub fn grid(&self) -> usize {
+        self.embeddings.grid()
     }
 
     /// Width of the token features.

@@ -1,0 +1,48 @@
+//! Methods by name: the one place a config's `[method] kind` becomes a type. Adding a method is
+//! one line in [`methods!`]'s invocation below.
+
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::run::{FinalReport, RunOptions, train_method};
+
+macro_rules! methods {
+    ($($name:literal => $build:path),* $(,)?) => {
+        /// Every registered method name.
+        pub const NAMES: &[&str] = &[$($name),*];
+
+        /// Trains the method `cfg.method.kind` names on `devices` (one rank each).
+        pub fn train_named<B: AutodiffBackend>(
+            cfg: &TrainConfig,
+            devices: Vec<B::Device>,
+            opts: RunOptions,
+        ) -> Result<FinalReport> {
+            match cfg.method.kind.as_str() {
+                $($name => train_method::<B, _>(cfg, $build(cfg)?, devices, opts),)*
+                other => Err(unknown(other)),
+            }
+        }
+
+        /// Checks that `cfg.method` names a registered method with valid settings.
+        pub fn check(cfg: &TrainConfig) -> Result<()> {
+            match cfg.method.kind.as_str() {
+                $($name => $build(cfg).map(|_| ()),)*
+                other => Err(unknown(other)),
+            }
+        }
+    };
+}
+
+fn unknown(kind: &str) -> TrainError {
+    TrainError::Config(format!(
+        "`method.kind` = \"{kind}\" is not a registered method ({})",
+        NAMES.join(", ")
+    ))
+}
+
+methods! {
+    "clip" => super::clip::ClipMethod::clip,
+    "siglip" => super::clip::ClipMethod::siglip,
+    "filip" => super::filip::FilipMethod::from_config,
+}

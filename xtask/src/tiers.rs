@@ -1,0 +1,223 @@
+//! One build of every test binary, then test tiers that reuse it.
+//!
+//! The build enables every backend (`vlp-core/wgpu-runtime`, `vlp-core/cuda-runtime`) while the
+//! CPU stays the default backend, so the GPU tiers need no second build of the workspace, and it
+//! runs clippy on the workspace crates *as* it compiles them (`clippy-driver` as the workspace
+//! rustc wrapper, warnings denied): the dependencies are built once, never also "checked".
+//! Every `cargo test` here uses the same features and environment, so none of them rebuilds.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::{cargo, preflight, run};
+
+/// Features of the test build: every backend compiled in, the CPU the default.
+pub const TEST_FEATURES: &str = "vlp-core/wgpu-runtime,vlp-core/cuda-runtime";
+
+/// Where a tier's tests live: the modules `backend_tests!` generates.
+fn module(backend: &str) -> String {
+    format!("on_{backend}::")
+}
+
+fn cargo_test() -> Result<Command> {
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--features", TEST_FEATURES]);
+    c.env("RUSTC_WORKSPACE_WRAPPER", preflight::clippy_driver()?);
+    // What `cargo clippy -- -D warnings` passes to clippy-driver.
+    c.env(
+        "CLIPPY_ARGS",
+        "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+    );
+    // lavapipe warns on every start when no session bus exists.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    Ok(c)
+}
+
+/// Builds every target's test binary, linting the workspace crates on the way.
+pub fn build() -> Result<()> {
+    let mut c = cargo_test()?;
+    c.args(["--all-targets", "--no-run"]);
+    run(
+        c,
+        "build of every test binary, with clippy (warnings denied)",
+    )
+}
+
+/// Counts of one `cargo test` run, from libtest's `test result:` lines.
+#[derive(Debug, Default, PartialEq)]
+pub struct Counts {
+    /// Tests that passed.
+    pub passed: usize,
+    /// Tests that failed.
+    pub failed: usize,
+    /// Tests ignored (slow checks).
+    pub ignored: usize,
+    /// Test binaries that ran.
+    pub binaries: usize,
+}
+
+impl Counts {
+    /// Adds one `test result:` line; other lines are ignored.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        let num = |key: &str| -> usize {
+            rest.split(';')
+                .find_map(|part| part.trim().strip_suffix(key).map(str::trim))
+                .and_then(|n| n.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        self.passed += num("passed");
+        self.failed += num("failed");
+        self.ignored += num("ignored");
+        self.binaries += 1;
+    }
+}
+
+/// Runs `c`, echoing its standard output and counting libtest's results.
+fn counted(mut c: Command, what: &str) -> Result<Counts> {
+    eprintln!("xtask: {what}");
+    let start = Instant::now();
+    let mut child = c
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start: {what}"))?;
+    let mut counts = Counts::default();
+    let out = child.stdout.take().expect("piped");
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        counts.add_line(&line);
+    }
+    let status = child.wait()?;
+    eprintln!(
+        "xtask: {what}: {} passed, {} failed, {} ignored in {} test binaries, {:.0} s",
+        counts.passed,
+        counts.failed,
+        counts.ignored,
+        counts.binaries,
+        start.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        bail!("failed: {what} ({status})");
+    }
+    Ok(counts)
+}
+
+/// Runs one tier on the build made by [`build`]; returns the number of tests that ran.
+///
+/// `cpu`: every test except the GPU copies of the backend tests, then the criterion benches in
+/// test mode (each benchmark once). `wgpu` / `cuda`: the backend tests on that backend. Filters
+/// narrow a tier (on a GPU tier, they are prefixes of test-function names). A tier that runs no
+/// test fails: a filter that matches nothing is a mistake, not a pass.
+pub fn run_tier(backend: &str, filters: &[String]) -> Result<usize> {
+    let mut c = cargo_test()?;
+    c.args(["--lib", "--bins", "--tests", "--no-fail-fast", "--"]);
+    // The tests check numbers, not speed: CubeCL's least autotuning (each new kernel shape is
+    // otherwise benchmarked, which dominates a cold run on software Vulkan).
+    if backend != "cpu" && std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none() {
+        c.env("CUBECL_AUTOTUNE_LEVEL", "minimal");
+    }
+    if backend == "cpu" {
+        c.args(filters);
+        for other in ["wgpu", "cuda"] {
+            c.args(["--skip", &module(other)]);
+        }
+    } else if filters.is_empty() {
+        c.arg(module(backend));
+    } else {
+        c.args(filters.iter().map(|f| format!("{}{f}", module(backend))));
+    }
+    let what = format!("tests on {backend}");
+    let counts = counted(c, &what)?;
+    let ran = counts.passed + counts.failed;
+    if ran == 0 {
+        bail!(
+            "{what} ran no test: the filter ({}) matches nothing",
+            if filters.is_empty() {
+                module(backend)
+            } else {
+                filters.join(" ")
+            }
+        );
+    }
+    if backend == "cpu" && filters.is_empty() {
+        let mut c = cargo_test()?;
+        // `--benches` would also take every library (they have `bench = true`): name the
+        // bench targets instead (those without required features).
+        // (Selecting packages instead of `--workspace` would change feature unification and
+        // rebuild dependencies.)
+        for (_, bench) in bench_targets()? {
+            c.args(["--bench", &bench]);
+        }
+        run(c, "benches in test mode (each benchmark once)")?;
+    }
+    Ok(ran)
+}
+
+/// (package, bench target) of every criterion bench that builds without extra features.
+fn bench_targets() -> Result<Vec<(String, String)>> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("could not run cargo metadata")?;
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut v = Vec::new();
+    for p in m["packages"].as_array().into_iter().flatten() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let bench = t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bench"));
+            let needs = t["required-features"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty());
+            if bench && !needs {
+                v.push((
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    t["name"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_libtest_result_lines() {
+        let mut c = Counts::default();
+        for l in [
+            "running 3 tests",
+            "test a ... ok",
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 5 filtered out; finished in 0.01s",
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.2s",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 7 filtered out; finished in 0.00s",
+        ] {
+            c.add_line(l);
+        }
+        assert_eq!(
+            c,
+            Counts {
+                passed: 4,
+                failed: 2,
+                ignored: 1,
+                binaries: 3
+            }
+        );
+    }
+
+    #[test]
+    fn gpu_tiers_select_their_module() {
+        assert_eq!(module("wgpu"), "on_wgpu::");
+        assert_eq!(module("cuda"), "on_cuda::");
+    }
+}
