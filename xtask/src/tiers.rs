@@ -41,6 +41,11 @@ fn cargo_test() -> Result<Command> {
 pub fn build() -> Result<()> {
     let mut c = cargo_test()?;
     c.args(["--all-targets", "--no-run"]);
+    // `VLP_TIMINGS=1`: cargo's per-crate timing report (target/cargo-timings/), to see what a
+    // cold build spends its time on.
+    if std::env::var_os("VLP_TIMINGS").is_some() {
+        c.arg("--timings");
+    }
     run(
         c,
         "build of every test binary, with clippy (warnings denied)",

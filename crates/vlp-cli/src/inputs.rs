@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use vlp_core::checkpoint::{HostTensor, StoredDType, write_safetensors};
 use vlp_data::{ImagePipeline, Preprocess};
-use vlp_text::{ClipTokenizer, HfTokenizer, Padding, Tokenizer};
+use vlp_text::Padding;
 
 /// Padding of the built-in CLIP tokenizer.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -21,7 +21,8 @@ pub enum Pad {
 /// Arguments of `vlp tokenize`.
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {
-    /// `clip` for the built-in CLIP BPE, or the path of a Hugging Face tokenizer.json.
+    /// `clip` for the built-in CLIP BPE, `words` for ShapesWorld's word tokenizer, or the path of
+    /// a Hugging Face tokenizer.json.
     #[arg(long, default_value = "clip")]
     tokenizer: String,
     /// Tokens per text (padding and truncation length); default 77, or the tokenizer.json's own.
@@ -37,24 +38,24 @@ pub struct TokenizeArgs {
 
 /// Prints `{"ids": [...], "attention_mask": [...]}` per text.
 pub fn tokenize(args: TokenizeArgs) -> anyhow::Result<()> {
-    let tok: Box<dyn Tokenizer> = if args.tokenizer == "clip" {
-        let pad = match args.pad {
-            Pad::Zero => Padding::Zero,
-            Pad::Eot => Padding::Eot,
-        };
-        let n = args.context_length.unwrap_or(77);
-        if !(2..=vlp_text::tokenizer::MAX_CONTEXT).contains(&n) {
-            bail!(
-                "--context-length {n} is not in 2..={} (the start and end tokens need 2)",
-                vlp_text::tokenizer::MAX_CONTEXT
-            );
+    let pad = match args.pad {
+        Pad::Zero => Padding::Zero,
+        Pad::Eot => Padding::Eot,
+    };
+    let tok = match (args.tokenizer.as_str(), args.context_length) {
+        // A tokenizer.json keeps its own length unless told otherwise.
+        (path, None) if path != "clip" && path != "words" => {
+            vlp_text::tokenizer::from_hf(vlp_text::HfTokenizer::from_file(path, None)?).tokenizer
         }
-        Box::new(ClipTokenizer::new(n, pad))
-    } else {
-        Box::new(HfTokenizer::from_file(
-            &args.tokenizer,
-            args.context_length,
-        )?)
+        (kind, n) => {
+            vlp_text::tokenizer::resolve(
+                kind,
+                n.unwrap_or(77),
+                pad,
+                &vlp_data::shapes::vocabulary(),
+            )?
+            .tokenizer
+        }
     };
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let batch = tok.encode_batch(&texts)?;

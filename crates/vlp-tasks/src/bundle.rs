@@ -6,7 +6,8 @@ use burn::tensor::backend::Backend;
 use vlp_align::pretrained::{Layout, Pretrained, load_pretrained};
 use vlp_align::{ClipConfig, ClipModel};
 use vlp_data::preprocess::ImagePipeline;
-use vlp_text::{ClipTokenizer, HfTokenizer, Padding, Tokenizer};
+use vlp_text::tokenizer::resolve_for_model;
+use vlp_text::{Padding, Tokenizer};
 
 use crate::error::Result;
 
@@ -17,7 +18,7 @@ pub struct Bundle<B: Backend> {
     /// Its configuration.
     pub config: ClipConfig,
     /// The tokenizer its texts need.
-    pub tokenizer: Box<dyn Tokenizer>,
+    pub tokenizer: std::sync::Arc<dyn Tokenizer>,
     /// The image pipeline its checkpoint expects.
     pub pipeline: ImagePipeline,
 }
@@ -40,35 +41,17 @@ pub fn load_bundle<B: Backend>(
         preprocess,
         ..
     } = load_pretrained::<B>(dir, device)?;
-    let ctx = config.text.max_position_embeddings;
-    let clip_tok = |layout: Layout| -> Box<dyn Tokenizer> {
-        Box::new(ClipTokenizer::new(
-            ctx,
-            if layout == Layout::Hf {
-                Padding::Eot
-            } else {
-                Padding::Zero
-            },
-        ))
+    let padding = if layout == Layout::Hf {
+        Padding::Eot
+    } else {
+        Padding::Zero
     };
-    let tokenizer: Box<dyn Tokenizer> = match tokenizer {
-        Some("clip") => clip_tok(layout),
-        Some(path) => Box::new(HfTokenizer::from_file(path, Some(ctx)).map_err(|e| {
-            crate::error::TaskError::Invalid {
-                task: "tokenizer".into(),
-                reason: e.to_string(),
-            }
-        })?),
-        None if dir.join("tokenizer.json").is_file() => Box::new(
-            HfTokenizer::from_file(dir.join("tokenizer.json"), Some(ctx)).map_err(|e| {
-                crate::error::TaskError::Invalid {
-                    task: "tokenizer".into(),
-                    reason: e.to_string(),
-                }
-            })?,
-        ),
-        None => clip_tok(layout),
-    };
+    let tokenizer = resolve_for_model(dir, tokenizer, config.text.max_position_embeddings, padding)
+        .map_err(|e| crate::error::TaskError::Invalid {
+            task: "tokenizer".into(),
+            reason: e.to_string(),
+        })?
+        .tokenizer;
     let pipeline = preprocess;
     Ok(Bundle {
         model,

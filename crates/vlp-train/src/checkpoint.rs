@@ -26,6 +26,9 @@ pub struct TrainState {
     pub skipped_steps: usize,
     /// Non-finite losses in a row, at the time of saving.
     pub nonfinite_run: usize,
+    /// Data-parallel ranks of the run (resuming needs the same: the data is sharded by rank).
+    #[serde(default)]
+    pub world: usize,
 }
 
 fn recorder() -> BinFileRecorder<FullPrecisionSettings> {

@@ -8,9 +8,11 @@ use burn::collective::{self, CollectiveConfig, CollectiveError, PeerId, ReduceOp
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::error::{Result, TrainError};
+use crate::liveness::Watchdog;
 use crate::method::{Embeddings, Entry};
 
 /// What a training step needs from its peers.
@@ -34,8 +36,9 @@ pub trait Comm<B: AutodiffBackend>: Send {
     ) -> Result<GradientsParams>
     where
         Self: Sized;
-    /// Makes every rank hold the same weights (their mean) before training starts: ranks that
-    /// initialise their own copy need not draw the same random numbers.
+    /// Makes every rank hold rank 0's weights before training starts (a broadcast, as DDP does):
+    /// ranks that initialise their own copy need not draw the same random numbers. Not their
+    /// mean: the mean of independent initialisations has a smaller spread than any of them.
     fn sync_model<M: AutodiffModule<B>>(&self, model: M) -> Result<M>
     where
         Self: Sized;
@@ -102,6 +105,8 @@ pub struct Collective<B: AutodiffBackend> {
     peer: PeerId,
     rank: usize,
     world: usize,
+    /// Across machines: stops the process when a collective call makes no progress.
+    watchdog: Option<Watchdog>,
     _b: PhantomData<B>,
 }
 
@@ -124,8 +129,29 @@ impl<B: AutodiffBackend> Collective<B> {
             peer,
             rank,
             world,
+            watchdog: None,
             _b: PhantomData,
         })
+    }
+
+    /// Puts every collective call under `watchdog` (multi-node runs).
+    pub fn with_watchdog(mut self, watchdog: Watchdog) -> Self {
+        self.watchdog = Some(watchdog);
+        self
+    }
+
+    /// One all-reduce of a primitive, under the watchdog when there is one.
+    fn reduce(
+        &self,
+        label: &'static str,
+        t: FloatTensor<B::InnerBackend>,
+        op: ReduceOperation,
+    ) -> Result<FloatTensor<B::InnerBackend>> {
+        let run = || collective::all_reduce::<B::InnerBackend>(self.peer, t, op).map_err(cerr);
+        match &self.watchdog {
+            Some(w) => w.guard(label, run),
+            None => run(),
+        }
     }
 }
 
@@ -155,14 +181,13 @@ impl<B: AutodiffBackend> Comm<B> for Collective<B> {
         for (k, d) in dims.iter().enumerate() {
             mine[r * D + k] = *d as f32;
         }
-        let shapes = collective::all_reduce::<B::InnerBackend>(
-            self.peer,
+        let shapes = self.reduce(
+            "gathering feature shapes",
             Tensor::<B::InnerBackend, 1>::from_floats(mine.as_slice(), &device)
                 .into_primitive()
                 .tensor(),
             ReduceOperation::Sum,
-        )
-        .map_err(cerr)?;
+        )?;
         let shapes: Vec<usize> =
             Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(shapes))
                 .into_data()
@@ -188,12 +213,11 @@ impl<B: AutodiffBackend> Comm<B> for Collective<B> {
         });
         let padded = Tensor::<B::InnerBackend, D>::zeros(shape, &device)
             .slice_assign(local.clone(), z.clone().inner());
-        let full = collective::all_reduce::<B::InnerBackend>(
-            self.peer,
+        let full = self.reduce(
+            "gathering features",
             padded.into_primitive().tensor(),
             ReduceOperation::Sum,
-        )
-        .map_err(cerr)?;
+        )?;
         let full = Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(full));
         Ok(Tensor::<B, D>::from_inner(full).slice_assign(local, z))
     }
@@ -205,27 +229,50 @@ impl<B: AutodiffBackend> Comm<B> for Collective<B> {
     ) -> Result<GradientsParams> {
         // In module order, not `GradientsParams::all_reduce`'s sorted-`ParamId` order: ids are
         // random per process, so ranks that built their own model would pair different tensors
-        // (`AllReduceShapeMismatch` between threads, a hang between machines).
-        let mut v = ReduceGrads::<B> {
+        // (`AllReduceShapeMismatch` between threads, a hang between machines). All gradients
+        // travel as one flat tensor: one collective call per step instead of one per parameter.
+        let mut take = TakeGrads::<B> {
             grads: &mut grads,
-            peer: self.peer,
-            error: None,
+            flat: Vec::new(),
             _b: PhantomData,
         };
-        model.visit(&mut v);
-        match v.error {
-            Some(e) => Err(cerr(e)),
-            None => Ok(grads),
+        model.visit(&mut take);
+        let flat = std::mem::take(&mut take.flat);
+        if flat.is_empty() {
+            return Ok(grads);
         }
+        let order: Vec<(burn::module::ParamId, usize)> =
+            flat.iter().map(|(id, t)| (*id, t.dims()[0])).collect();
+        let all = Tensor::cat(flat.into_iter().map(|(_, t)| t).collect(), 0);
+        let sum = self.reduce(
+            "summing gradients",
+            all.into_primitive().tensor(),
+            ReduceOperation::Sum,
+        )?;
+        let sum = Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(sum));
+        let mut put = PutGrads::<B> {
+            grads: &mut grads,
+            sum,
+            order,
+            next: 0,
+            offset: 0,
+            _b: PhantomData,
+        };
+        model.visit(&mut put);
+        Ok(grads)
     }
 
     fn sync_model<M: AutodiffModule<B>>(&self, model: M) -> Result<M> {
-        let mut m = MeanParams::<B> {
+        let mut m = BroadcastParams::<B> {
             peer: self.peer,
+            root: self.rank == 0,
             error: None,
             _b: PhantomData,
         };
-        let model = model.map(&mut m);
+        let model = match &self.watchdog {
+            Some(w) => w.guard("taking rank 0's initial weights", || model.map(&mut m)),
+            None => model.map(&mut m),
+        };
         match m.error {
             Some(e) => Err(cerr(e)),
             None => Ok(model),
@@ -233,56 +280,83 @@ impl<B: AutodiffBackend> Comm<B> for Collective<B> {
     }
 }
 
-struct ReduceGrads<'a, B: AutodiffBackend> {
+/// Takes every gradient out of `grads`, in module order, flattened.
+struct TakeGrads<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    peer: PeerId,
-    error: Option<CollectiveError>,
+    flat: Vec<(burn::module::ParamId, Tensor<B::InnerBackend, 1>)>,
     _b: PhantomData<B>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for ReduceGrads<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for TakeGrads<'_, B> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-        if self.error.is_some() {
-            return;
-        }
-        let Some(g) = self.grads.remove::<B::InnerBackend, D>(p.id) else {
-            return;
-        };
-        let op = ReduceOperation::Sum;
-        match collective::all_reduce::<B::InnerBackend>(self.peer, g.into_primitive().tensor(), op)
-        {
-            Ok(sum) => self.grads.register::<B::InnerBackend, D>(
-                p.id,
-                Tensor::from_primitive(TensorPrimitive::Float(sum)),
-            ),
-            Err(e) => self.error = Some(e),
+        // A parameter without gradient (frozen) is skipped on every rank alike: all ranks
+        // freeze the same parameters.
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(p.id) {
+            let n = g.shape().num_elements();
+            self.flat.push((p.id, g.reshape([n])));
         }
     }
 }
 
-struct MeanParams<B: AutodiffBackend> {
+/// Puts the summed gradients back to the parameters [`TakeGrads`] took them from.
+struct PutGrads<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    sum: Tensor<B::InnerBackend, 1>,
+    /// (parameter, element count) in the order they were taken.
+    order: Vec<(burn::module::ParamId, usize)>,
+    next: usize,
+    offset: usize,
+    _b: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for PutGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+        let Some(&(id, n)) = self.order.get(self.next) else {
+            return;
+        };
+        if id != p.id {
+            return; // a frozen parameter: it gave no gradient
+        }
+        let g = self
+            .sum
+            .clone()
+            .slice([self.offset..self.offset + n])
+            .reshape(p.lazy_shape().dims::<D>());
+        self.grads.register::<B::InnerBackend, D>(p.id, g);
+        self.offset += n;
+        self.next += 1;
+    }
+}
+
+/// Rank 0's parameters on every rank: a sum where every other rank contributes zeros, which
+/// gives rank 0's values exactly (`x + 0 = x`) with the one collective Burn has.
+struct BroadcastParams<B: AutodiffBackend> {
     peer: PeerId,
+    root: bool,
     error: Option<CollectiveError>,
     _b: PhantomData<B>,
 }
 
-impl<B: AutodiffBackend> ModuleMapper<B> for MeanParams<B> {
+impl<B: AutodiffBackend> ModuleMapper<B> for BroadcastParams<B> {
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         if self.error.is_some() {
             return p;
         }
-        let (peer, error) = (self.peer, &mut self.error);
+        let (peer, root, error) = (self.peer, self.root, &mut self.error);
         p.map(|t| {
             let grad = t.is_require_grad();
-            let op = ReduceOperation::Mean;
+            let mine = match root {
+                true => t.clone().inner(),
+                false => t.clone().inner().zeros_like(),
+            };
             match collective::all_reduce::<B::InnerBackend>(
                 peer,
-                t.clone().inner().into_primitive().tensor(),
-                op,
+                mine.into_primitive().tensor(),
+                ReduceOperation::Sum,
             ) {
-                Ok(mean) => {
+                Ok(sum) => {
                     let inner =
-                        Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(mean));
+                        Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(sum));
                     Tensor::from_inner(inner).set_require_grad(grad)
                 }
                 Err(e) => {

@@ -349,6 +349,9 @@ pub struct LogConfig {
     pub every: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Write the key of every sample each rank trains on to `samples-rank<R>.txt` (epoch and
+    /// key per line): an audit of data sharding.
+    pub sample_keys: bool,
 }
 
 impl Default for LogConfig {
@@ -356,6 +359,7 @@ impl Default for LogConfig {
         Self {
             every: 10,
             progress: true,
+            sample_keys: false,
         }
     }
 }
@@ -393,6 +397,9 @@ pub struct DistributedConfig {
     pub coordinator: String,
     /// `HOST:PORT` where this node serves tensors to its peers in a multi-node run.
     pub node_address: String,
+    /// Seconds a multi-node run waits for a silent process (start-up, a collective call) before
+    /// every process stops with an error naming it.
+    pub timeout_s: f64,
 }
 
 impl Default for DistributedConfig {
@@ -403,6 +410,7 @@ impl Default for DistributedConfig {
             rank: 0,
             coordinator: String::new(),
             node_address: String::new(),
+            timeout_s: 60.0,
         }
     }
 }
@@ -625,6 +633,12 @@ impl TrainConfig {
                 "a multi-node run needs the coordinator's HOST:PORT".into(),
             );
         }
+        range(
+            "distributed.timeout_s",
+            self.distributed.timeout_s,
+            1.0,
+            86_400.0,
+        )?;
         if self.distributed.rank >= self.distributed.world_size {
             return bad("distributed.rank", "must be below world_size".into());
         }
@@ -688,6 +702,84 @@ mod tests {
             TrainConfig::load(Some(&dir.join("shapes-clip.toml")), &[]).unwrap(),
             TrainConfig::default()
         );
+    }
+
+    #[test]
+    fn every_number_is_checked_and_the_message_names_the_field() {
+        for (set, field) in [
+            ("optim.min_lr=nan", "optim.min_lr"),
+            ("optim.beta1=5", "optim.beta1"),
+            ("optim.eps=-1", "optim.eps"),
+            ("optim.lr=inf", "optim.lr"),
+            ("optim.lr=1e30", "optim.lr"),
+            ("optim.weight_decay=nan", "optim.weight_decay"),
+            ("optim.grad_clip=nan", "optim.grad_clip"),
+            ("optim.momentum=1.5", "optim.momentum"),
+            ("optim.power=0", "optim.power"),
+            ("optim.optimizer=\"adam\"", "optim.optimizer"),
+            ("optim.schedule=\"linear\"", "optim.schedule"),
+            ("optim.min_lr=0.01", "optim.min_lr"),
+            ("data.max_skip_fraction=2", "data.max_skip_fraction"),
+            ("data.augment.hflip=nan", "data.augment.hflip"),
+            ("data.augment.scale=[0.9, 0.1]", "data.augment"),
+            ("data.batch_size=0", "data.batch_size"),
+            ("data.workers=100000", "data.workers"),
+            ("data.shapes.image_size=100000", "data.shapes.image_size"),
+            ("tokenizer.context_length=0", "tokenizer.context_length"),
+            (
+                "tokenizer.context_length=100000",
+                "tokenizer.context_length",
+            ),
+            ("model.heads=3", "model.heads"),
+            ("model.width=0", "model.width"),
+            ("eval.templates=[\"no placeholder\"]", "eval.templates"),
+            ("checkpoint.keep_last=0", "checkpoint.keep_last"),
+            ("method.kind=\"\"", "method.kind"),
+        ] {
+            let e = TrainConfig::load(None, &[set.to_string()])
+                .err()
+                .unwrap_or_else(|| panic!("{set} was accepted"))
+                .to_string();
+            assert!(e.contains(field), "{set}: {e}");
+        }
+        let e = TrainConfig::load(
+            None,
+            &["optim.groups=[{prefix = \"text_model.\", lr_scale = -1.0}]".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("optim.groups[0].lr_scale"), "{e}");
+    }
+
+    #[test]
+    fn method_tables_belong_to_their_method() {
+        let c = TrainConfig::load(
+            None,
+            &[
+                "method.kind=\"filip\"".into(),
+                "method.filip.clip_weight=0.5".into(),
+            ],
+        )
+        .unwrap();
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct F {
+            clip_weight: f64,
+        }
+        assert_eq!(c.method.parse::<F>("filip").unwrap().clip_weight, 0.5);
+        // Another method's table, or an unknown key in the method's own, is an error naming it.
+        let e = c.method.parse::<F>("clip").unwrap_err().to_string();
+        assert!(e.contains("method.filip") && e.contains("clip"), "{e}");
+        let c = TrainConfig::load(
+            None,
+            &[
+                "method.kind=\"filip\"".into(),
+                "method.filip.clip_wieght=0.5".into(),
+            ],
+        )
+        .unwrap();
+        let e = c.method.parse::<F>("filip").unwrap_err().to_string();
+        assert!(e.contains("filip") && e.contains("clip_wieght"), "{e}");
     }
 
     #[test]

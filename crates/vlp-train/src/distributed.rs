@@ -1,29 +1,14 @@
 //! Multi-node set-up for `burn::collective`: rank 0 runs the coordinator, every node registers
-//! with it.
+//! with it. (burn-collective 0.21 hung on the second global all-reduce; the workspace carries
+//! the fix in `patches/burn-collective`.)
 
 use burn::collective::{AllReduceStrategy, CollectiveConfig};
 
 use crate::config::DistributedConfig;
 use crate::error::{Result, TrainError};
 
-/// Environment variable that lets a multi-node run start despite [`multi_node`]'s refusal.
-pub const UNSTABLE_MULTI_NODE: &str = "VLP_UNSTABLE_MULTI_NODE";
-
 /// Adds the global (multi-node) parameters to `config`, starting the coordinator on rank 0.
-///
-/// Refused unless [`UNSTABLE_MULTI_NODE`] is set: with Burn 0.21 two processes on one machine
-/// connected, finished their first global all-reduce and hung in the second, so a multi-node run
-/// would hang rather than train. The wiring stays for whoever tries a fixed burn-collective.
 pub fn multi_node(config: CollectiveConfig, d: &DistributedConfig) -> Result<CollectiveConfig> {
-    if std::env::var_os(UNSTABLE_MULTI_NODE).is_none() {
-        return Err(TrainError::Distributed(format!(
-            "multi-node training (world_size {}) is disabled: with Burn 0.21 two `vlp train` \
-             processes connected, completed one global all-reduce and then hung in the next \
-             (tree and centralized global all-reduce alike). Train on the devices of one machine \
-             with `--devices N`, or set {UNSTABLE_MULTI_NODE}=1 to try anyway",
-            d.world_size
-        )));
-    }
     let bad = |what: &str| TrainError::Config(format!("`distributed.{what}` must be HOST:PORT"));
     let port = |addr: &str, what: &str| -> Result<u16> {
         addr.rsplit_once(':')

@@ -15,6 +15,7 @@ pub mod comm;
 pub mod config;
 pub mod distributed;
 pub mod error;
+pub mod liveness;
 pub mod method;
 pub mod metrics;
 pub mod model;

@@ -180,7 +180,36 @@ impl ClipConfig {
             .with_logit_bias_init(Some(-10.0))
     }
 
-    /// Names accepted by [`ClipConfig::preset`].
+    /// The small CLIP trained on ShapesWorld (`[model] preset = "shapes-tiny"`): both towers
+    /// `width` wide and `layers` deep with `heads` heads, an MLP 4× wider, exact GELU, a
+    /// `patch`-pixel ViT on `image`-pixel inputs, a text tower over `vocab` ids and `context`
+    /// positions pooled as `pooling`, an `embed`-wide joint space.
+    #[allow(clippy::too_many_arguments)]
+    pub fn shapes_tiny(
+        width: usize,
+        layers: usize,
+        heads: usize,
+        embed: usize,
+        patch: usize,
+        image: usize,
+        vocab: usize,
+        context: usize,
+        pooling: TextPooling,
+    ) -> Self {
+        let act = Activation::Gelu;
+        let vision = VitConfig::new(width, layers, heads, 4 * width)
+            .with_image_size(image)
+            .with_patch_size(patch)
+            .with_hidden_act(act);
+        let text = TextTransformerConfig::new(vocab, width, layers, heads, 4 * width)
+            .with_max_position_embeddings(context)
+            .with_hidden_act(act)
+            .with_pooling(pooling);
+        ClipConfig::new(ModelKind::Clip, vision, text).with_projection_dim(Some(embed))
+    }
+
+    /// Names accepted by [`ClipConfig::preset`]; `shapes-tiny` is sized by the caller
+    /// ([`ClipConfig::shapes_tiny`]).
     pub const PRESETS: &'static [&'static str] = &[
         "vit-b-32",
         "vit-b-16",

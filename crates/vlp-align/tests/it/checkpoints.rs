@@ -277,3 +277,69 @@ fn full_size_presets_match_public_checkpoint_manifests() {
         println!("{id}: {} keys match", want.len());
     }
 }
+
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let mut w = tensors(&reference("clip_hf/model.safetensors"));
+    w.get_mut("vision_model.post_layernorm.weight")
+        .unwrap()
+        .data[3] = f32::NAN;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    write_safetensors(&path, &w, StoredDType::F32, None).unwrap();
+    let config = read_hf_config(reference("clip_hf/config.json")).unwrap();
+    let e = load_weights::<B>(&config, &path, &default_device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("vision_model.post_layernorm.weight") && e.contains("non-finite"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_pipeline_that_does_not_fit_the_model_is_refused() {
+    // The fixture model sees 32-pixel images; a preprocessor config cropping 36 would feed it
+    // images of the wrong size.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(reference(&format!("clip_hf/{f}")), dir.path().join(f)).unwrap();
+    }
+    let config = read_hf_config(reference("clip_hf/config.json")).unwrap();
+    let side = config.vision.image_size;
+    let write = |size: serde_json::Value, crop: serde_json::Value| {
+        std::fs::write(
+            dir.path().join("preprocessor_config.json"),
+            serde_json::json!({"image_processor_type": "CLIPImageProcessor", "size": size, "crop_size": crop})
+                .to_string(),
+        )
+        .unwrap();
+    };
+    write(serde_json::json!(side + 4), serde_json::json!(side + 4));
+    let e = load_pretrained::<B>(dir.path(), &default_device())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("preprocessing") && e.contains(&format!("{side}x{side}")),
+        "{e}"
+    );
+    // Resize larger, crop to the model's size: both steps kept.
+    write(serde_json::json!(side + 4), serde_json::json!(side));
+    let p = load_pretrained::<B>(dir.path(), &default_device()).unwrap();
+    assert_eq!((p.preprocess.resize, p.preprocess.size), (side + 4, side));
+}
+
+#[test]
+fn parity_fails_on_non_finite_outputs_whatever_the_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut want = tensors(&reference("clip_hf/expected.safetensors"));
+    let key = want.keys().find(|k| k.contains("embeds")).unwrap().clone();
+    want.get_mut(&key).unwrap().data[0] = f32::NAN;
+    let path = dir.path().join("expected.safetensors");
+    write_safetensors(&path, &want, StoredDType::F32, None).unwrap();
+    let p = load_pretrained::<B>(reference("clip_hf"), &default_device()).unwrap();
+    let report = check_parity(&p, &path, f32::INFINITY, &default_device()).unwrap();
+    let check = report.checks.iter().find(|c| c.name == key).unwrap();
+    assert!(!check.passed && !report.passed(), "{check:?}");
+}

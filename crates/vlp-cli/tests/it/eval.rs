@@ -54,9 +54,43 @@ fn zero_shot_linear_probe_and_few_shot_run_end_to_end() {
     assert!(o.status.success(), "{}", text(&o));
     let v = last_json(&o);
     assert_eq!(v["count"], 40);
+    // The same evaluation through the library, in this process: the command reports exactly it.
+    let want = library_zero_shot(&model, &data);
+    assert_eq!(v["top1"].as_f64().unwrap(), want.top1);
+    assert_eq!(v["top5"].as_f64().unwrap(), want.top5);
+    assert_eq!(
+        v["per_class"],
+        serde_json::to_value(&want.per_class).unwrap()
+    );
+    // The class list in another order names the same classes: the same result (matching is by
+    // name, not position); a repeated name is an error.
+    let mut names: Vec<String> = want.classes.clone();
+    names.reverse();
+    let list = dir.path().join("classes.txt");
+    std::fs::write(&list, names.join("\n")).unwrap();
+    let args = [
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "zero-shot",
+        "--data",
+        &data,
+        "--templates",
+        "simple",
+        "--classes",
+        list.to_str().unwrap(),
+    ];
+    let o = vlp(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(last_json(&o)["top1"].as_f64().unwrap(), want.top1);
+    names.push(names[0].clone());
+    std::fs::write(&list, names.join("\n")).unwrap();
+    let o = vlp(&args);
     assert!(
-        v["top1"].as_f64().unwrap() >= 0.0
-            && v["top5"].as_f64().unwrap() >= v["top1"].as_f64().unwrap()
+        !o.status.success() && text(&o).contains("twice"),
+        "{}",
+        text(&o)
     );
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&out).unwrap()).unwrap(),
@@ -93,6 +127,90 @@ fn zero_shot_linear_probe_and_few_shot_run_end_to_end() {
             assert!(v["linear_probe"]["accuracy"].as_f64().is_some());
         }
     }
+}
+
+/// Zero-shot of `model` on `data` computed with vlp-tasks directly.
+fn library_zero_shot(model: &std::path::Path, data: &str) -> vlp_tasks::battery::ZeroShotReport {
+    use vlp_core::backend::{DefaultBackend, default_device};
+    let dev = default_device();
+    let bundle = vlp_tasks::bundle::load_bundle::<DefaultBackend>(model, None, &dev).unwrap();
+    let shapes = ShapesWorldConfig {
+        image_size: 32,
+        ..Default::default()
+    };
+    let source = vlp_data::source::open_source(data, &shapes).unwrap();
+    let classes = source.class_names().unwrap();
+    let loader = vlp_data::loader::Loader::new(
+        source,
+        bundle.pipeline.clone(),
+        None,
+        vlp_data::loader::LoaderConfig {
+            // The command's default batch: the same matrix products, the same numbers.
+            batch_size: 64,
+            workers: 1,
+            shuffle: false,
+            drop_last: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let set = vlp_tasks::embed::embed_images(&bundle.model, &loader, &dev, |_| {}).unwrap();
+    let labels: Vec<usize> = set.labels.iter().map(|l| l.unwrap()).collect();
+    let templates = vlp_tasks::templates::load_templates("simple").unwrap();
+    vlp_tasks::battery::clip_zero_shot(
+        &bundle.model,
+        bundle.tokenizer.as_ref(),
+        &set.features,
+        &labels,
+        &classes,
+        &templates,
+        &dev,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_probe_trained_without_a_test_class_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = image_folder(dir.path());
+    // A training copy of the folder with one class left out.
+    let train = dir.path().join("train");
+    let mut classes: Vec<std::path::PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    classes.sort();
+    let dropped = classes[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    for c in &classes[1..] {
+        let to = train.join(c.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(c).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let o = vlp(&[
+        "eval",
+        "--model",
+        reference("clip_hf").to_str().unwrap(),
+        "--task",
+        "linear-probe",
+        "--data",
+        &format!("imagefolder:{}", folder.display()),
+        "--train-data",
+        &format!("imagefolder:{}", train.display()),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let readable = dropped.replace(['_', '-'], " ");
+    assert!(
+        text(&o).contains("different classes") && text(&o).contains(&readable),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod data;
 mod eval;
 mod inputs;
+mod nodes;
 mod parity;
 
 use std::path::PathBuf;

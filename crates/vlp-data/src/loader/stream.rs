@@ -207,7 +207,27 @@ impl Stream {
                 shared,
                 jobs,
                 epoch,
-            } => Ok(jobs.next().map(|j| run_indexed(source, shared, &j, *epoch))),
+            } => {
+                let Some(job) = jobs.next() else {
+                    return Ok(None);
+                };
+                catch_unwind(AssertUnwindSafe(|| {
+                    run_indexed(source, shared, &job, *epoch)
+                }))
+                .map(Some)
+                .map_err(|e| {
+                    let first = job.first().copied().unwrap_or(0);
+                    DataError::Dataset {
+                        source_name: "loader".into(),
+                        reason: format!(
+                            "reading samples {first}..{} of {} panicked: {}",
+                            first + job.len(),
+                            source.name(),
+                            panic_message(e)
+                        ),
+                    }
+                })
+            }
             Stream::Workers {
                 receivers,
                 next,

@@ -30,6 +30,19 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage> {
     decode_image_with_limit(bytes, name, MAX_IMAGE_PIXELS)
 }
 
+fn check_size(name: &str, w: u32, h: u32, max_pixels: u64) -> Result<()> {
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || (w as u64) * (h as u64) > max_pixels {
+        return Err(fail(
+            name,
+            format!(
+                "{w}x{h} pixels is over the limit ({MAX_IMAGE_SIDE} a side, {max_pixels} in all; \
+                 decode_image_with_limit raises it)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// [`decode_image`] with another bound on the pixel count (the side stays ≤ 16384).
 pub fn decode_image_with_limit(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage> {
     if bytes.is_empty() {
@@ -44,6 +57,18 @@ pub fn decode_image_with_limit(bytes: &[u8], name: &str, max_pixels: u64) -> Res
             "not a recognised image format (JPEG, PNG or WebP)",
         ));
     }
+    // The size from the header first, without limits (reading a header allocates nothing):
+    // the decoders' own limit errors do not say what size the file claimed.
+    let (w, h) = {
+        let mut header = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| fail(name, e))?;
+        header.no_limits();
+        header
+            .into_dimensions()
+            .map_err(|e| fail(name, format!("cannot read the header: {e}")))?
+    };
+    check_size(name, w, h, max_pixels)?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
@@ -55,15 +80,7 @@ pub fn decode_image_with_limit(bytes: &[u8], name: &str, max_pixels: u64) -> Res
         .into_decoder()
         .map_err(|e| fail(name, format!("cannot decode: {e}")))?;
     let (w, h) = decoder.dimensions();
-    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || (w as u64) * (h as u64) > max_pixels {
-        return Err(fail(
-            name,
-            format!(
-                "{w}x{h} pixels is over the limit ({MAX_IMAGE_SIDE} a side, {max_pixels} in all; \
-                 decode_image_with_limit raises it)"
-            ),
-        ));
-    }
+    check_size(name, w, h, max_pixels)?;
     let orientation = decoder
         .orientation()
         .map_err(|e| fail(name, format!("cannot read orientation: {e}")))?;

@@ -11,7 +11,7 @@ mod shapes;
 mod table;
 mod wds;
 
-pub use braces::expand_braces;
+pub use braces::{MAX_EXPANSION, expand_braces};
 pub use coco::CocoSource;
 pub use imagefolder::ImageFolderSource;
 pub use shapes::{ShapesSource, annotations as shapes_annotations};

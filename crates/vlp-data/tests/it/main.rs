@@ -1,5 +1,6 @@
 //! Integration tests of vlp-data.
 
+mod hostile;
 mod loader;
 mod preprocess;
 mod shapes;

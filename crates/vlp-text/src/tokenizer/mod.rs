@@ -3,11 +3,13 @@
 mod clean;
 mod clip;
 mod hf;
+mod resolve;
 pub mod word;
 
 pub use clean::{clean_lower, fix_text, html_unescape, whitespace_clean};
 pub use clip::{ClipTokenizer, Padding};
 pub use hf::{HfTokenizer, MAX_CONTEXT};
+pub use resolve::{ResolvedTokenizer, from_hf, resolve, resolve_for_model};
 pub use word::word_tokenizer;
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};

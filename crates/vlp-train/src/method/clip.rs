@@ -11,11 +11,8 @@ use vlp_align::pretrained::{
 };
 use vlp_align::{ClipConfig, ClipModel, ModelKind, normalize};
 use vlp_core::checkpoint::StoredDType;
-use vlp_core::nn::Activation;
 use vlp_data::preprocess::ImagePipeline;
 use vlp_tasks::battery::{clip_retrieval, clip_zero_shot, metrics_of};
-use vlp_text::TextTransformerConfig;
-use vlp_vision::VitConfig;
 
 use super::{BuildContext, EvalContext, ExportContext, Method, Metrics, Objective, StepInput};
 use crate::config::TrainConfig;
@@ -97,17 +94,17 @@ pub fn architecture(ctx: &BuildContext<'_>, sigmoid: bool) -> Result<ClipConfig>
         } else {
             cfg.data.shapes.image_size
         };
-        let act = Activation::Gelu;
-        let vision = VitConfig::new(m.width, m.layers, m.heads, 4 * m.width)
-            .with_image_size(image)
-            .with_patch_size(m.patch_size)
-            .with_hidden_act(act);
-        let text =
-            TextTransformerConfig::new(tok.vocab_size, m.width, m.layers, m.heads, 4 * m.width)
-                .with_max_position_embeddings(cfg.tokenizer.context_length)
-                .with_hidden_act(act)
-                .with_pooling(tok.pooling);
-        ClipConfig::new(ModelKind::Clip, vision, text).with_projection_dim(Some(m.embed_dim))
+        ClipConfig::shapes_tiny(
+            m.width,
+            m.layers,
+            m.heads,
+            m.embed_dim,
+            m.patch_size,
+            image,
+            tok.vocab_size,
+            cfg.tokenizer.context_length,
+            tok.pooling,
+        )
     } else {
         ClipConfig::preset(&m.preset).ok_or_else(|| {
             TrainError::Config(format!(

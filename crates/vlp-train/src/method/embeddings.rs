@@ -254,3 +254,58 @@ impl<B: AutodiffBackend> Embeddings<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+    use vlp_core::backend::{DefaultBackend as B, default_device};
+
+    fn tokens(n: usize, t: usize, base: f32) -> Tensor<B, 3> {
+        let v: Vec<f32> = (0..n * t * 2).map(|i| base + i as f32).collect();
+        Tensor::from_data(TensorData::new(v, [n, t, 2]), &default_device())
+    }
+
+    #[test]
+    fn micro_batches_stack_and_ragged_token_sets_pad() {
+        let dev = default_device();
+        let pad = Tensor::<B, 2, Bool>::from_data(
+            TensorData::new(vec![false, true, false, false], [2, 2]),
+            &dev,
+        );
+        let a = Embeddings::new()
+            .with_rows("r", Tensor::<B, 2>::ones([2, 3], &dev))
+            .with_tokens("t", tokens(2, 2, 0.0), Some(pad));
+        let b = Embeddings::new()
+            .with_rows("r", Tensor::<B, 2>::zeros([1, 3], &dev))
+            .with_tokens("t", tokens(1, 3, 100.0), None);
+        let c = Embeddings::cat(vec![a, b]).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.rows("r").unwrap().dims(), [3, 3]);
+        let (t, p) = c.tokens("t").unwrap();
+        assert_eq!(t.dims(), [3, 3, 2]);
+        let p: Vec<bool> = p
+            .unwrap()
+            .int()
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v != 0)
+            .collect();
+        // Row 0: token 2 added as padding; row 1 kept its own padding; row 2 (no mask) all real.
+        assert_eq!(
+            p,
+            vec![false, true, true, false, false, true, false, false, false]
+        );
+        let v: Vec<f32> = t.into_data().to_vec().unwrap();
+        assert_eq!(&v[4..6], &[0.0, 0.0], "padded token is zero");
+        assert_eq!(&v[12..14], &[100.0, 101.0]);
+        // Mismatched names are an error, not a silent mix.
+        let x = Embeddings::new().with_rows("r", Tensor::<B, 2>::ones([1, 3], &dev));
+        let y = Embeddings::new().with_rows("s", Tensor::<B, 2>::ones([1, 3], &dev));
+        assert!(Embeddings::cat(vec![x, y]).is_err());
+        assert!(c.rows("t").is_err() && c.tokens("r").is_err());
+    }
+}

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::comm::{Collective, Single};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
+use crate::liveness::{Liveness, Watchdog, config_hash, liveness_address};
 use crate::method::Method;
 
 /// How to start a run.
@@ -107,7 +108,8 @@ where
         (None, None) => fresh_dir(cfg),
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    if opts.resume.is_none() {
+    // Rank 0 writes the configuration (the others share the directory on one machine).
+    if opts.resume.is_none() && cfg.distributed.rank == 0 {
         std::fs::write(
             dir.join("config.toml"),
             toml::to_string_pretty(cfg).expect("config serialises"),
@@ -123,9 +125,23 @@ where
     }
     // One thread per local device; global rank = node rank × devices + device.
     let mut collective = CollectiveConfig::default().with_num_devices(local);
-    if cfg.distributed.world_size > 1 {
-        collective = crate::distributed::multi_node(collective, &cfg.distributed)?;
-    }
+    let d = &cfg.distributed;
+    let (liveness, watchdog) = if d.world_size > 1 {
+        // Before any collective call: every process checks in with rank 0 (same configuration,
+        // reachable), and a process that dies later stops the others instead of hanging them.
+        let timeout = std::time::Duration::from_secs_f64(d.timeout_s);
+        let address = liveness_address(&d.coordinator)?;
+        let hash = config_hash(&shared_config(cfg));
+        let live = if d.rank == 0 {
+            Liveness::serve(&address, d.world_size, hash, timeout)?
+        } else {
+            Liveness::join(&address, d.rank, hash, timeout)?
+        };
+        collective = crate::distributed::multi_node(collective, d)?;
+        (Some(live), Some(timeout))
+    } else {
+        (None, None)
+    };
     let results: Vec<Result<FinalReport>> = std::thread::scope(|s| {
         let handles: Vec<_> = devices
             .into_iter()
@@ -139,7 +155,16 @@ where
                 );
                 s.spawn(move || {
                     let rank = cfg.distributed.rank * local + d;
-                    let comm = Collective::<B>::register(rank, world, device.clone(), collective)?;
+                    // One watchdog per rank thread: each watches its own collective calls.
+                    let watchdog = watchdog.map(|t| Watchdog::start(rank, t));
+                    let register =
+                        || Collective::<B>::register(rank, world, device.clone(), collective);
+                    let comm = match &watchdog {
+                        Some(w) => w
+                            .guard("registering with the coordinator", register)?
+                            .with_watchdog(w.clone()),
+                        None => register()?,
+                    };
                     rank::train_rank::<B, M, _>(cfg, method, &dir, &opts, device, comm)
                 })
             })
@@ -156,5 +181,19 @@ where
     for r in results {
         reports.push(r?);
     }
+    // Only a process whose every rank succeeded says goodbye: an error above leaves the
+    // connection to break, and the other processes stop naming this one.
+    if let Some(l) = liveness {
+        l.finish();
+    }
     Ok(reports.into_iter().next().expect("at least one rank"))
+}
+
+/// The configuration every process must share: the TOML form without the fields that differ
+/// by process (rank, node address).
+pub fn shared_config(cfg: &TrainConfig) -> String {
+    let mut c = cfg.clone();
+    c.distributed.rank = 0;
+    c.distributed.node_address = String::new();
+    toml::to_string(&c).expect("config serialises")
 }

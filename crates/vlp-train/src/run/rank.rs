@@ -59,10 +59,19 @@ where
         tokenizer: &tok,
     };
     let pipe = method.pipeline(&ctx)?;
-    <B as Backend>::seed(&device, cfg.run.seed);
-    let model = method.build::<B>(&ctx, &device)?;
+    // Seeding and initialising (Burn's parameters draw lazily, on first use: `materialize`)
+    // under one lock: ranks that are threads of one process share the backend's generator, and
+    // interleaved draws would make rank 0's weights, which every rank takes, depend on thread
+    // timing.
+    let model = {
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        <B as Backend>::seed(&device, cfg.run.seed);
+        let model = method.build::<B>(&ctx, &device)?;
+        materialize(&model);
+        model
+    };
     let model = comm.sync_model(model)?;
-    materialize(&model);
 
     let source = open_source(&cfg.data.train, &cfg.data.shapes)?;
     // A method that needs what the data lacks stops here, naming both.
@@ -102,6 +111,7 @@ where
     let (eval, unseen) = (load(&cfg.data.eval)?, load(&cfg.data.eval_unseen)?);
 
     let mut trainer = Trainer::new(cfg, method, model, device.clone(), comm);
+    trainer.state.world = world;
     if opts.resume.is_some() {
         let last = checkpoint::list(ckpt_root)?
             .pop()
@@ -115,6 +125,15 @@ where
             trainer.optimizers.clone(),
             &device,
         )?;
+        if state.world != 0 && state.world != world {
+            return Err(TrainError::Checkpoint {
+                path: last,
+                reason: format!(
+                    "saved by a run of {} ranks; resume it with the same number (this run has {world})",
+                    state.world
+                ),
+            });
+        }
         trainer.set_model(model, cfg);
         trainer.optimizers = optimizers;
         trainer.schedule.step = state.step;
@@ -264,6 +283,17 @@ where
         per_rank,
     } = setup::<B, M, C>(cfg, method.clone(), opts, &ckpt_root, device.clone(), comm)?;
     let mut progress = Progress::new(lead, dir, cfg, trainer.state.step)?;
+    let mut audit = if cfg.log.sample_keys {
+        let path = dir.join(format!("samples-rank{}.txt", trainer.comm.rank()));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Some((path, std::io::BufWriter::new(f)))
+    } else {
+        None
+    };
     let total = cfg.optim.steps;
     let mut skipped_samples = 0usize;
     let save = |t: &Trainer<B, M, C>| -> Result<PathBuf> {
@@ -299,6 +329,13 @@ where
             got_any = true;
             trainer.state.batch_in_epoch += 1;
             let report = trainer.step(&batch)?;
+            if let Some((path, w)) = audit.as_mut() {
+                use std::io::Write;
+                for k in &batch.keys {
+                    writeln!(w, "{} {k}", trainer.state.epoch).map_err(io(path))?;
+                }
+                w.flush().map_err(io(path))?;
+            }
             progress.train_secs += t0.elapsed().as_secs_f64();
             progress.trained_samples += (batch.len() * world) as u64;
             progress.record(&report);

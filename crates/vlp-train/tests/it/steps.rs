@@ -261,31 +261,45 @@ fn ranks_that_built_their_own_models_stay_in_step() {
     let data = batches(&tiny(&[]), 2);
     let models = [model(&cfg, 1), model(&cfg, 2)];
     assert!(max_diff(&models[0], &models[1]) > 1e-3);
-    let results: Vec<vlp_align::ClipModel<A>> = std::thread::scope(|s| {
-        let hs: Vec<_> = models
-            .into_iter()
-            .enumerate()
-            .map(|(r, m)| {
-                let (cfg, batch) = (&cfg, data[r].clone());
-                s.spawn(move || {
-                    let config = burn::collective::CollectiveConfig::default().with_num_devices(2);
-                    let comm = Collective::<A>::register(r, 2, default_device(), config).unwrap();
-                    use vlp_train::comm::Comm;
-                    let m = comm.sync_model(m).unwrap();
-                    let mut t = Trainer::new(cfg, method(cfg), m, default_device(), comm);
-                    t.step(&batch).unwrap();
-                    t.model
+    let first = models[0].clone();
+    let results: Vec<(vlp_align::ClipModel<A>, vlp_align::ClipModel<A>)> =
+        std::thread::scope(|s| {
+            let hs: Vec<_> = models
+                .into_iter()
+                .enumerate()
+                .map(|(r, m)| {
+                    let (cfg, batch) = (&cfg, data[r].clone());
+                    s.spawn(move || {
+                        let config =
+                            burn::collective::CollectiveConfig::default().with_num_devices(2);
+                        let comm =
+                            Collective::<A>::register(r, 2, default_device(), config).unwrap();
+                        use vlp_train::comm::Comm;
+                        let m = comm.sync_model(m).unwrap();
+                        let synced = m.clone();
+                        let mut t = Trainer::new(cfg, method(cfg), m, default_device(), comm);
+                        t.step(&batch).unwrap();
+                        (synced, t.model)
+                    })
                 })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let d = max_diff(&results[0], &results[1]);
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+    // Every rank starts from rank 0's weights exactly (a broadcast, not a mean that would
+    // shrink the initialisation).
+    for (r, (synced, _)) in results.iter().enumerate() {
+        assert_eq!(
+            max_diff(synced, &first),
+            0.0,
+            "rank {r} does not hold rank 0's weights"
+        );
+    }
+    let d = max_diff(&results[0].1, &results[1].1);
     assert!(d < 1e-6, "ranks diverged by {d} after one step");
 }
 
 #[test]
-fn two_device_run_trains_and_multi_node_is_refused_clearly() {
+fn two_device_run_trains_and_a_lone_multi_node_rank_stops_in_time() {
     let _turn = collective_lock();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(&["optim.steps=3", "distributed.devices=2"]);
@@ -299,12 +313,22 @@ fn two_device_run_trains_and_multi_node_is_refused_clearly() {
     )
     .unwrap();
     assert!(report.final_loss.is_finite());
+    // Rank 1 of a two-machine run whose coordinator never answers: an error naming the
+    // coordinator's liveness address, within the timeout.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = tiny(&[
         "optim.steps=3",
         "distributed.world_size=2",
-        "distributed.coordinator=\"127.0.0.1:39999\"",
+        "distributed.rank=1",
+        &format!("distributed.coordinator=\"127.0.0.1:{port}\""),
         "distributed.node_address=\"127.0.0.1:39998\"",
+        "distributed.timeout_s=1",
     ]);
+    let start = std::time::Instant::now();
     let e = train::<A>(
         &cfg,
         devices(&cfg),
@@ -315,7 +339,11 @@ fn two_device_run_trains_and_multi_node_is_refused_clearly() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("--devices") && e.contains("multi-node"), "{e}");
+    assert!(start.elapsed().as_secs_f64() < 10.0);
+    assert!(
+        e.contains("cannot reach") && e.contains(&format!("127.0.0.1:{}", port + 1)),
+        "{e}"
+    );
 }
 
 #[test]
