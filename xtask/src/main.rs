@@ -111,7 +111,7 @@ fn test(backend: &str, args: &[String]) -> Result<()> {
     if backend == "wgpu" {
         preflight::vulkan()?;
     }
-    tiers::build()?;
+    tiers::build(backend)?;
     tiers::run_tier(backend, &filters)?;
     Ok(())
 }
@@ -147,7 +147,7 @@ fn ci() -> Result<()> {
     let mut c = cargo();
     c.args(["fmt", "--all", "--", "--check"]);
     run(c, "cargo fmt --check")?;
-    tiers::build()?;
+    tiers::build("cpu")?;
     let cpu = tiers::run_tier("cpu", &[])?;
     let wgpu = tiers::run_tier("wgpu", &[])?;
     eprintln!(

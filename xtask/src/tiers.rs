@@ -13,17 +13,35 @@ use std::time::Instant;
 
 use crate::{cargo, preflight, run};
 
-/// Features of the test build: every backend compiled in, the CPU the default.
+/// Features of the test build: every backend compiled in, the CPU the default. The CUDA
+/// copies of the backend tests are left out (`vlp-core/cuda-tests`): CI has no NVIDIA GPU to run
+/// them, and they cost a third of the heaviest test crates' build.
 pub const TEST_FEATURES: &str = "vlp-core/wgpu-runtime,vlp-core/cuda-runtime";
+
+/// The build of the CUDA tier: [`TEST_FEATURES`] with the CUDA test copies.
+pub const CUDA_TEST_FEATURES: &str =
+    "vlp-core/wgpu-runtime,vlp-core/cuda-runtime,vlp-core/cuda-tests";
+
+/// The build a tier runs on: the CUDA tier has its own, every other tier shares one.
+fn features(backend: &str) -> &'static str {
+    match backend {
+        "cuda" => CUDA_TEST_FEATURES,
+        _ => TEST_FEATURES,
+    }
+}
 
 /// Where a tier's tests live: the modules `backend_tests!` generates.
 fn module(backend: &str) -> String {
     format!("on_{backend}::")
 }
 
-fn cargo_test() -> Result<Command> {
+fn cargo_test(backend: &str) -> Result<Command> {
     let mut c = cargo();
-    c.args(["test", "--workspace", "--features", TEST_FEATURES]);
+    c.args(["test", "--workspace", "--features", features(backend)]);
+    // Errors' backtraces off (panics keep theirs): with RUST_BACKTRACE set, wgpu-core's lock
+    // tracing in a debug-assertions build captures a backtrace on every lock, which made the
+    // wgpu tier about five times slower (perf: a third of its time unwinding).
+    c.env("RUST_LIB_BACKTRACE", "0");
     c.env("RUSTC_WORKSPACE_WRAPPER", preflight::clippy_driver()?);
     // What `cargo clippy -- -D warnings` passes to clippy-driver.
     c.env(
@@ -38,8 +56,8 @@ fn cargo_test() -> Result<Command> {
 }
 
 /// Builds every target's test binary, linting the workspace crates on the way.
-pub fn build() -> Result<()> {
-    let mut c = cargo_test()?;
+pub fn build(backend: &str) -> Result<()> {
+    let mut c = cargo_test(backend)?;
     c.args(["--all-targets", "--no-run"]);
     // `VLP_TIMINGS=1`: cargo's per-crate timing report (target/cargo-timings/), to see what a
     // cold build spends its time on.
@@ -122,7 +140,7 @@ fn counted(mut c: Command, what: &str) -> Result<Counts> {
 /// narrow a tier (on a GPU tier, they are prefixes of test-function names). A tier that runs no
 /// test fails: a filter that matches nothing is a mistake, not a pass.
 pub fn run_tier(backend: &str, filters: &[String]) -> Result<usize> {
-    let mut c = cargo_test()?;
+    let mut c = cargo_test(backend)?;
     c.args(["--lib", "--bins", "--tests", "--no-fail-fast", "--"]);
     // The tests check numbers, not speed: CubeCL's least autotuning (each new kernel shape is
     // otherwise benchmarked, which dominates a cold run on software Vulkan).
@@ -153,7 +171,7 @@ pub fn run_tier(backend: &str, filters: &[String]) -> Result<usize> {
         );
     }
     if backend == "cpu" && filters.is_empty() {
-        let mut c = cargo_test()?;
+        let mut c = cargo_test(backend)?;
         // `--benches` would also take every library (they have `bench = true`): name the
         // bench targets instead (those without required features).
         // (Selecting packages instead of `--workspace` would change feature unification and

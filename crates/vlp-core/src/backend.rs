@@ -140,22 +140,23 @@ macro_rules! __if_wgpu_runtime {
     ($($t:tt)*) => {};
 }
 
-/// Expands its input when the CUDA backend is compiled in (see [`__if_wgpu_runtime!`]).
+/// Expands its input when the CUDA copies of the backend tests are wanted (feature
+/// `cuda-tests`; see [`__if_wgpu_runtime!`]).
 #[doc(hidden)]
-#[cfg(feature = "cuda-runtime")]
+#[cfg(feature = "cuda-tests")]
 #[macro_export]
-macro_rules! __if_cuda_runtime {
+macro_rules! __if_cuda_tests {
     ($($t:tt)*) => { $($t)* };
 }
 #[doc(hidden)]
-#[cfg(not(feature = "cuda-runtime"))]
+#[cfg(not(feature = "cuda-tests"))]
 #[macro_export]
-macro_rules! __if_cuda_runtime {
+macro_rules! __if_cuda_tests {
     ($($t:tt)*) => {};
 }
 
 /// Tests that must hold on every backend: the body is compiled once per compiled backend, in
-/// modules `on_cpu`, `on_wgpu` (feature `wgpu-runtime`) and `on_cuda` (feature `cuda-runtime`),
+/// modules `on_cpu`, `on_wgpu` (feature `wgpu-runtime`) and `on_cuda` (feature `cuda-tests`),
 /// each of which defines `B` (the backend), `TrainBackend` (`Autodiff<B>`) and
 /// `default_device()`. The body also sees the enclosing module's items (`use super::*`).
 ///
@@ -214,7 +215,7 @@ macro_rules! backend_tests {
                 $($body)*
             }
         }
-        $crate::__if_cuda_runtime! {
+        $crate::__if_cuda_tests! {
             /// The tests on Burn's CUDA backend.
             mod on_cuda {
                 #[allow(unused_imports)]

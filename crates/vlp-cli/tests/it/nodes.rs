@@ -10,12 +10,16 @@ use std::time::{Duration, Instant};
 
 use crate::text;
 
-/// A run small enough for seconds: one epoch of `shapes:train:64` is 4 steps of 16.
-const TINY: &[&str] = &[
+/// A model small enough for seconds, for the failure tests.
+const TINY_MODEL: &[&str] = &[
     "model.width=32",
     "model.layers=1",
     "model.heads=2",
     "model.embed_dim=32",
+];
+
+/// A short run: one epoch of `shapes:train:64` is 4 steps of 16.
+const SHORT: &[&str] = &[
     "data.shapes.image_size=32",
     "data.train=\"shapes:train:64\"",
     "data.batch_size=16",
@@ -30,12 +34,22 @@ const TINY: &[&str] = &[
 ];
 
 fn train_args(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = model_args(dir, extra);
+    for s in TINY_MODEL {
+        a.push("--set".into());
+        a.push(s.to_string());
+    }
+    a
+}
+
+/// [`train_args`] with the default model (`configs/shapes-clip.toml`'s architecture).
+fn model_args(dir: &Path, extra: &[&str]) -> Vec<String> {
     let mut a = vec![
         "train".to_string(),
         "--run-dir".into(),
         dir.display().to_string(),
     ];
-    for s in TINY.iter().chain(extra) {
+    for s in SHORT.iter().chain(extra) {
         a.push("--set".into());
         a.push(s.to_string());
     }
@@ -125,23 +139,25 @@ fn wait_for(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, St
     }
 }
 
+/// The acceptance: the default model for a few dozen steps (24, six epochs of a
+/// 64-sample set, so the sharding is checked across reshuffles).
 #[test]
 fn two_processes_follow_the_two_device_trajectory_and_see_every_sample_once() {
     let dir = tempfile::tempdir().unwrap();
     let steps = [
-        "optim.steps=8",
+        "optim.steps=24",
         "log.sample_keys=true",
         "checkpoint.every=0",
     ];
     // One process, two devices (threads).
     let one = dir.path().join("one");
-    let mut a = train_args(&one, &steps);
+    let mut a = model_args(&one, &steps);
     a.extend(["--devices".into(), "2".into()]);
     let o = vlp_cmd(&a).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     // Two processes, one device each, through `--nodes 2`.
     let two = dir.path().join("two");
-    let mut a = train_args(&two, &steps);
+    let mut a = model_args(&two, &steps);
     a.extend(["--nodes".into(), "2".into()]);
     let o = vlp_cmd(&a).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -157,10 +173,10 @@ fn two_processes_follow_the_two_device_trajectory_and_see_every_sample_once() {
     // And one device: the features are gathered and the gradients summed, so the global batch
     // gives the same loss however it is split.
     let single = dir.path().join("single");
-    let o = vlp_cmd(&train_args(&single, &steps)).output().unwrap();
+    let o = vlp_cmd(&model_args(&single, &steps)).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let (l1, l2, l0) = (losses(&one), losses(&two), losses(&single));
-    assert_eq!(l1.len(), 8);
+    assert_eq!(l1.len(), 24);
     assert_eq!(l1.keys().collect::<Vec<_>>(), l2.keys().collect::<Vec<_>>());
     assert_eq!(l1.keys().collect::<Vec<_>>(), l0.keys().collect::<Vec<_>>());
     for (step, a) in &l1 {
@@ -170,19 +186,27 @@ fn two_processes_follow_the_two_device_trajectory_and_see_every_sample_once() {
             "step {step}: one process with two devices {a}, two processes {b}, one device {c}"
         );
     }
-    // Epoch 0 (steps 1–4): the two ranks together saw every one of the 64 samples once.
-    let mut keys = Vec::new();
-    for r in 0..2 {
-        let text = std::fs::read_to_string(two.join(format!("samples-rank{r}.txt"))).unwrap();
-        keys.extend(
-            text.lines()
-                .filter(|l| l.starts_with("0 "))
-                .map(|l| l[2..].to_string()),
-        );
-    }
-    keys.sort();
+    // Every epoch (4 steps of 16), the two ranks together saw each of the 64 samples once.
+    let lines: Vec<String> = (0..2)
+        .flat_map(|r| {
+            std::fs::read_to_string(two.join(format!("samples-rank{r}.txt")))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(lines.len(), 24 * 16, "one line per sample trained on");
     let want: Vec<String> = (0..64).map(|i| format!("shapes-train-{i:08}")).collect();
-    assert_eq!(keys, want);
+    for epoch in 0..6 {
+        let prefix = format!("{epoch} ");
+        let mut keys: Vec<String> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        keys.sort();
+        assert_eq!(keys, want, "epoch {epoch}");
+    }
 }
 
 #[test]
