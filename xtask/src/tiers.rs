@@ -158,7 +158,11 @@ pub fn run_tier(backend: &str, filters: &[String]) -> Result<usize> {
         c.args(filters.iter().map(|f| format!("{}{f}", module(backend))));
     }
     let what = format!("tests on {backend}");
-    let counts = counted(c, &what)?;
+    let counts = if backend == "cpu" {
+        counted(c, &what)?
+    } else {
+        gpu_parallel(backend, filters, &what)?
+    };
     let ran = counts.passed + counts.failed;
     if ran == 0 {
         bail!(
@@ -182,6 +186,122 @@ pub fn run_tier(backend: &str, filters: &[String]) -> Result<usize> {
         run(c, "benches in test mode (each benchmark once)")?;
     }
     Ok(ran)
+}
+
+/// A GPU tier with its test binaries run side by side rather than one after another: CubeCL
+/// compiles a process's kernels on one device thread, so on a software driver (lavapipe, cold
+/// shader cache in CI) one binary keeps one core busy, and the two binaries with backend tests
+/// (layers, parity) can use two. Each binary's output is printed whole when it ends.
+fn gpu_parallel(backend: &str, filters: &[String], what: &str) -> Result<Counts> {
+    eprintln!("xtask: {what}");
+    let start = Instant::now();
+    let filter_args: Vec<String> = if filters.is_empty() {
+        vec![module(backend)]
+    } else {
+        filters
+            .iter()
+            .map(|f| format!("{}{f}", module(backend)))
+            .collect()
+    };
+    // The executables of the build made by [`build`] (nothing is rebuilt: same features/env).
+    let mut c = cargo_test(backend)?;
+    c.args([
+        "--lib",
+        "--bins",
+        "--tests",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    let out = c
+        .stderr(Stdio::inherit())
+        .output()
+        .context("could not list the test binaries")?;
+    if !out.status.success() {
+        bail!("failed: listing the test binaries for {what}");
+    }
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
+            // `cargo test` runs each binary in its package's directory.
+            let dir = v["manifest_path"]
+                .as_str()
+                .and_then(|m| std::path::Path::new(m).parent())
+                .map(|d| d.to_path_buf());
+            if let (Some(exe), Some(dir)) = (v["executable"].as_str(), dir) {
+                exes.push((exe.to_string(), dir));
+            }
+        }
+    }
+    // Only binaries that hold a test of this tier (`--list` is instant).
+    let mut chosen = Vec::new();
+    for (exe, dir) in exes {
+        let list = Command::new(&exe)
+            .current_dir(&dir)
+            .args(&filter_args)
+            .args(["--list", "--format", "terse"])
+            .output()
+            .with_context(|| format!("could not list the tests of {exe}"))?;
+        if String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .any(|l| l.ends_with(": test"))
+        {
+            chosen.push((exe, dir));
+        }
+    }
+    let width = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut counts = Counts::default();
+    let mut failed = Vec::new();
+    for group in chosen.chunks(width.max(1)) {
+        let children: Vec<(String, std::process::Child)> = group
+            .iter()
+            .map(|(exe, dir)| {
+                let mut c = Command::new(exe);
+                c.current_dir(dir)
+                    .env("CARGO_MANIFEST_DIR", dir)
+                    .args(&filter_args)
+                    .env("RUST_LIB_BACKTRACE", "0")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                if backend != "cpu" && std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none() {
+                    c.env("CUBECL_AUTOTUNE_LEVEL", "minimal");
+                }
+                if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+                    c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+                }
+                c.spawn()
+                    .with_context(|| format!("could not start {exe}"))
+                    .map(|ch| (exe.clone(), ch))
+            })
+            .collect::<Result<_>>()?;
+        for (exe, child) in children {
+            let o = child.wait_with_output()?;
+            println!("     Running {exe}");
+            let text = String::from_utf8_lossy(&o.stdout);
+            for line in text.lines() {
+                println!("{line}");
+                counts.add_line(line);
+            }
+            eprint!("{}", String::from_utf8_lossy(&o.stderr));
+            if !o.status.success() {
+                failed.push(exe);
+            }
+        }
+    }
+    eprintln!(
+        "xtask: {what}: {} passed, {} failed, {} ignored in {} test binaries, {:.0} s",
+        counts.passed,
+        counts.failed,
+        counts.ignored,
+        counts.binaries,
+        start.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        bail!("failed: {what} ({})", failed.join(", "));
+    }
+    Ok(counts)
 }
 
 /// (package, bench target) of every criterion bench that builds without extra features.
