@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use vlp_core::backend::{TrainBackend, device};
+use vlp_core::backend::{TrainBackend, auto_ranks, device};
 use vlp_train::{RunOptions, TrainConfig, train};
 
 /// Arguments of `vlp train`.
@@ -26,7 +26,7 @@ pub struct TrainArgs {
     /// Write the run here instead of `<run.dir>/<run.name>`.
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Devices of this machine to train on (data parallel).
+    /// Devices of this machine to train on (data parallel; 0 = automatic, see configs/README.md).
     #[arg(long)]
     devices: Option<usize>,
     /// Number of processes (machines) in a multi-node run [env: WORLD_SIZE, SLURM_NTASKS].
@@ -237,7 +237,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         (None, Some(dir)) => Some(dir.join("config.toml")),
         (None, None) => None,
     };
-    let cfg = TrainConfig::load(config_path.as_deref(), &overrides)?;
+    let mut cfg = TrainConfig::load(config_path.as_deref(), &overrides)?;
+    if cfg.distributed.devices == 0 {
+        cfg.distributed.devices = cfg.auto_devices(auto_ranks());
+        eprintln!(
+            "training on {} rank thread(s) (distributed.devices = 0: automatic; the trajectory is the same for any number)",
+            cfg.distributed.devices
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // Ctrl-C: finish the current step, checkpoint, stop. A second Ctrl-C kills.

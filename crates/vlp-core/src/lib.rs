@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod error;
+pub mod loss;
 pub mod nn;
 pub mod numerics;
 pub mod preprocess;

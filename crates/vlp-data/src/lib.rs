@@ -14,6 +14,7 @@ pub mod preprocess;
 pub mod sample;
 pub mod shapes;
 pub mod source;
+pub mod text;
 pub mod writer;
 
 pub use error::{DataError, Result};

@@ -122,6 +122,25 @@ impl EvalImages {
         f
     }
 
+    /// Each image's long caption (one sentence per object, then relations, on ShapesWorld) with
+    /// the image it describes: fine-grained retrieval.
+    pub fn long_caption_links(&self) -> Result<(Vec<String>, Vec<usize>)> {
+        let mut texts = Vec::with_capacity(self.len());
+        for (i, a) in self.annotations.iter().enumerate() {
+            let Some(long) = &a.long_caption else {
+                return Err(TaskError::Invalid {
+                    task: "long-caption retrieval".into(),
+                    reason: format!(
+                        "{}: image \"{}\" has no long caption",
+                        self.name, self.keys[i]
+                    ),
+                });
+            };
+            texts.push(long.clone());
+        }
+        Ok((texts, (0..self.len()).collect()))
+    }
+
     /// Captions as a flat list with the image each describes (`first_only`: one per image,
     /// the training-time protocol; otherwise all, COCO's).
     pub fn caption_links(&self, first_only: bool) -> Result<(Vec<String>, Vec<usize>)> {

@@ -82,6 +82,65 @@ pub fn pointing_game(
     })
 }
 
+/// The centroid game: `weights[i]` holds a non-negative weight per patch of image `i`
+/// (row-major over a `grid × grid` grid, e.g. DreamLIP's grouping weights of a phrase); the
+/// image counts as a hit when the weighted centroid of the patch centres lies on a pixel of
+/// instance `ids[i]`. Chance is the object's share of the image (where a uniformly random point
+/// lands on it).
+pub fn centroid_game(
+    weights: &[Vec<f32>],
+    masks: &[&Mask],
+    ids: &[u8],
+    grid: usize,
+) -> Result<PointingResult> {
+    let bad = |reason: String| TaskError::Invalid {
+        task: "centroid game".into(),
+        reason,
+    };
+    if weights.len() != masks.len() || weights.len() != ids.len() {
+        return Err(bad(format!(
+            "{} weight rows, {} masks, {} object ids",
+            weights.len(),
+            masks.len(),
+            ids.len()
+        )));
+    }
+    if weights.is_empty() {
+        return Err(bad("no images".into()));
+    }
+    let (mut hits, mut chance) = (0usize, 0.0f64);
+    for (i, ((w, m), &id)) in weights.iter().zip(masks).zip(ids).enumerate() {
+        if w.len() != grid * grid {
+            return Err(bad(format!(
+                "image {i}: {} patch weights for a {grid}x{grid} grid",
+                w.len()
+            )));
+        }
+        let total: f64 = w.iter().map(|&v| v as f64).sum();
+        if w.iter().any(|v| !v.is_finite() || *v < 0.0) || total <= 0.0 {
+            return Err(bad(format!(
+                "image {i}: weights must be finite, non-negative and not all zero"
+            )));
+        }
+        let (cw, ch) = (m.width as f64 / grid as f64, m.height as f64 / grid as f64);
+        let (mut x, mut y) = (0.0f64, 0.0f64);
+        for (k, &v) in w.iter().enumerate() {
+            x += v as f64 * ((k % grid) as f64 + 0.5) * cw;
+            y += v as f64 * ((k / grid) as f64 + 0.5) * ch;
+        }
+        let px = ((x / total) as usize).min(m.width - 1);
+        let py = ((y / total) as usize).min(m.height - 1);
+        hits += usize::from(m.at(px, py) == id);
+        chance += m.data.iter().filter(|&&v| v == id).count() as f64 / m.data.len() as f64;
+    }
+    let n = weights.len() as f64;
+    Ok(PointingResult {
+        accuracy: hits as f64 / n,
+        chance: chance / n,
+        count: weights.len(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +175,38 @@ mod tests {
         // Two of four cells are covered by at least half.
         assert!((r.chance - 0.5).abs() < 1e-12);
         assert!(pointing_game(&[vec![0.0; 3]], &[&m], &[1], 2, 0.5).is_err());
+    }
+
+    #[test]
+    fn the_weighted_centroid_must_land_on_the_object() {
+        // 4×4 mask, 2×2 grid: object 1 is the 2×2 block of the top-left cell.
+        let mut data = vec![0u8; 16];
+        for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            data[y * 4 + x] = 1;
+        }
+        let m = Mask {
+            width: 4,
+            height: 4,
+            data,
+        };
+        let r = centroid_game(
+            &[
+                // All weight on the top-left cell: centroid (1, 1), on the object.
+                vec![1.0, 0.0, 0.0, 0.0],
+                // Uniform: centroid (2, 2), off it.
+                vec![1.0, 1.0, 1.0, 1.0],
+                // Mostly top-left: centroid (1.2, 1.2), pixel (1, 1), a hit.
+                vec![8.0, 1.0, 1.0, 0.0],
+            ],
+            &[&m, &m, &m],
+            &[1, 1, 1],
+            2,
+        )
+        .unwrap();
+        assert!((r.accuracy - 2.0 / 3.0).abs() < 1e-12, "{r:?}");
+        assert!((r.chance - 0.25).abs() < 1e-12, "{r:?}");
+        assert!(centroid_game(&[vec![0.0; 4]], &[&m], &[1], 2).is_err());
+        assert!(centroid_game(&[vec![1.0; 3]], &[&m], &[1], 2).is_err());
+        assert!(centroid_game(&[vec![1.0; 4]], &[&m], &[1, 1], 2).is_err());
     }
 }

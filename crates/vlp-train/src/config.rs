@@ -387,7 +387,8 @@ impl Default for CheckpointConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DistributedConfig {
-    /// Devices on this machine to train on (data parallel, one thread each).
+    /// Devices on this machine to train on (data parallel, one thread each); 0 = automatic:
+    /// the binary picks ([`TrainConfig::auto_devices`]).
     pub devices: usize,
     /// Number of machines (processes) in a multi-node run.
     pub world_size: usize,
@@ -405,7 +406,7 @@ pub struct DistributedConfig {
 impl Default for DistributedConfig {
     fn default() -> Self {
         Self {
-            devices: 1,
+            devices: 0,
             world_size: 1,
             rank: 0,
             coordinator: String::new(),
@@ -441,6 +442,28 @@ pub fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {
 }
 
 impl TrainConfig {
+    /// Rank threads for `distributed.devices`: the configured number, or, when it is 0
+    /// (automatic), the most that divide each process's batch (with its accumulation) among
+    /// `available`, at most 8. A multi-node process takes one device unless told otherwise.
+    ///
+    /// Ranks split each step's batch and gather features, so the trajectory does not depend on
+    /// the choice; on a CPU they are how training uses more than one core (the Flex backend runs
+    /// one step's kernels on about one core).
+    pub fn auto_devices(&self, available: usize) -> usize {
+        let d = &self.distributed;
+        if d.devices > 0 {
+            return d.devices;
+        }
+        if d.world_size > 1 {
+            return 1;
+        }
+        let per = self.data.batch_size / d.world_size.max(1);
+        (1..=available.clamp(1, 8))
+            .rev()
+            .find(|k| per.is_multiple_of(k * self.optim.accumulate.max(1)))
+            .unwrap_or(1)
+    }
+
     /// Reads a TOML file (or the defaults when `path` is `None`) and applies overrides.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
         let mut doc: toml::Table = match path {
@@ -529,9 +552,22 @@ impl TrainConfig {
         if o.accumulate == 0 {
             return bad("optim.accumulate", "must be at least 1".into());
         }
-        let ranks = self.distributed.devices * self.distributed.world_size;
+        if self.distributed.world_size > 1 << 16 {
+            return bad(
+                "distributed.world_size",
+                format!("{} is more than 65536", self.distributed.world_size),
+            );
+        }
+        if self.distributed.devices > 1024 {
+            return bad(
+                "distributed.devices",
+                format!("{} is more than 1024", self.distributed.devices),
+            );
+        }
+        // Automatic devices (0) are chosen to divide the batch; check the rest with one.
+        let ranks = self.distributed.devices.max(1) * self.distributed.world_size;
         if ranks == 0 {
-            return bad("distributed.devices", "must be positive".into());
+            return bad("distributed.world_size", "must be positive".into());
         }
         let d = &self.data;
         let per = d.batch_size / ranks.max(1);
@@ -806,5 +842,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("KEY=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn automatic_devices_divide_the_batch_and_respect_explicit_choices() {
+        let c = |sets: &[&str]| {
+            TrainConfig::load(
+                None,
+                &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        let d = c(&[]);
+        assert_eq!(d.distributed.devices, 0, "automatic by default");
+        assert_eq!(d.auto_devices(2), 2);
+        assert_eq!(d.auto_devices(1), 1);
+        assert_eq!(d.auto_devices(0), 1);
+        // At most 8, and a divisor of the batch with its accumulation: 128 on 12 cores → 8;
+        // batch 96 with accumulate 4 on 7 cores → 6 (96 = 6 × 4 × 4).
+        assert_eq!(d.auto_devices(12), 8);
+        assert_eq!(
+            c(&["data.batch_size=96", "optim.accumulate=4"]).auto_devices(7),
+            6
+        );
+        // An odd batch on 2 cores: 1. An explicit number is kept.
+        assert_eq!(c(&["data.batch_size=33"]).auto_devices(2), 1);
+        assert_eq!(
+            c(&["distributed.devices=3", "data.batch_size=33"]).auto_devices(8),
+            3
+        );
+        // A multi-node process takes one device unless told.
+        let m = c(&[
+            "distributed.world_size=2",
+            "distributed.coordinator=\"127.0.0.1:1\"",
+        ]);
+        assert_eq!(m.auto_devices(8), 1);
+        let e = TrainConfig::load(None, &["distributed.devices=5000".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("distributed.devices"), "{e}");
     }
 }

@@ -4,10 +4,14 @@
 //! rows carrying gradient, see `vlp-train`'s `gather_with_grad`), so every objective here sees the
 //! global batch, as open_clip's `--gather-with-grad` does.
 
+mod dreamlip;
 mod filip;
 mod info_nce;
 mod sigmoid;
 
+pub use dreamlip::{
+    grouped_patches, grouping_loss, grouping_weights, multi_positive_loss, ot_loss,
+};
 pub use filip::{filip_loss, late_interaction, select_image_tokens};
 pub use info_nce::{MAX_LOGIT_SCALE, clip_loss};
 pub use sigmoid::siglip_loss;

@@ -14,8 +14,9 @@ pub use decode::{
     MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, decode_image, decode_image_with_limit, load_image,
 };
 
-use fast_image_resize::images::Image;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::U8x3;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use rayon::prelude::*;
 
@@ -147,26 +148,28 @@ fn resize(img: &RgbImage, w: usize, h: usize, interp: Interpolation) -> RgbImage
     };
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
     let mut resizer = Resizer::new();
-    let mut pass = |src: Image<'static>, w: u32, h: u32| -> Image<'static> {
-        if (src.width(), src.height()) == (w, h) {
+    // `resize_typed` for the one pixel type we resize: `Resizer::resize` is generic in the image
+    // types and instantiates the convolutions of every pixel type in the calling crate (4.8 MB
+    // of machine code, most of this crate's build time).
+    let mut pass = |src: Vec<u8>, (sw, sh): (u32, u32), (w, h): (u32, u32)| -> Vec<u8> {
+        if (sw, sh) == (w, h) {
             return src;
         }
-        let mut dst = Image::new(w, h, PixelType::U8x3);
+        let view = TypedImageRef::<U8x3>::from_buffer(sw, sh, &src)
+            .expect("an RGB buffer of the stated size");
+        let mut out = vec![0u8; w as usize * h as usize * 3];
+        let mut dst =
+            TypedImage::<U8x3>::from_buffer(w, h, &mut out).expect("a buffer of the right size");
         resizer
-            .resize(&src, &mut dst, &opts)
+            .resize_typed(&view, &mut dst, &opts)
             .expect("same pixel type on both sides");
-        dst
+        drop(dst);
+        out
     };
-    let src = Image::from_vec_u8(
-        img.width(),
-        img.height(),
-        img.as_raw().clone(),
-        PixelType::U8x3,
-    )
-    .expect("an RgbImage buffer is a valid U8x3 image");
-    let wide = pass(src, w as u32, img.height());
-    let out = pass(wide, w as u32, h as u32);
-    RgbImage::from_raw(w as u32, h as u32, out.into_vec()).expect("buffer of the right size")
+    let (iw, ih) = (img.width(), img.height());
+    let wide = pass(img.as_raw().clone(), (iw, ih), (w as u32, ih));
+    let out = pass(wide, (w as u32, ih), (w as u32, h as u32));
+    RgbImage::from_raw(w as u32, h as u32, out).expect("buffer of the right size")
 }
 
 /// Clear error for a pipeline that cannot work (see [`ImagePipeline::validate`]).

@@ -12,6 +12,7 @@
 //! method defined outside this crate trains with [`crate::run::train_method`].
 
 pub mod clip;
+pub mod dreamlip;
 mod embeddings;
 pub mod filip;
 pub mod registry;
@@ -169,6 +170,22 @@ impl<B: Backend> StepInput<'_, B> {
         let t = self.batch.tokens.as_ref().ok_or_else(|| {
             TrainError::Config("the training loader must tokenise captions".into())
         })?;
+        Ok(t.to_tensors::<B>(self.device))
+    }
+
+    /// Token ids and attention mask of the method's own texts (its text transform's), sample
+    /// after sample with `per_sample` texts each: `[n · per_sample, context]` each.
+    pub fn texts(&self, per_sample: usize) -> Result<(Tensor<B, 2, Int>, Tensor<B, 2, Int>)> {
+        let t = self.batch.text_tokens.as_ref().ok_or_else(|| {
+            TrainError::Config("the method's texts were not tokenised by the loader".into())
+        })?;
+        if t.batch != self.batch.len() * per_sample {
+            return Err(TrainError::Config(format!(
+                "{} texts for {} samples, expected {per_sample} each",
+                t.batch,
+                self.batch.len()
+            )));
+        }
         Ok(t.to_tensors::<B>(self.device))
     }
 }

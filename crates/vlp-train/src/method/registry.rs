@@ -45,4 +45,5 @@ methods! {
     "clip" => super::clip::ClipMethod::clip,
     "siglip" => super::clip::ClipMethod::siglip,
     "filip" => super::filip::FilipMethod::from_config,
+    "dreamlip" => super::dreamlip::DreamLipMethod::from_config,
 }

@@ -95,6 +95,17 @@ where
     M: Method,
     M::Model<B>: AutodiffModule<B, InnerModule = M::Model<B::InnerBackend>>,
 {
+    // Automatic devices (0): the caller chose them; the run records how many.
+    let resolved;
+    let cfg = if cfg.distributed.devices == 0 && !devices.is_empty() {
+        let mut c = cfg.clone();
+        c.distributed.devices = devices.len();
+        c.validate()?;
+        resolved = c;
+        &resolved
+    } else {
+        cfg
+    };
     if devices.is_empty() || devices.len() != cfg.distributed.devices {
         return Err(TrainError::Config(format!(
             "`distributed.devices` = {} but {} device(s) were given to train on",

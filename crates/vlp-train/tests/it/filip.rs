@@ -111,7 +111,7 @@ fn run(seed: u64) -> (Outcome, Outcome) {
     let tok = build_tokenizer(&cfg).unwrap();
     let tok = tok.tokenizer.as_ref();
     let dev = default_device();
-    let (long, long_links) = long_captions(&set);
+    let (long, long_links) = set.long_caption_links().unwrap();
     let (short, short_links) = set.caption_links(true).unwrap();
 
     let filip = Arc::new(FilipMethod::new(FilipSettings::default(), &cfg).unwrap());
@@ -192,18 +192,4 @@ fn token_level_alignment_points_at_objects_and_retrieves_fine_grained_captions_b
         "FILIP {fp:.3} does not beat CLIP {cp:.3} at pointing"
     );
     assert!(fl >= cl, "FILIP long-caption R@5 {fl:.3} < CLIP {cl:.3}");
-}
-
-/// Each image's long caption (one sentence per object, then relations).
-fn long_captions(set: &EvalImages) -> (Vec<String>, Vec<usize>) {
-    let texts = set
-        .annotations
-        .iter()
-        .map(|a| {
-            a.long_caption
-                .clone()
-                .expect("ShapesWorld has long captions")
-        })
-        .collect();
-    (texts, (0..set.len()).collect())
 }

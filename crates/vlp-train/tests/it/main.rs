@@ -4,6 +4,7 @@
 #![allow(clippy::clone_on_copy)]
 
 mod comm;
+mod dreamlip;
 mod eval;
 mod filip;
 mod steps;
@@ -63,7 +64,7 @@ pub fn method(cfg: &TrainConfig) -> Arc<ClipMethod> {
 
 /// One device per rank of `cfg` (the CPU has one; ranks share it).
 pub fn devices(cfg: &TrainConfig) -> Vec<DefaultDevice> {
-    vec![default_device(); cfg.distributed.devices]
+    vec![default_device(); cfg.distributed.devices.max(1)]
 }
 
 /// The dual-encoder architecture of `cfg`.
@@ -78,6 +79,15 @@ pub fn arch(cfg: &TrainConfig) -> vlp_align::ClipConfig {
 
 /// The first `n` training batches of `cfg`.
 pub fn batches(cfg: &TrainConfig, n: usize) -> Vec<Batch> {
+    batches_with(cfg, n, None)
+}
+
+/// The first `n` training batches of `cfg`, with a method's text transform.
+pub fn batches_with(
+    cfg: &TrainConfig,
+    n: usize,
+    texts: Option<Arc<dyn vlp_data::TextTransform>>,
+) -> Vec<Batch> {
     let tok = build_tokenizer(cfg).unwrap();
     let ctx = BuildContext {
         config: cfg,
@@ -98,6 +108,10 @@ pub fn batches(cfg: &TrainConfig, n: usize) -> Vec<Batch> {
         lc,
     )
     .unwrap();
+    let loader = match texts {
+        Some(t) => loader.with_text_transform(t),
+        None => loader,
+    };
     loader.epoch(0, 0).take(n).map(|b| b.unwrap()).collect()
 }
 

@@ -302,10 +302,12 @@ fn ranks_that_built_their_own_models_stay_in_step() {
 fn two_device_run_trains_and_a_lone_multi_node_rank_stops_in_time() {
     let _turn = collective_lock();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny(&["optim.steps=3", "distributed.devices=2"]);
+    // Automatic devices (the default): the run takes the two it is given and records them.
+    let cfg = tiny(&["optim.steps=3"]);
+    assert_eq!(cfg.distributed.devices, 0);
     let report = train::<A>(
         &cfg,
-        devices(&cfg),
+        vec![vlp_core::backend::default_device(); 2],
         RunOptions {
             run_dir: Some(dir.path().join("two")),
             ..Default::default()
@@ -313,6 +315,22 @@ fn two_device_run_trains_and_a_lone_multi_node_rank_stops_in_time() {
     )
     .unwrap();
     assert!(report.final_loss.is_finite());
+    let saved =
+        vlp_train::TrainConfig::load(Some(&dir.path().join("two/config.toml")), &[]).unwrap();
+    assert_eq!(saved.distributed.devices, 2, "the run records its devices");
+    // An odd batch cannot be split over the two given.
+    let odd = tiny(&["optim.steps=3", "data.batch_size=15"]);
+    let e = train::<A>(
+        &odd,
+        vec![vlp_core::backend::default_device(); 2],
+        RunOptions {
+            run_dir: Some(dir.path().join("odd")),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("data.batch_size"), "{e}");
     // Rank 1 of a two-machine run whose coordinator never answers: an error naming the
     // coordinator's liveness address, within the timeout.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
