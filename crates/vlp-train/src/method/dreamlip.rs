@@ -463,16 +463,13 @@ impl Method for DreamLipMethod {
         export_clip(&model.clip, ctx)?;
         // The grouping temperature is DreamLIP's own: kept next to the weights.
         let s: f32 = model.local_logit_scale.val().into_scalar().elem();
-        let path = ctx.dir.join("dreamlip.json");
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&serde_json::json!({
+        ctx.write_json(
+            "dreamlip.json",
+            &serde_json::json!({
                 "local_logit_scale": s,
                 "grouping_delta": self.settings.grouping_delta,
-            }))
-            .expect("serialises"),
+            }),
         )
-        .map_err(|e| TrainError::Io { path, source: e })
     }
 }
 

@@ -421,21 +421,16 @@ impl Method for FilipMethod {
         export_clip(&model.clip, ctx)?;
         // The late-interaction temperature is FILIP's own: kept next to the weights.
         let s: f32 = model.token_logit_scale.val().into_scalar().elem();
-        std::fs::write(
-            ctx.dir.join("filip.json"),
-            serde_json::to_string_pretty(&serde_json::json!({
+        ctx.write_json(
+            "filip.json",
+            &serde_json::json!({
                 "token_logit_scale": s,
                 "settings": {
                     "image_token_fraction": self.settings.image_token_fraction,
                     "clip_weight": self.settings.clip_weight,
                     "class_token": self.settings.class_token,
                 }
-            }))
-            .expect("serialises"),
+            }),
         )
-        .map_err(|e| TrainError::Io {
-            path: ctx.dir.join("filip.json"),
-            source: e,
-        })
     }
 }

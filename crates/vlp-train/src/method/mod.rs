@@ -231,3 +231,13 @@ pub struct ExportContext<'a> {
     /// The tokenizer (its `tokenizer.json` goes next to the weights when it has one).
     pub tokenizer: &'a BuiltTokenizer,
 }
+
+impl ExportContext<'_> {
+    /// Writes a method's own settings or parameters (a temperature, ...) as pretty JSON to
+    /// `file` next to the exported weights.
+    pub fn write_json(&self, file: &str, value: &serde_json::Value) -> Result<()> {
+        let path = self.dir.join(file);
+        let text = serde_json::to_string_pretty(value).expect("a JSON value serialises");
+        std::fs::write(&path, text).map_err(|e| TrainError::Io { path, source: e })
+    }
+}

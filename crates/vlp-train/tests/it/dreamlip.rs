@@ -10,21 +10,18 @@
 
 use std::sync::Arc;
 
-use burn::module::AutodiffModule;
-use vlp_core::backend::{DefaultBackend, TrainBackend as A, default_device};
+use vlp_core::backend::{DefaultBackend, default_device};
 use vlp_data::source::open_source;
 use vlp_tasks::battery::EvalImages;
 use vlp_train::TrainConfig;
-use vlp_train::comm::Single;
+use vlp_train::method::Method;
 use vlp_train::method::clip::ClipMethod;
 use vlp_train::method::dreamlip::{
     DreamLipMethod, DreamLipSettings, grouping_localisation, long_caption_retrieval,
 };
-use vlp_train::method::{BuildContext, Method};
 use vlp_train::model::build_tokenizer;
-use vlp_train::trainer::Trainer;
 
-use crate::{batches_with, tiny};
+use crate::{batches_with, tiny, trained};
 
 /// Steps of each training run.
 const STEPS: usize = 120;
@@ -65,37 +62,6 @@ struct Outcome {
     chance: f64,
     /// Mean of image→text and text→image R@1 with each image's long caption.
     long_r1: f64,
-}
-
-fn trained<M: Method>(
-    method: Arc<M>,
-    cfg: &TrainConfig,
-    data: &[vlp_data::loader::Batch],
-) -> M::Model<DefaultBackend>
-where
-    M::Model<A>: AutodiffModule<A, InnerModule = M::Model<DefaultBackend>>,
-{
-    let tok = build_tokenizer(cfg).unwrap();
-    let ctx = BuildContext {
-        config: cfg,
-        tokenizer: &tok,
-    };
-    let dev = default_device();
-    // Seeds train in parallel threads sharing the backend's generator: draw the initial
-    // weights under one lock so each seed's model does not depend on thread timing.
-    let model = {
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        <A as burn::tensor::backend::Backend>::seed(&dev, cfg.run.seed);
-        let model = method.build::<A>(&ctx, &dev).unwrap();
-        vlp_train::optim::materialize(&model);
-        model
-    };
-    let mut t = Trainer::new(cfg, method, model, dev, Single);
-    for b in data {
-        t.step(b).unwrap();
-    }
-    t.model.valid()
 }
 
 fn outcome(

@@ -8,22 +8,18 @@
 
 use std::sync::Arc;
 
-use burn::module::AutodiffModule;
-use vlp_core::backend::{TrainBackend as A, default_device};
+use vlp_core::backend::default_device;
 use vlp_data::source::open_source;
 use vlp_tasks::battery::EvalImages;
 use vlp_tasks::battery::clip_retrieval;
 use vlp_tasks::retrieval::retrieval_scored;
 use vlp_tasks::scoring::LateInteractionScorer;
 use vlp_train::TrainConfig;
-use vlp_train::comm::Single;
 use vlp_train::method::clip::ClipMethod;
 use vlp_train::method::filip::{FilipMethod, FilipSettings};
-use vlp_train::method::{BuildContext, Method};
 use vlp_train::model::build_tokenizer;
-use vlp_train::trainer::Trainer;
 
-use crate::{batches, tiny};
+use crate::{batches, tiny, trained};
 
 /// Steps of each training run: pointing is well above chance after ~50, long-caption retrieval
 /// separates after ~90 (measured on seeds other than these).
@@ -69,39 +65,6 @@ fn held_out(cfg: &TrainConfig) -> EvalImages {
 
 fn mean_r5(r: &vlp_tasks::retrieval::RetrievalResult) -> f64 {
     (r.i2t_recall[1] + r.t2i_recall[1]) / 2.0
-}
-
-/// Trains `method` on `data` from the seed's initialisation.
-fn trained<M: Method>(
-    method: Arc<M>,
-    cfg: &TrainConfig,
-    data: &[vlp_data::loader::Batch],
-) -> M::Model<vlp_core::backend::DefaultBackend>
-where
-    M::Model<A>: AutodiffModule<A, InnerModule = M::Model<vlp_core::backend::DefaultBackend>>,
-{
-    let tok = build_tokenizer(cfg).unwrap();
-    let ctx = BuildContext {
-        config: cfg,
-        tokenizer: &tok,
-    };
-    let dev = default_device();
-    // The seeds train in parallel threads that share the backend's generator: seed and draw
-    // the initial weights (lazily drawn, hence `materialize`) under one lock, so each seed's
-    // model does not depend on thread timing.
-    let model = {
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        <A as burn::tensor::backend::Backend>::seed(&dev, cfg.run.seed);
-        let model = method.build::<A>(&ctx, &dev).unwrap();
-        vlp_train::optim::materialize(&model);
-        model
-    };
-    let mut t = Trainer::new(cfg, method, model, dev, Single);
-    for b in data {
-        t.step(b).unwrap();
-    }
-    t.model.valid()
 }
 
 fn run(seed: u64) -> (Outcome, Outcome) {

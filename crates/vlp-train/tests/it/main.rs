@@ -124,3 +124,40 @@ pub fn model(cfg: &TrainConfig, seed: u64) -> vlp_align::ClipModel<TrainBackend>
     vlp_train::optim::materialize(&m);
     m
 }
+
+/// Trains `method` on `data` from `cfg`'s seed (one rank), returning the inference model. Seeds
+/// may train in parallel threads sharing the backend's generator: the initial weights are drawn
+/// (lazily, hence `materialize`) under one lock so each seed's model does not depend on thread
+/// timing.
+pub fn trained<M: vlp_train::method::Method>(
+    method: Arc<M>,
+    cfg: &TrainConfig,
+    data: &[Batch],
+) -> M::Model<vlp_core::backend::DefaultBackend>
+where
+    M::Model<TrainBackend>: burn::module::AutodiffModule<
+            TrainBackend,
+            InnerModule = M::Model<vlp_core::backend::DefaultBackend>,
+        >,
+{
+    use burn::module::AutodiffModule;
+    let tok = build_tokenizer(cfg).unwrap();
+    let ctx = BuildContext {
+        config: cfg,
+        tokenizer: &tok,
+    };
+    let dev = default_device();
+    let model = {
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        <TrainBackend as burn::tensor::backend::Backend>::seed(&dev, cfg.run.seed);
+        let model = method.build::<TrainBackend>(&ctx, &dev).unwrap();
+        vlp_train::optim::materialize(&model);
+        model
+    };
+    let mut t = vlp_train::trainer::Trainer::new(cfg, method, model, dev, vlp_train::comm::Single);
+    for b in data {
+        t.step(b).unwrap();
+    }
+    t.model.valid()
+}
