@@ -34,11 +34,28 @@ impl HfTokenizer {
     /// file's truncation length, else 77).
     pub fn from_file(path: impl AsRef<Path>, context_length: Option<usize>) -> Result<Self> {
         let path = path.as_ref();
-        let mut inner =
-            tokenizers::Tokenizer::from_file(path).map_err(|e| TextError::Tokenizer {
+        // tokenizers 0.22 panics on some malformed `decoder` entries (`.expect("Helper")` in
+        // `decoders/mod.rs`) instead of returning its error (found by `fuzz/hf_tokenizer`; the
+        // input is `tests/fuzz_regressions/`): a panic while parsing is the same error as a
+        // parse failure.
+        let loaded = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path));
+        let mut inner = match loaded {
+            Ok(r) => r.map_err(|e| TextError::Tokenizer {
                 path: path.into(),
                 reason: e.to_string(),
-            })?;
+            })?,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("the tokenizers crate panicked");
+                return Err(TextError::Tokenizer {
+                    path: path.into(),
+                    reason: format!("malformed tokenizer file: {what}"),
+                });
+            }
+        };
         let length = context_length
             .or_else(|| inner.get_truncation().map(|t| t.max_length))
             .or_else(|| match inner.get_padding().map(|p| &p.strategy) {

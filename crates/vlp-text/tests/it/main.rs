@@ -162,6 +162,14 @@ fn bad_tokenizer_files_name_the_file() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("absent.json"), "{e}");
+    // Found by fuzz/hf_tokenizer: a malformed `decoder` made tokenizers panic.
+    let crash = env!("CARGO_MANIFEST_DIR").to_string()
+        + "/tests/fuzz_regressions/hf_tokenizer_decoder_panic.json";
+    let e = HfTokenizer::from_file(&crash, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hf_tokenizer_decoder_panic.json"), "{e}");
+    assert!(e.contains("malformed"), "{e}");
 }
 
 #[test]
