@@ -73,7 +73,7 @@ pub struct ShapesArgs {
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Source spec: `wds:DIR/shards-{0000..0003}.tar`, `csv:FILE`, `jsonl:FILE`,
-    /// `imagefolder:DIR`, `coco:FILE`, `shapes:SPLIT:N`.
+    /// `imagefolder:DIR`, `coco:FILE`, `shapes:SPLIT:N`, `scenes:SPLIT:N`.
     source: String,
     /// Decode and preprocess to this side, as training would.
     #[arg(long, default_value_t = 224)]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod loader;
 pub mod preprocess;
 pub mod sample;
+pub mod scenes;
 pub mod shapes;
 pub mod source;
 pub mod text;

@@ -115,9 +115,19 @@ impl EvalImages {
 
     /// Normalised pooled image embeddings of a dual encoder.
     pub fn embed<B: Backend>(&self, model: &ClipModel<B>, device: &B::Device) -> Features {
+        self.embed_with::<B>(device, &|t| model.encode_image(t))
+    }
+
+    /// Normalised embeddings of every image under `encode` (`[n, 3, size, size]` to `[n, d]`),
+    /// for image encoders other than [`ClipModel::encode_image`] (a prior-guided tower, ...).
+    pub fn embed_with<B: Backend>(
+        &self,
+        device: &B::Device,
+        encode: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+    ) -> Features {
         let mut f = Features::default();
         for t in self.tensors::<B>(device) {
-            f.extend(Features::from_tensor(normalize(model.encode_image(t))));
+            f.extend(Features::from_tensor(normalize(encode(t))));
         }
         f
     }
@@ -315,7 +325,8 @@ pub fn clip_retrieval<B: Backend>(
 
 /// The metrics training reports for a held-out set: zero-shot when it is labelled, retrieval on
 /// its first captions, under `scorer` builders. Keys: `zero_shot_top1`, `zero_shot_top5`,
-/// `retrieval_i2t_r1`, `retrieval_i2t_r5`, `retrieval_t2i_r1`, `retrieval_t2i_r5`.
+/// `retrieval_i2t_r1`, `retrieval_i2t_r5`, `retrieval_t2i_r1`, `retrieval_t2i_r5` and the
+/// remote-sensing papers' mean recall `retrieval_mr` (see [`RetrievalResult::mean_recall`]).
 pub fn metrics_of(
     zero_shot: Option<&ZeroShotReport>,
     retrieval: Option<&RetrievalResult>,
@@ -330,6 +341,7 @@ pub fn metrics_of(
         m.insert("retrieval_i2t_r5".into(), r.i2t_recall[1]);
         m.insert("retrieval_t2i_r1".into(), r.t2i_recall[0]);
         m.insert("retrieval_t2i_r5".into(), r.t2i_recall[1]);
+        m.insert("retrieval_mr".into(), r.mean_recall());
     }
     m
 }

@@ -29,6 +29,14 @@ pub struct RetrievalResult {
     pub texts: usize,
 }
 
+impl RetrievalResult {
+    /// Mean recall (mR): the mean of R@1, R@5 and R@10 in both directions, the summary
+    /// remote-sensing retrieval papers report (RSICD, RSITMD; PIR-CLIP Table 1).
+    pub fn mean_recall(&self) -> f64 {
+        self.i2t_recall.iter().chain(&self.t2i_recall).sum::<f64>() / 6.0
+    }
+}
+
 /// Rank (1-based) of the best-scoring target among `hits`, ties counted pessimistically for the
 /// target (an equal score of a wrong candidate ranks above it), so results are deterministic.
 fn rank_of(scores: &[f32], hits: &[usize]) -> usize {
@@ -170,6 +178,8 @@ mod tests {
         assert_eq!(r.t2i_recall, [1.0 / 3.0, 1.0, 1.0]);
         assert_eq!(r.t2i_median_rank, 2.0);
         assert!((r.t2i_mean_rank - 5.0 / 3.0).abs() < 1e-12);
+        // mR = (0.5 + 1 + 1 + 1/3 + 1 + 1) / 6.
+        assert!((r.mean_recall() - (29.0 / 6.0) / 6.0).abs() < 1e-12);
     }
 
     #[test]

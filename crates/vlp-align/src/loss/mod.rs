@@ -4,11 +4,13 @@
 //! rows carrying gradient, see `vlp-train`'s `gather_with_grad`), so every objective here sees the
 //! global batch, as open_clip's `--gather-with-grad` does.
 
+mod affiliation;
 mod dreamlip;
 mod filip;
 mod info_nce;
 mod sigmoid;
 
+pub use affiliation::{affiliation_loss, class_centres, same_class};
 pub use dreamlip::{
     grouped_patches, grouping_loss, grouping_weights, multi_positive_loss, ot_loss,
 };

@@ -7,6 +7,7 @@
 mod braces;
 mod coco;
 mod imagefolder;
+mod scenes;
 mod shapes;
 mod table;
 mod wds;
@@ -14,6 +15,7 @@ mod wds;
 pub use braces::{MAX_EXPANSION, expand_braces};
 pub use coco::CocoSource;
 pub use imagefolder::ImageFolderSource;
+pub use scenes::ScenesSource;
 pub use shapes::{ShapesSource, annotations as shapes_annotations};
 pub use table::TableSource;
 pub use wds::{WdsSource, is_safe_member, read_shard};
@@ -163,6 +165,8 @@ pub const MAX_SHAPES_SAMPLES: usize = 100_000_000;
 
 /// Opens a source from its spec:
 /// - `shapes[:SPLIT[:N]]` — ShapesWorld (default split `train`, 10000 samples) with `shapes_cfg`;
+/// - `scenes[:SPLIT[:N]]` — SceneWorld land-cover scenes (the same defaults), at `shapes_cfg`'s
+///   image size and seed;
 /// - `wds:PATTERN` — tar shards: a file, a directory of `*.tar`, or a brace pattern such as
 ///   `data/shards-{0000..0099}.tar`;
 /// - `csv:FILE` / `tsv:FILE` — a table with image-path and caption columns (`filepath` and
@@ -179,7 +183,7 @@ pub fn open_source(spec: &str, shapes_cfg: &ShapesWorldConfig) -> Result<Source>
         reason,
     };
     match kind {
-        "shapes" => {
+        "shapes" | "scenes" => {
             let mut parts = rest.split(':').filter(|p| !p.is_empty());
             let split = match parts.next().unwrap_or("train") {
                 "train" => Split::Train,
@@ -188,7 +192,7 @@ pub fn open_source(spec: &str, shapes_cfg: &ShapesWorldConfig) -> Result<Source>
                 "unseen" => Split::Unseen,
                 other => {
                     return Err(bad(format!(
-                        "unknown ShapesWorld split \"{other}\" (train, val, test, unseen)"
+                        "unknown {kind} split \"{other}\" (train, val, test, unseen)"
                     )));
                 }
             };
@@ -204,6 +208,14 @@ pub fn open_source(spec: &str, shapes_cfg: &ShapesWorldConfig) -> Result<Source>
                      the loader permutes their indices in memory)"
                 )));
             }
+            if kind == "scenes" {
+                return Ok(Source::Indexed(Box::new(ScenesSource::new(
+                    shapes_cfg.image_size,
+                    shapes_cfg.seed,
+                    split,
+                    n,
+                )?)));
+            }
             Ok(Source::Indexed(Box::new(ShapesSource::new(
                 shapes_cfg.clone(),
                 split,
@@ -215,7 +227,7 @@ pub fn open_source(spec: &str, shapes_cfg: &ShapesWorldConfig) -> Result<Source>
         "imagefolder" => Ok(Source::Indexed(Box::new(ImageFolderSource::open(rest)?))),
         "coco" => Ok(Source::Indexed(Box::new(CocoSource::open(rest)?))),
         _ => Err(bad(
-            "expected shapes:, wds:, csv:, tsv:, jsonl:, imagefolder: or coco:".into(),
+            "expected shapes:, scenes:, wds:, csv:, tsv:, jsonl:, imagefolder: or coco:".into(),
         )),
     }
 }

@@ -2,8 +2,8 @@
 //! a dual encoder trained on pooled, normalised features of the global batch.
 
 use burn::module::{Module, Param, ParamId};
-use burn::tensor::FloatDType;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 use serde::Deserialize;
 use vlp_align::loss::{MAX_LOGIT_SCALE, clip_loss, siglip_loss};
 use vlp_align::pretrained::{
@@ -200,9 +200,20 @@ pub fn evaluate_pooled<B: Backend>(
     model: &ClipModel<B>,
     ctx: &EvalContext<'_, B>,
 ) -> Result<Metrics> {
+    evaluate_with_images(model, ctx, &|t| model.encode_image(t))
+}
+
+/// [`evaluate_pooled`] with images embedded by `encode_image` (`[n, 3, s, s]` to `[n, embed]`,
+/// not normalised) and texts by `model`'s text tower: for methods that change only the image
+/// side (a prior-guided tower, ...).
+pub fn evaluate_with_images<B: Backend>(
+    model: &ClipModel<B>,
+    ctx: &EvalContext<'_, B>,
+    encode_image: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+) -> Result<Metrics> {
     let mut m = Metrics::new();
     if let Some(set) = ctx.eval {
-        let feats = set.embed(model, ctx.device);
+        let feats = set.embed_with(ctx.device, encode_image);
         let zs = match (&set.labels, &set.classes) {
             (Some(labels), Some(classes)) => Some(clip_zero_shot(
                 model,
@@ -222,7 +233,7 @@ pub fn evaluate_pooled<B: Backend>(
     if let Some(set) = ctx.unseen
         && let (Some(labels), Some(classes)) = (&set.labels, &set.classes)
     {
-        let feats = set.embed(model, ctx.device);
+        let feats = set.embed_with(ctx.device, encode_image);
         let z = clip_zero_shot(
             model,
             ctx.tokenizer,

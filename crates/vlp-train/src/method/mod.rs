@@ -15,6 +15,7 @@ pub mod clip;
 pub mod dreamlip;
 mod embeddings;
 pub mod filip;
+pub mod priorclip;
 pub mod registry;
 
 pub use embeddings::{Embeddings, Entry, Tokens};
