@@ -3,10 +3,9 @@
 //! in the other modality, which shrinks the "semantic confusion zones" between scene classes
 //! that plain InfoNCE leaves (it treats two images of one class as negatives of each other).
 
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
-use super::info_nce::MAX_LOGIT_SCALE;
+use super::info_nce::{capped_scale, diagonal_cross_entropy};
 
 /// The same-class matrix of a batch from one-hot (or multi-hot) labels: `m[i][j]` = 1 when
 /// samples `i` and `j` share a class.
@@ -45,19 +44,12 @@ pub fn affiliation_loss<B: Backend>(
     same: Tensor<B, 2>,
     logit_scale: Tensor<B, 1>,
 ) -> Tensor<B, 1> {
-    let n = image.dims()[0];
-    let device = image.device();
-    let scale = logit_scale
-        .clamp_max(MAX_LOGIT_SCALE.ln())
-        .exp()
-        .unsqueeze::<2>();
+    let scale = capped_scale(logit_scale);
     let image_centres = class_centres(image.clone(), same.clone());
     let text_centres = class_centres(text.clone(), same);
     let i2t = image.matmul(text_centres.transpose()) * scale.clone();
     let t2i = text.matmul(image_centres.transpose()) * scale;
-    let labels = Tensor::<B, 1, Int>::arange(0..n as i64, &device);
-    let ce = CrossEntropyLossConfig::new().init(&device);
-    (ce.forward(i2t, labels.clone()) + ce.forward(t2i, labels)) / 2.0
+    diagonal_cross_entropy(i2t, t2i)
 }
 
 #[cfg(test)]

@@ -20,16 +20,26 @@ pub fn clip_loss<B: Backend>(
     text: Tensor<B, 2>,
     logit_scale: Tensor<B, 1>,
 ) -> Tensor<B, 1> {
-    let n = image.dims()[0];
-    let device = image.device();
-    let scale = logit_scale
+    let logits = image.matmul(text.transpose()) * capped_scale(logit_scale);
+    diagonal_cross_entropy(logits.clone(), logits.transpose())
+}
+
+/// `exp(logit_scale)` with the log-scale clamped at ln 100, as `[1, 1]` for broadcasting.
+pub(crate) fn capped_scale<B: Backend>(logit_scale: Tensor<B, 1>) -> Tensor<B, 2> {
+    logit_scale
         .clamp_max(MAX_LOGIT_SCALE.ln())
         .exp()
-        .unsqueeze::<2>();
-    let logits = image.matmul(text.transpose()) * scale;
+        .unsqueeze::<2>()
+}
+
+/// The mean of two cross-entropies whose targets are the diagonal (row `i` → class `i`):
+/// the image→text and text→image halves of an InfoNCE-style loss, `[n, n]` each.
+pub(crate) fn diagonal_cross_entropy<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 1> {
+    let n = a.dims()[0];
+    let device = a.device();
     let labels = Tensor::<B, 1, Int>::arange(0..n as i64, &device);
     let ce = CrossEntropyLossConfig::new().init(&device);
-    (ce.forward(logits.clone(), labels.clone()) + ce.forward(logits.transpose(), labels)) / 2.0
+    (ce.forward(a, labels.clone()) + ce.forward(b, labels)) / 2.0
 }
 
 #[cfg(test)]
