@@ -101,9 +101,7 @@ mod tests {
         // DreamLIP's use: uniform marginals over 5 patches and 3 texts, K = exp(−(1 − s)/ε).
         // Fixed similarities spread over [0, 1) (a random draw from the shared generator made
         // the test depend on which tests ran before it).
-        let s: Vec<f32> = (0..30)
-            .map(|x| (x * 37 % 30) as f32 / 30.0)
-            .collect();
+        let s: Vec<f32> = (0..30).map(|x| (x * 37 % 30) as f32 / 30.0).collect();
         let sim = Tensor::<B, 3>::from_data(TensorData::new(s, [2, 5, 3]), &dev);
         let k = ((sim.neg() + 1.0) / -0.1).exp();
         let u = Tensor::<B, 2>::full([2, 5], 1.0 / 5.0, &dev);
