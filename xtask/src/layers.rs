@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// For each workspace crate, the workspace crates it may depend on (normal, build or dev).
 pub const ALLOWED: &[(&str, &[&str])] = &[
-    ("vlp-core", &[]),
+    ("vlp-kernels", &[]),
+    ("vlp-core", &["vlp-kernels"]),
     ("vlp-vision", &["vlp-core"]),
     ("vlp-text", &["vlp-core"]),
     ("vlp-data", &["vlp-core", "vlp-text"]),

@@ -1,7 +1,8 @@
 //! Activation functions used by CLIP-family MLPs, named as the checkpoints' configs name them.
 
-use burn::tensor::{Tensor, activation, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
+use vlp_kernels::Gelu;
 
 /// The MLP non-linearity.
 ///
@@ -22,12 +23,13 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Applies the activation element-wise.
+    /// Applies the activation element-wise (one vectorised pass on the CPU backend, see
+    /// `vlp_kernels`; Burn's operations elsewhere).
     pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Self::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
-            Self::Gelu => activation::gelu(x),
-            Self::GeluTanh => activation::gelu_approximate(x),
+            Self::QuickGelu => vlp_kernels::gelu(Gelu::Quick, x),
+            Self::Gelu => vlp_kernels::gelu(Gelu::Erf, x),
+            Self::GeluTanh => vlp_kernels::gelu(Gelu::Tanh, x),
         }
     }
 

@@ -9,8 +9,6 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use super::mask::AttentionMask;
@@ -211,11 +209,6 @@ impl<B: Backend> Attention<B> {
         let [b, lq, d] = q.dims();
         let lk = k.dims()[1];
         let h = self.n_heads;
-        let (q, k, v) = (
-            self.split_heads(q),
-            self.split_heads(k),
-            self.split_heads(v),
-        );
         let scale = 1.0 / ((d / h) as f64).sqrt();
 
         // A query whose every key is masked gets a zero output (PyTorch's "safe softmax", also
@@ -233,6 +226,11 @@ impl<B: Backend> Attention<B> {
 
         let training_dropout = self.dropout.prob > 0.0 && B::ad_enabled(&q.device());
         let (ctx, weights) = if need_weights || training_dropout {
+            let (q, k, v) = (
+                self.split_heads(q),
+                self.split_heads(k),
+                self.split_heads(v),
+            );
             let scores = q.matmul(k.swap_dims(2, 3)) * scale;
             let scores = match &mask {
                 Some(m) => scores.mask_fill(m.clone(), f32::NEG_INFINITY),
@@ -240,16 +238,14 @@ impl<B: Backend> Attention<B> {
             };
             let probs = softmax(scores, 3);
             let ctx = self.dropout.forward(probs.clone()).matmul(v);
+            let ctx = ctx.swap_dims(1, 2).reshape([b, lq, d]);
             (ctx, need_weights.then_some(probs))
         } else {
-            let opts = AttentionModuleOptions {
-                scale: Some(scale),
-                ..Default::default()
-            };
-            (attention(q, k, v, mask, None, opts), None)
+            // Burn's fused attention, or on the CPU training backend a kernel with its own
+            // backward that reads the heads in place (`vlp_kernels::attention`).
+            (vlp_kernels::attention(q, k, v, h, mask, scale), None)
         };
 
-        let ctx = ctx.swap_dims(1, 2).reshape([b, lq, d]);
         let (ctx, weights) = match dead_rows {
             Some(dead) => {
                 let dead3 = dead.clone().reshape([b, lq, 1]);
