@@ -225,23 +225,18 @@ mod tests {
     use burn::backend::Autodiff;
     use burn::tensor::Tolerance;
 
-    /// Deterministic, roughly normal values (sum of four uniforms from xorshift), so that the
-    /// tests do not depend on Burn's shared random generator or on test order.
+    /// Deterministic, roughly normal values (sum of four uniforms), so that the tests do not
+    /// depend on Burn's shared random generator or on test order.
     fn normalish<B: Backend, const D: usize>(
         shape: [usize; D],
         scale: f32,
         seed: u64,
     ) -> Tensor<B, D> {
         let n: usize = shape.iter().product();
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut uniform = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
-        let v: Vec<f32> = (0..n)
-            .map(|_| ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * 1.73 * scale)
+        let u = crate::testing::values(4 * n, 1.0, seed);
+        let v: Vec<f32> = u
+            .chunks(4)
+            .map(|c| c.iter().sum::<f32>() * 0.866 * scale)
             .collect();
         Tensor::from_data(TensorData::new(v, shape), &Default::default())
     }

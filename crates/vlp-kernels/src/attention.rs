@@ -115,29 +115,6 @@ fn block(data: &mut [f32], h: usize, n: usize, d: usize, width: usize) -> MatMut
     }
 }
 
-/// An `[rows, cols]` row-major buffer as a matrix.
-fn dense(data: &[f32], rows: usize, cols: usize) -> Mat<'_> {
-    Mat {
-        data,
-        off: 0,
-        rs: cols,
-        cs: 1,
-        rows,
-        cols,
-    }
-}
-
-fn dense_mut(data: &mut [f32], rows: usize, cols: usize) -> MatMut<'_> {
-    MatMut {
-        data,
-        off: 0,
-        rs: cols,
-        cs: 1,
-        rows,
-        cols,
-    }
-}
-
 multiversion! {
     /// Scores to probabilities in place, row by row (`lk` per row): masked keys (true) get
     /// exactly 0, and a row whose every key is masked gets all zeros.
@@ -214,7 +191,7 @@ fn forward_one(
         let bh = bi * heads + h;
         // S = scale · Q Kᵀ, then softmax.
         matmul(
-            dense_mut(p, lq, lk),
+            MatMut::dense(p, lq, lk),
             q.head(bi, h, lq),
             k.head(bi, h, lk).t(),
             scale,
@@ -225,7 +202,7 @@ fn forward_one(
         // O = P V.
         matmul(
             block(o, h, lq, d, dims.width()),
-            dense(p, lq, lk),
+            Mat::dense(p, lq, lk),
             v.head(bi, h, lk),
             1.0,
             false,
@@ -310,14 +287,14 @@ impl Backward<Flex, 3> for AttentionBackward {
                     // dV = Pᵀ dO.
                     matmul(
                         block(gv, h, lk, d, width),
-                        dense(p, lq, lk).t(),
+                        Mat::dense(p, lq, lk).t(),
                         go,
                         1.0,
                         false,
                     );
                     // dP = dO Vᵀ, then dS = scale · P ⊙ (dP − rowsum(P ⊙ dP)).
                     matmul(
-                        dense_mut(&mut ds, lq, lk),
+                        MatMut::dense(&mut ds, lq, lk),
                         go,
                         s.v.head(bi, h, lk).t(),
                         1.0,
@@ -325,7 +302,7 @@ impl Backward<Flex, 3> for AttentionBackward {
                     );
                     softmax_backward_rows(p, &mut ds, lk, scale);
                     // dQ = dS K, dK = dSᵀ Q.
-                    let dsm = dense(&ds, lq, lk);
+                    let dsm = Mat::dense(&ds, lq, lk);
                     matmul(
                         block(gq, h, lq, d, width),
                         dsm,
@@ -474,20 +451,9 @@ mod tests {
     use super::*;
     use burn::backend::Autodiff;
 
-    type Ad = Autodiff<Flex>;
+    use crate::testing::values;
 
-    /// Deterministic values in [-scale, scale) from a seed.
-    fn values(n: usize, scale: f32, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
+    type Ad = Autodiff<Flex>;
 
     fn flat<const D: usize>(t: Tensor<Ad, D>) -> Vec<f32> {
         t.into_data().to_vec().unwrap()

@@ -17,3 +17,20 @@ pub mod simd;
 
 pub use activation::{Gelu, gelu};
 pub use attention::attention;
+
+#[cfg(test)]
+mod testing {
+    /// Deterministic values in [-scale, scale) from a seed (xorshift), so that the tests do
+    /// not depend on Burn's shared random generator or on test order.
+    pub fn values(n: usize, scale: f32, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+}

@@ -21,7 +21,19 @@ pub struct Mat<'a> {
     pub cols: usize,
 }
 
-impl Mat<'_> {
+impl<'a> Mat<'a> {
+    /// An `[rows, cols]` row-major buffer.
+    pub fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            off: 0,
+            rs: cols,
+            cs: 1,
+            rows,
+            cols,
+        }
+    }
+
     /// The transpose (a view).
     pub fn t(self) -> Self {
         Self {
@@ -53,6 +65,20 @@ pub struct MatMut<'a> {
     pub rows: usize,
     /// Columns.
     pub cols: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// An `[rows, cols]` row-major buffer.
+    pub fn dense(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            off: 0,
+            rs: cols,
+            cs: 1,
+            rows,
+            cols,
+        }
+    }
 }
 
 /// `dst = scale · lhs · rhs`, or `dst += scale · lhs · rhs` when `accumulate`.
