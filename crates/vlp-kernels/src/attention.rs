@@ -477,6 +477,7 @@ mod tests {
         d: usize,
         masked: Option<&[bool]>,
     ) -> [f32; 4] {
+        crate::testing::require_kernels();
         let dev = Default::default();
         let fused_qkv = |seed| {
             // q, k, v as slices of one `[b, l, 3·h·d]` projection (the fused in_proj layout).

@@ -20,6 +20,15 @@ pub use attention::attention;
 
 #[cfg(test)]
 mod testing {
+    /// Fails a test that compares a kernel with Burn's composition when the kernels are
+    /// switched off: it would compare Burn with itself and pass whatever the kernel does.
+    pub fn require_kernels() {
+        assert!(
+            crate::dispatch::enabled(),
+            "VLP_CPU_KERNELS=0 is set: the kernel tests would compare Burn with itself"
+        );
+    }
+
     /// Deterministic values in [-scale, scale) from a seed (xorshift), so that the tests do
     /// not depend on Burn's shared random generator or on test order.
     pub fn values(n: usize, scale: f32, seed: u64) -> Vec<f32> {
