@@ -398,6 +398,11 @@ pub fn attention<B: Backend>(
     if let Some(m) = &mask {
         assert_eq!(m.dims(), [b, heads, lq, lk], "attention: mask shape");
     }
+    if b == 0 || lq == 0 || lk == 0 || width == 0 {
+        // Nothing to attend to (or nobody asking): zeros, as for a fully masked query. The
+        // row-wise kernels below need at least one key per row.
+        return Tensor::zeros([b, lq, width], &q.device());
+    }
     let f32s = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
     let flex = TypeId::of::<B>() == TypeId::of::<Flex>();
     let ad_flex = TypeId::of::<B>() == TypeId::of::<Autodiff<Flex>>();
@@ -595,6 +600,16 @@ mod tests {
             &out[d..2 * d]
         );
         assert!(out[..d].iter().any(|&x| x != 0.0));
+    }
+
+    #[test]
+    fn empty_sequences_give_empty_or_zero_outputs() {
+        let dev = Default::default();
+        let t = |l: usize| Tensor::<Ad, 3>::zeros([2, l, 8], &dev);
+        assert_eq!(attention(t(0), t(3), t(3), 2, None, 0.5).dims(), [2, 0, 8]);
+        let out = attention(t(4).add_scalar(1.0), t(0), t(0), 2, None, 0.5);
+        assert_eq!(out.dims(), [2, 4, 8]);
+        assert!(flat(out).iter().all(|&x| x == 0.0));
     }
 
     #[test]
