@@ -1,13 +1,14 @@
 //! `cargo xtask`: the project's commands, so that users and CI type the same thing.
 //!
-//! - `cargo xtask train|eval|bench [--backend cpu|wgpu|cuda] [ARGS...]` builds the `vlp` binary in
-//!   release mode with the backend's feature and runs `vlp train|eval|bench ARGS...`.
+//! - `cargo xtask train|eval|bench [--backend cpu|openblas|wgpu|cuda] [ARGS...]` builds the `vlp`
+//!   binary in release mode with the backend's feature and runs `vlp train|eval|bench ARGS...`
+//!   (`openblas`: the CPU backend with its linear layers on the system's OpenBLAS).
 //! - `cargo xtask test [--backend cpu|wgpu|cuda] [-- FILTER...]` builds every test binary of the
 //!   workspace once (with clippy's lints, warnings denied) and runs one tier: every test on the
 //!   CPU, or the backend tests (`backend_tests!`, modules `on_wgpu::` / `on_cuda::`) on a GPU
 //!   backend. The build carries every backend, so switching tiers never rebuilds.
 //! - `cargo xtask ci` is what `.ci/run` calls: it checks the machine first (C compiler, clippy,
-//!   rustfmt, a Vulkan driver: installed with apt-get when run as root, otherwise it stops at
+//!   rustfmt, a Vulkan driver, OpenBLAS: installed with apt-get when run as root, otherwise it stops at
 //!   once with the command to run), then the layering, `cargo fmt --check`, the one build, the
 //!   CPU tier and the wgpu tier (Mesa's software Vulkan driver in CI).
 //! - `cargo xtask check-layers` checks only the crate layering.
@@ -20,10 +21,12 @@ use anyhow::{Context, Result, bail};
 use std::process::Command;
 use std::time::Instant;
 
-const BACKENDS: &[&str] = &["cpu", "wgpu", "cuda"];
+/// `openblas` is the CPU backend with its linear layers on the system's OpenBLAS (for
+/// `train`, `eval` and `bench`; the test build always has it, see `tiers::TEST_FEATURES`).
+const BACKENDS: &[&str] = &["cpu", "openblas", "wgpu", "cuda"];
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <train|eval|bench|test|ci|check-layers> [--backend cpu|wgpu|cuda] [ARGS...]"
+    "usage: cargo xtask <train|eval|bench|test|ci|check-layers> [--backend cpu|openblas|wgpu|cuda] [ARGS...]"
 }
 
 fn main() -> Result<()> {
@@ -57,7 +60,7 @@ fn take_backend(args: &mut Vec<String>) -> Result<String> {
         } else if args[i] == "--backend" {
             args.remove(i);
             if i >= args.len() {
-                bail!("--backend needs a value: cpu, wgpu or cuda");
+                bail!("--backend needs a value: cpu, openblas, wgpu or cuda");
             }
             backend = args.remove(i);
         } else {
@@ -65,7 +68,7 @@ fn take_backend(args: &mut Vec<String>) -> Result<String> {
         }
     }
     if !BACKENDS.contains(&backend.as_str()) {
-        bail!("unknown backend `{backend}`: expected cpu, wgpu or cuda");
+        bail!("unknown backend `{backend}`: expected cpu, openblas, wgpu or cuda");
     }
     Ok(backend)
 }
@@ -89,6 +92,9 @@ fn run(mut cmd: Command, what: &str) -> Result<()> {
 
 fn run_vlp(sub: &str, backend: &str, args: &[String]) -> Result<()> {
     preflight::build_tools()?;
+    if backend == "openblas" {
+        preflight::openblas()?;
+    }
     let mut c = cargo();
     c.args([
         "run",
@@ -106,8 +112,15 @@ fn run_vlp(sub: &str, backend: &str, args: &[String]) -> Result<()> {
 
 fn test(backend: &str, args: &[String]) -> Result<()> {
     let filters: Vec<String> = args.iter().skip_while(|a| *a == "--").cloned().collect();
+    // The test build links OpenBLAS whatever the tier: the CPU tier is the `openblas` backend.
+    let backend = if backend == "openblas" {
+        "cpu"
+    } else {
+        backend
+    };
     preflight::build_tools()?;
     preflight::lint_tools()?;
+    preflight::openblas()?;
     if backend == "wgpu" {
         preflight::vulkan()?;
     }
@@ -143,6 +156,7 @@ fn ci() -> Result<()> {
     preflight::build_tools()?;
     preflight::lint_tools()?;
     preflight::vulkan()?;
+    preflight::openblas()?;
     check_layers()?;
     let mut c = cargo();
     c.args(["fmt", "--all", "--", "--check"]);

@@ -1,6 +1,6 @@
 //! What the machine must have before anything is built, checked in seconds: a C compiler (for
-//! the `-sys` crates: oniguruma, zstd, mimalloc), clippy and rustfmt, and a Vulkan driver for
-//! the wgpu tier. Missing pieces are installed with `apt-get` when that is possible (root, or
+//! the `-sys` crates: oniguruma, zstd, mimalloc), clippy and rustfmt, a Vulkan driver for
+//! the wgpu tier, and OpenBLAS for the `openblas` backend (which the test build uses). Missing pieces are installed with `apt-get` when that is possible (root, or
 //! passwordless sudo, on a Debian-like system, as in CI); otherwise the command stops with the
 //! exact command to run.
 
@@ -177,6 +177,35 @@ fn has_loader() -> bool {
         ]
         .iter()
         .any(|d| Path::new(d).join("libvulkan.so.1").exists())
+}
+
+/// OpenBLAS for the `openblas` backend and the test build (which links it): installed with
+/// `libopenblas-dev` when the linker cannot find `libopenblas.so`.
+pub fn openblas() -> Result<()> {
+    if !cfg!(target_os = "linux") || has_library("libopenblas.so") {
+        return Ok(());
+    }
+    apt_install(
+        &["libopenblas-dev"],
+        "the `openblas` backend and the test build link OpenBLAS and libopenblas.so was not found",
+    )?;
+    if !has_library("libopenblas.so") {
+        bail!("still no libopenblas.so after installing libopenblas-dev");
+    }
+    Ok(())
+}
+
+/// Whether the dynamic linker's cache lists `name` (`ldconfig -p`).
+fn has_library(name: &str) -> bool {
+    Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .ok()
+        .is_some_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{name} ")))
+        })
 }
 
 /// A Vulkan loader and driver for the wgpu tier on Linux (macOS uses Metal, Windows DX12).

@@ -13,14 +13,17 @@ use std::time::Instant;
 
 use crate::{cargo, preflight, run};
 
-/// Features of the test build: every backend compiled in, the CPU the default. The CUDA
-/// copies of the backend tests are left out (`vlp-core/cuda-tests`): CI has no NVIDIA GPU to run
-/// them, and they cost a third of the heaviest test crates' build.
-pub const TEST_FEATURES: &str = "vlp-core/wgpu-runtime,vlp-core/cuda-runtime";
+/// Features of the test build: every backend compiled in, the CPU the default, with its linear
+/// layers on OpenBLAS (`vlp-core/openblas`) so that the BLAS kernels, which the default build
+/// leaves out, run under every CPU test; without the feature the CPU's linear is Burn's own,
+/// which the wgpu tier and the kernels' comparison tests run. The CUDA copies of the backend
+/// tests are left out (`vlp-core/cuda-tests`): CI has no NVIDIA GPU to run them, and they cost a
+/// third of the heaviest test crates' build.
+pub const TEST_FEATURES: &str = "vlp-core/wgpu-runtime,vlp-core/cuda-runtime,vlp-core/openblas";
 
 /// The build of the CUDA tier: [`TEST_FEATURES`] with the CUDA test copies.
 pub const CUDA_TEST_FEATURES: &str =
-    "vlp-core/wgpu-runtime,vlp-core/cuda-runtime,vlp-core/cuda-tests";
+    "vlp-core/wgpu-runtime,vlp-core/cuda-runtime,vlp-core/openblas,vlp-core/cuda-tests";
 
 /// The build a tier runs on: the CUDA tier has its own, every other tier shares one.
 fn features(backend: &str) -> &'static str {

@@ -180,15 +180,9 @@ fn forward_one(
     o: &mut [f32],
 ) {
     let Dims {
-        heads,
-        lq,
-        lk,
-        d,
-        scale,
-        ..
+        lq, lk, d, scale, ..
     } = dims;
     for (h, p) in p.chunks_exact_mut(lq * lk).enumerate() {
-        let bh = bi * heads + h;
         // S = scale · Q Kᵀ, then softmax.
         matmul(
             MatMut::dense(p, lq, lk),
@@ -197,7 +191,12 @@ fn forward_one(
             scale,
             false,
         );
-        let m = mask.map(|m| &m[bh * lq * lk..(bh + 1) * lq * lk]);
+        // The mask has one head (shared by all) or one per head.
+        let m = mask.map(|m| {
+            let mask_heads = m.len() / (dims.b * lq * lk);
+            let i = bi * mask_heads + h.min(mask_heads - 1);
+            &m[i * lq * lk..(i + 1) * lq * lk]
+        });
         softmax_rows(p, lk, m);
         // O = P V.
         matmul(
@@ -377,7 +376,8 @@ fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
 ///
 /// # Shapes
 /// - `q`: `[batch, lq, heads·d]`; `k`, `v`: `[batch, lk, heads·d]` (any strides)
-/// - `mask`: `[batch, heads, lq, lk]`
+/// - `mask`: `[batch, heads, lq, lk]`, or `[batch, 1, lq, lk]` for one mask shared by every
+///   head (read once rather than once per head)
 /// - returns: `[batch, lq, heads·d]`
 pub fn attention<B: Backend>(
     q: Tensor<B, 3>,
@@ -396,7 +396,12 @@ pub fn attention<B: Backend>(
     assert_eq!(k.dims(), [b, lk, width], "attention: key shape");
     assert_eq!(v.dims(), [b, lk, width], "attention: value shape");
     if let Some(m) = &mask {
-        assert_eq!(m.dims(), [b, heads, lq, lk], "attention: mask shape");
+        let [mb, mh, mq, mk] = m.dims();
+        assert!(
+            [mb, mq, mk] == [b, lq, lk] && (mh == 1 || mh == heads),
+            "attention: mask shape {:?} for batch {b}, {heads} heads, {lq} queries, {lk} keys",
+            m.dims()
+        );
     }
     if b == 0 || lq == 0 || lk == 0 || width == 0 {
         // Nothing to attend to (or nobody asking): zeros, as for a fully masked query. The
@@ -416,6 +421,7 @@ pub fn attention<B: Backend>(
             split_heads(k, heads),
             split_heads(v, heads),
         );
+        let mask = mask.map(|m| m.expand([b, heads, lq, lk]));
         let out = burn_attention(q, k, v, mask, None, opts);
         return out.swap_dims(1, 2).reshape([b, lq, width]);
     }
@@ -562,13 +568,15 @@ mod tests {
     #[test]
     fn masked_keys_get_no_weight_and_no_gradient() {
         let (b, h, lq, lk, d) = (2, 2, 6, 6, 8);
-        // Causal plus padding of the last key of batch 1.
+        // Causal plus, in batch 1, a different hidden key per head (the last for head 0, the
+        // one before for head 1), so that a head reading another head's mask would differ.
         let mut m = vec![false; b * h * lq * lk];
         for bb in 0..b {
             for hh in 0..h {
                 for i in 0..lq {
                     for j in 0..lk {
-                        m[((bb * h + hh) * lq + i) * lk + j] = j > i || (bb == 1 && j == lk - 1);
+                        m[((bb * h + hh) * lq + i) * lk + j] =
+                            j > i || (bb == 1 && j == lk - 1 - hh);
                     }
                 }
             }
@@ -577,6 +585,39 @@ mod tests {
         for (what, e) in ["output", "dq", "dk", "dv"].iter().zip(errs) {
             assert!(e < 2e-6, "masked: {what} differs by {e}");
         }
+    }
+
+    #[test]
+    fn a_mask_shared_by_all_heads_equals_it_repeated_per_head() {
+        crate::testing::require_kernels();
+        let (b, h, lq, lk, d) = (2, 3, 5, 7, 4);
+        let dev = Default::default();
+        let t = |seed, l| {
+            Tensor::<Flex, 3>::from_data(
+                TensorData::new(values(b * l * h * d, 1.0, seed), [b, l, h * d]),
+                &dev,
+            )
+        };
+        // Key j hidden from query i when (i + 2j + batch) is divisible by 3.
+        let shared: Vec<bool> = (0..b * lq * lk)
+            .map(|n| {
+                let (bb, i, j) = (n / (lq * lk), n / lk % lq, n % lk);
+                (i + 2 * j + bb) % 3 == 0
+            })
+            .collect();
+        let repeated: Vec<bool> = shared
+            .chunks(lq * lk)
+            .flat_map(|m| std::iter::repeat_n(m, h).flatten().copied())
+            .collect();
+        let run = |m: Vec<bool>, mh| {
+            let mask =
+                Tensor::<Flex, 4, Bool>::from_data(TensorData::new(m, [b, mh, lq, lk]), &dev);
+            attention(t(1, lq), t(2, lk), t(3, lk), h, Some(mask), 0.5)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        assert_eq!(run(shared, 1), run(repeated, h));
     }
 
     #[test]

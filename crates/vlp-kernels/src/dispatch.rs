@@ -51,6 +51,17 @@ impl<B: Backend> Float<B> {
     }
 }
 
+impl<B: Backend> Float<B> {
+    /// Back to `B`'s primitive, unchanged.
+    pub fn into_primitive(self) -> FloatTensor<B> {
+        match self {
+            Self::Flex(f) => from_flex::<B>(f),
+            Self::AdFlex(a) => from_ad_flex::<B>(a),
+            Self::Other(p) => p,
+        }
+    }
+}
+
 /// A Flex result as `B`'s primitive (`B` is Flex).
 pub fn from_flex<B: Backend>(x: FlexTensor) -> FloatTensor<B> {
     cast(x).unwrap_or_else(|_| unreachable!("only called when B is Flex"))

@@ -6,17 +6,29 @@
 //! Burn's operations (so wgpu and CUDA keep CubeCL's fusion). The towers in `vlp-core` call
 //! these entry points; nothing else needs to know.
 //!
+//! - [`gelu`]: the GELU family, forward and backward each one vectorised pass.
+//! - [`attention`]: multi-head attention on packed `[batch, tokens, heads·d]` projections.
+//! - [`layer_norm`]: Burn's forward with a closed-form backward on `Autodiff<Flex>`.
+//! - [`linear`]: with the `openblas` feature, linear layers on OpenBLAS forward and backward;
+//!   Burn's own linear otherwise.
+//!
 //! This crate sits below `vlp-core` and is compiled optimised even in test builds
 //! (the kernels are the hot loops of every test that trains).
 
 pub mod activation;
 pub mod attention;
+#[cfg(feature = "openblas")]
+pub mod blas;
 pub mod dispatch;
+pub mod linear;
 pub mod matmul;
+pub mod norm;
 pub mod simd;
 
 pub use activation::{Gelu, gelu};
 pub use attention::attention;
+pub use linear::linear;
+pub use norm::layer_norm;
 
 #[cfg(test)]
 mod testing {

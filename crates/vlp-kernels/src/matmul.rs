@@ -45,7 +45,7 @@ impl<'a> Mat<'a> {
         }
     }
 
-    fn last(&self) -> usize {
+    pub(crate) fn last(&self) -> usize {
         self.off + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs
     }
 }

@@ -219,7 +219,8 @@ impl<B: Backend> Attention<B> {
                 let full = m.expand([b, 1, lq, lk]);
                 let dead: Tensor<B, 4, Bool> = full.clone().all_dim(3); // [b, 1, lq, 1]
                 let live_mask = full.bool_and(dead.clone().bool_not().expand([b, 1, lq, lk]));
-                (Some(live_mask.expand([b, h, lq, lk])), Some(dead))
+                // `[b, 1, lq, lk]`: one mask for every head (expanded where it is used).
+                (Some(live_mask), Some(dead))
             }
             None => (None, None),
         };
@@ -233,7 +234,7 @@ impl<B: Backend> Attention<B> {
             );
             let scores = q.matmul(k.swap_dims(2, 3)) * scale;
             let scores = match &mask {
-                Some(m) => scores.mask_fill(m.clone(), f32::NEG_INFINITY),
+                Some(m) => scores.mask_fill(m.clone().expand([b, h, lq, lk]), f32::NEG_INFINITY),
                 None => scores,
             };
             let probs = softmax(scores, 3);

@@ -41,6 +41,12 @@ impl MlpConfig {
     }
 }
 
+/// `layer.forward(x)` through `vlp_kernels::linear` (OpenBLAS on the CPU backend with the
+/// `openblas` feature; Burn's own linear otherwise).
+fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    vlp_kernels::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+}
+
 /// Applies a Burn `Linear` as one 2-D product over the flattened leading dimensions.
 ///
 /// Burn 0.21's CubeCL backends (wgpu at least) multiply rank-3 inputs with a unit axis
@@ -49,7 +55,7 @@ impl MlpConfig {
 pub fn linear_2d<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let dims = x.dims();
     let rows: usize = dims[..D - 1].iter().product();
-    let y = layer.forward(x.reshape([rows, dims[D - 1]]));
+    let y = linear(layer, x.reshape([rows, dims[D - 1]]));
     let mut out = dims;
     out[D - 1] = y.dims()[1];
     y.reshape(out)
@@ -65,8 +71,8 @@ impl<B: Backend> Mlp<B> {
         // The whole block on the flattened `[rows, d_model]` view (see `linear_2d`).
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
-        let h = self.fc1.forward(x.reshape([rows, dims[D - 1]]));
-        self.fc2.forward(self.activation.forward(h)).reshape(dims)
+        let h = linear(&self.fc1, x.reshape([rows, dims[D - 1]]));
+        linear(&self.fc2, self.activation.forward(h)).reshape(dims)
     }
 }
 

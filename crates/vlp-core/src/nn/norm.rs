@@ -3,7 +3,7 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 /// Configuration of a [`LayerNorm`].
 #[derive(Config, Debug)]
@@ -47,14 +47,10 @@ impl<B: Backend> LayerNorm<B> {
     /// - `x`: `[..., d_model]`
     /// - returns: same shape as `x`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        // The backend op lets CubeCL backends fuse the normalisation; its default body is the
-        // textbook (biased-variance) formula, differentiable under Autodiff.
-        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(
-            x.into_primitive().tensor(),
-            self.weight.val().into_primitive().tensor(),
-            Some(self.bias.val().into_primitive().tensor()),
-            self.eps,
-        )))
+        // Burn's backend op (CubeCL backends fuse it, Flex has a single-pass kernel), with
+        // `vlp-kernels`' closed-form backward on `Autodiff<Flex>` instead of the recorded
+        // composition.
+        vlp_kernels::layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
     }
 }
 
