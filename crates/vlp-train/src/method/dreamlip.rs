@@ -34,8 +34,8 @@ use super::clip::{
     pipeline_of,
 };
 use super::{
-    BuildContext, DataRequest, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective,
-    StepInput,
+    BuildContext, Checks, DataRequest, Embeddings, EvalContext, ExportContext, Method, Metrics,
+    Objective, StepInput,
 };
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -229,71 +229,38 @@ impl DreamLipMethod {
 
     /// The method with explicit settings (checked).
     pub fn new(settings: DreamLipSettings, cfg: &TrainConfig) -> Result<Self> {
-        let bad = |field: &str, why: String| {
-            Err(TrainError::Config(format!(
-                "method `dreamlip`: `{field}` {why}"
-            )))
-        };
+        let c = Checks::new("dreamlip");
         let s = &settings;
-        if !(1..=64).contains(&s.subcaptions) {
-            return bad(
-                "subcaptions",
-                format!("= {} is not in 1..=64", s.subcaptions),
-            );
-        }
-        if !(1..=16).contains(&s.merged) {
-            return bad("merged", format!("= {} is not in 1..=16", s.merged));
-        }
+        c.count("subcaptions", s.subcaptions, 1..=64)?;
+        c.count("merged", s.merged, 1..=16)?;
         for (f, v) in [
             ("clip_weight", s.clip_weight),
             ("multi_positive_weight", s.multi_positive_weight),
             ("grouping_weight", s.grouping_weight),
             ("ot_weight", s.ot_weight),
         ] {
-            if !(v.is_finite() && (0.0..=1e3).contains(&v)) {
-                return bad(f, format!("= {v} is not a weight in [0, 1000]"));
-            }
+            c.real(f, v, 0.0, 1e3)?;
         }
         if s.clip_weight + s.multi_positive_weight + s.grouping_weight + s.ot_weight == 0.0 {
-            return bad(
+            return Err(c.fail(
                 "clip_weight",
-                "and every other weight are 0: nothing trains".into(),
-            );
+                "and every other weight are 0: nothing trains",
+            ));
         }
-        if !(s.margin.is_finite() && (0.0..=1.0).contains(&s.margin)) {
-            return bad("margin", format!("= {} is not in [0, 1]", s.margin));
-        }
-        if !(s.gamma.is_finite() && s.gamma > 0.0 && s.gamma <= 1e3) {
-            return bad("gamma", format!("= {} is not in (0, 1000]", s.gamma));
-        }
+        c.real("margin", s.margin, 0.0, 1.0)?;
+        c.real_above("gamma", s.gamma, 0.0, 1e3)?;
         if !(s.grouping_delta.is_finite() && s.grouping_delta < 1.0) {
-            return bad(
+            return Err(c.fail(
                 "grouping_delta",
                 format!(
                     "= {} must be below 1 (negative: 1/patches)",
                     s.grouping_delta
                 ),
-            );
+            ));
         }
-        if !(s.ot_epsilon.is_finite() && s.ot_epsilon >= 0.01 && s.ot_epsilon <= 10.0) {
-            return bad(
-                "ot_epsilon",
-                format!("= {} is not in [0.01, 10]", s.ot_epsilon),
-            );
-        }
-        if !(1..=10_000).contains(&s.ot_iterations) {
-            return bad(
-                "ot_iterations",
-                format!("= {} is not in 1..=10000", s.ot_iterations),
-            );
-        }
-        let l = s.local_logit_scale_init;
-        if !(l.is_finite() && (0.0..=100f64.ln()).contains(&l)) {
-            return bad(
-                "local_logit_scale_init",
-                format!("= {l} is not in [0, ln 100]"),
-            );
-        }
+        c.real("ot_epsilon", s.ot_epsilon, 0.01, 10.0)?;
+        c.count("ot_iterations", s.ot_iterations, 1..=10_000)?;
+        c.logit_scale("local_logit_scale_init", s.local_logit_scale_init)?;
         Ok(Self {
             settings,
             lock_image: cfg.optim.lock_image,

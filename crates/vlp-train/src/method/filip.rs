@@ -28,10 +28,11 @@ use super::clip::{
     architecture, build_clip, clamp_logit_scale, export_clip, lock_towers, pipeline_of,
 };
 use super::{
-    BuildContext, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective, StepInput,
+    BuildContext, Checks, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective,
+    StepInput,
 };
 use crate::config::TrainConfig;
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 
 /// `[method.filip]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -90,24 +91,15 @@ impl FilipMethod {
 
     /// The method with explicit settings (checked).
     pub fn new(settings: FilipSettings, cfg: &TrainConfig) -> Result<Self> {
-        let f = settings.image_token_fraction;
-        if !(f > 0.0 && f <= 1.0) {
-            return Err(TrainError::Config(format!(
-                "method `filip`: `image_token_fraction` = {f} is not in (0, 1]"
-            )));
-        }
-        if !(settings.clip_weight.is_finite() && settings.clip_weight >= 0.0) {
-            return Err(TrainError::Config(format!(
-                "method `filip`: `clip_weight` = {} must be a non-negative number",
-                settings.clip_weight
-            )));
-        }
-        let s = settings.logit_scale_init;
-        if !(s.is_finite() && (0.0..=100f64.ln()).contains(&s)) {
-            return Err(TrainError::Config(format!(
-                "method `filip`: `logit_scale_init` = {s} is not in [0, ln 100]"
-            )));
-        }
+        let c = Checks::new("filip");
+        c.real_above(
+            "image_token_fraction",
+            settings.image_token_fraction,
+            0.0,
+            1.0,
+        )?;
+        c.weight("clip_weight", settings.clip_weight)?;
+        c.logit_scale("logit_scale_init", settings.logit_scale_init)?;
         Ok(Self {
             settings,
             lock_image: cfg.optim.lock_image,

@@ -11,6 +11,7 @@
 //! under `configs/` (see CONTRIBUTING.md, "Adding a method"; FILIP is the worked example). A
 //! method defined outside this crate trains with [`crate::run::train_method`].
 
+mod checks;
 pub mod clip;
 pub mod dreamlip;
 mod embeddings;
@@ -31,6 +32,8 @@ use vlp_data::preprocess::ImagePipeline;
 use vlp_data::sample::Field;
 use vlp_tasks::battery::EvalImages;
 use vlp_text::Tokenizer;
+
+pub use checks::Checks;
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};

@@ -45,7 +45,8 @@ use super::clip::{
     pipeline_of,
 };
 use super::{
-    BuildContext, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective, StepInput,
+    BuildContext, Checks, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective,
+    StepInput,
 };
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -137,30 +138,10 @@ impl PriorClipMethod {
 
     /// The method with explicit settings (checked).
     pub fn new(settings: PriorClipSettings, cfg: &TrainConfig) -> Result<Self> {
-        let bad = |field: &str, why: String| {
-            Err(TrainError::Config(format!(
-                "method `priorclip`: `{field}` {why}"
-            )))
-        };
-        let w = settings.affiliation_weight;
-        if !(w.is_finite() && w >= 0.0) {
-            return bad(
-                "affiliation_weight",
-                format!("= {w} must be a non-negative number"),
-            );
-        }
-        if !(1..=64).contains(&settings.prior_stride) {
-            return bad(
-                "prior_stride",
-                format!("= {} is not in 1..=64", settings.prior_stride),
-            );
-        }
-        if !(1..=1024).contains(&settings.prior_channels) {
-            return bad(
-                "prior_channels",
-                format!("= {} is not in 1..=1024", settings.prior_channels),
-            );
-        }
+        let c = Checks::new("priorclip");
+        c.weight("affiliation_weight", settings.affiliation_weight)?;
+        c.count("prior_stride", settings.prior_stride, 1..=64)?;
+        c.count("prior_channels", settings.prior_channels, 1..=1024)?;
         Ok(Self {
             settings,
             lock_image: cfg.optim.lock_image,
