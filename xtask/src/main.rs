@@ -8,9 +8,9 @@
 //!   CPU, or the backend tests (`backend_tests!`, modules `on_wgpu::` / `on_cuda::`) on a GPU
 //!   backend. The build carries every backend, so switching tiers never rebuilds.
 //! - `cargo xtask ci` is what `.ci/run` calls: it checks the machine first (C compiler, clippy,
-//!   rustfmt, a Vulkan driver, OpenBLAS: installed with apt-get when run as root, otherwise it stops at
-//!   once with the command to run), then the layering, `cargo fmt --check`, the one build, the
-//!   CPU tier and the wgpu tier (Mesa's software Vulkan driver in CI).
+//!   rustfmt, a Vulkan driver, OpenBLAS: installed with apt-get when run as root, otherwise it
+//!   stops at once with the command to run), then the layering, `cargo fmt --check`, the one
+//!   build, the CPU tier and the wgpu tier (Mesa's software Vulkan driver in CI).
 //! - `cargo xtask check-layers` checks only the crate layering.
 
 mod layers;

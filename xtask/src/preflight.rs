@@ -1,8 +1,8 @@
 //! What the machine must have before anything is built, checked in seconds: a C compiler (for
 //! the `-sys` crates: oniguruma, zstd, mimalloc), clippy and rustfmt, a Vulkan driver for
-//! the wgpu tier, and OpenBLAS for the `openblas` backend (which the test build uses). Missing pieces are installed with `apt-get` when that is possible (root, or
-//! passwordless sudo, on a Debian-like system, as in CI); otherwise the command stops with the
-//! exact command to run.
+//! the wgpu tier, and OpenBLAS for the `openblas` backend (which the test build uses). Missing
+//! pieces are installed with `apt-get` when that is possible (root, or passwordless sudo, on a
+//! Debian-like system, as in CI); otherwise the command stops with the exact command to run.
 
 use anyhow::{Result, bail};
 use std::path::{Path, PathBuf};
