@@ -41,6 +41,37 @@ mod testing {
         );
     }
 
+    /// A tensor of [`values`] in [-scale, scale).
+    pub fn tensor<B: burn::tensor::backend::Backend, const D: usize>(
+        shape: [usize; D],
+        scale: f32,
+        seed: u64,
+    ) -> burn::tensor::Tensor<B, D> {
+        let n = shape.iter().product();
+        burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(values(n, scale, seed), shape),
+            &Default::default(),
+        )
+    }
+
+    /// The values of `t` as f32, in row-major order.
+    pub fn flat<B: burn::tensor::backend::Backend, const D: usize>(
+        t: burn::tensor::Tensor<B, D>,
+    ) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec().unwrap()
+    }
+
+    /// Asserts `|got − want| ≤ tol · (1 + |want|)` element by element, and equal lengths.
+    pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * (1.0 + w.abs()),
+                "{what}: element {i}: {g} vs {w}"
+            );
+        }
+    }
+
     /// Deterministic values in [-scale, scale) from a seed (xorshift), so that the tests do
     /// not depend on Burn's shared random generator or on test order.
     pub fn values(n: usize, scale: f32, seed: u64) -> Vec<f32> {

@@ -223,31 +223,17 @@ mod blas {
 mod tests {
     use super::*;
     use burn::backend::Autodiff;
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::Distribution;
+
+    /// Values in [-1, 1).
+    fn tensor<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
+        crate::testing::tensor(shape, 1.0, seed)
+    }
     use burn_flex::Flex;
 
-    use crate::testing::{require_kernels, values};
+    use crate::testing::{assert_close as close, flat as vec, require_kernels};
 
     type Ad = Autodiff<Flex>;
-
-    fn tensor<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
-        let n = shape.iter().product();
-        Tensor::from_data(
-            TensorData::new(values(n, 1.0, seed), shape),
-            &Default::default(),
-        )
-    }
-
-    fn vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().to_vec().unwrap()
-    }
-
-    fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}: length");
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= tol, "{what}: element {i}: {g} vs {w}");
-        }
-    }
 
     /// Burn's own linear, the reference.
     fn burn_linear<B: Backend>(
@@ -291,7 +277,8 @@ mod tests {
                     let got = vec(linear(x.clone(), w.clone(), bias.clone()));
                     let want = vec(burn_linear(x.clone(), w.clone(), bias.clone()));
                     let what = format!("{m}x{k}x{n}, dense w {dense}, bias {}", bias.is_some());
-                    close(&got, &want, 2e-5 * (k as f32).sqrt(), &what);
+                    // Measured: < 3e-6 relative.
+                    close(&got, &want, 2e-5, &what);
                 }
             }
         }
@@ -322,7 +309,8 @@ mod tests {
                 };
                 let (ours, burn) = (run(true), run(false));
                 let what = format!("{m}x{k}x{n}, bias {with_bias}");
-                let tol = 2e-5 * (m.max(k).max(n) as f32).sqrt();
+                // Measured: < 5e-6 relative (sums over up to 300 terms in another order).
+                let tol = 2e-5;
                 close(&ours.0, &burn.0, tol, &format!("{what}: output"));
                 close(&ours.1, &burn.1, tol, &format!("{what}: dx"));
                 close(&ours.2, &burn.2, tol, &format!("{what}: dW"));

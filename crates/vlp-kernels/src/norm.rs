@@ -163,9 +163,12 @@ fn tracked<const N: usize>(
     b: Option<&AdFlexTensor>,
     eps: f64,
 ) -> AdFlexTensor {
+    // One contiguous input for Flex's forward (which would copy a strided one itself) and
+    // for the backward, rather than a copy in each.
+    let xc = contiguous(&x.primitive);
     let forward = || {
         Flex::layer_norm(
-            x.primitive.clone(),
+            xc.clone(),
             w.primitive.clone(),
             b.map(|b| b.primitive.clone()),
             eps,
@@ -178,7 +181,7 @@ fn tracked<const N: usize>(
     match prep {
         OpsKind::Tracked(prep) => {
             let saved = Saved {
-                x: x.primitive.clone(),
+                x: xc.clone(),
                 w: w.primitive.clone(),
                 eps: eps as f32,
             };
@@ -237,35 +240,9 @@ mod tests {
     use super::*;
     use burn::backend::Autodiff;
 
-    use crate::testing::{require_kernels, values};
+    use crate::testing::{assert_close as close, flat as vec, require_kernels, tensor, values};
 
     type Ad = Autodiff<Flex>;
-
-    fn tensor<B: Backend, const D: usize>(
-        shape: [usize; D],
-        scale: f32,
-        seed: u64,
-    ) -> Tensor<B, D> {
-        let n = shape.iter().product();
-        Tensor::from_data(
-            TensorData::new(values(n, scale, seed), shape),
-            &Default::default(),
-        )
-    }
-
-    fn vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().to_vec().unwrap()
-    }
-
-    fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}: length");
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g - w).abs() <= tol * (1.0 + w.abs()),
-                "{what}: element {i}: {g} vs {w}"
-            );
-        }
-    }
 
     /// Output and gradients of `sum(layer_norm(x) ⊙ r)`: ours, or Burn's composition.
     fn run(
