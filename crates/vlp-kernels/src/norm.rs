@@ -109,19 +109,26 @@ pub fn backward(
     let (dw, db) = if d == 0 {
         zeros()
     } else {
-        dx.par_chunks_mut(ROWS * d)
+        // Each task's partial γ and β gradients, collected in task order and summed in that
+        // order: a rayon fold/reduce would add them in a tree shaped by work stealing, so the
+        // sums (and training) would differ in the last bit from run to run.
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(ROWS * d)
             .enumerate()
-            .fold(zeros, |(mut dw, mut db), (i, dxc)| {
+            .map(|(i, dxc)| {
+                let (mut dw, mut db) = zeros();
                 let lo = i * ROWS * d;
                 let hi = lo + dxc.len();
                 backward_rows(&xs[lo..hi], &gs[lo..hi], ws, eps, dxc, &mut dw, &mut db);
                 (dw, db)
             })
-            .reduce(zeros, |(mut w1, mut b1), (w2, b2)| {
-                w1.iter_mut().zip(&w2).for_each(|(a, b)| *a += b);
-                b1.iter_mut().zip(&b2).for_each(|(a, b)| *a += b);
-                (w1, b1)
-            })
+            .collect();
+        let (mut dw, mut db) = zeros();
+        for (w2, b2) in &partials {
+            dw.iter_mut().zip(w2).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(b2).for_each(|(a, b)| *a += b);
+        }
+        (dw, db)
     };
     (
         FlexTensor::from_data(TensorData::new(dx, x.shape())),
@@ -309,6 +316,28 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn weight_and_bias_gradients_do_not_depend_on_the_threads() {
+        require_kernels();
+        // 33 tasks of 64 rows: the partial sums must be added in one order whatever the
+        // threads do (a rayon fold/reduce tree differs with work stealing and thread count).
+        let shape = [8, 263, 24];
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let four = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let want = one.install(|| run(true, shape, true, false, 5));
+        for _ in 0..10 {
+            let got = four.install(|| run(true, shape, true, false, 5));
+            assert_eq!(got[2], want[2], "weight gradient");
+            assert_eq!(got[3], want[3], "bias gradient");
         }
     }
 
