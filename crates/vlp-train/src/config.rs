@@ -585,27 +585,9 @@ impl TrainConfig {
             return bad("data.workers", format!("{} is more than 256", d.workers));
         }
         range("data.max_skip_fraction", d.max_skip_fraction, 0.0, 1.0)?;
-        let a = &d.augment;
-        for (i, v) in a.scale.iter().enumerate() {
-            range(&format!("data.augment.scale[{i}]"), *v as f64, 1e-6, 1.0)?;
-        }
-        for (i, v) in a.ratio.iter().enumerate() {
-            range(&format!("data.augment.ratio[{i}]"), *v as f64, 1e-3, 1e3)?;
-        }
-        if a.scale[0] > a.scale[1] || a.ratio[0] > a.ratio[1] {
-            return bad(
-                "data.augment",
-                "scale and ratio must be [low, high] ranges".into(),
-            );
-        }
-        range("data.augment.hflip", a.hflip as f64, 0.0, 1.0)?;
-        range("data.augment.jitter_prob", a.jitter_prob as f64, 0.0, 1.0)?;
-        range(
-            "data.augment.jitter_strength",
-            a.jitter_strength as f64,
-            0.0,
-            1.0,
-        )?;
+        d.augment
+            .validate()
+            .map_err(|e| TrainError::Config(format!("`data.augment`: {e}")))?;
         d.shapes
             .validate()
             .map_err(|e| TrainError::Config(format!("`data.shapes`: {e}")))?;
@@ -756,7 +738,11 @@ mod tests {
             ("optim.schedule=\"linear\"", "optim.schedule"),
             ("optim.min_lr=0.01", "optim.min_lr"),
             ("data.max_skip_fraction=2", "data.max_skip_fraction"),
-            ("data.augment.hflip=nan", "data.augment.hflip"),
+            (
+                "data.augment.hflip=nan",
+                "`data.augment`: invalid config field `hflip`",
+            ),
+            ("data.augment.blur_sigma=[2.0, 0.5]", "field `blur_sigma`"),
             ("data.augment.scale=[0.9, 0.1]", "data.augment"),
             ("data.batch_size=0", "data.batch_size"),
             ("data.workers=100000", "data.workers"),

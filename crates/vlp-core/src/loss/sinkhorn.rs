@@ -84,6 +84,36 @@ pub fn sinkhorn<B: Backend>(
     Tensor::from_data(TensorData::new(plan, [b, n, m]), &device)
 }
 
+/// SwAV's balanced soft assignments of samples to prototypes (Caron et al., 2020), as the
+/// improved CLIP recipe's SwALIP computes them (`SwALIPLoss.sinkhorn_knopp` in
+/// `facebookresearch/clip-rocket`, `losses.py`): `Q = exp(scores / ε)`, scaled for
+/// `iterations` rounds so that every prototype receives `1/K` of the mass and every sample
+/// `1/B`, then multiplied by `B` so each sample's row is a distribution. Constant in the
+/// gradient (the code runs it under `no_grad`).
+///
+/// # Shapes
+/// - `scores`: `[samples, prototypes]` (similarities)
+/// - returns: `[samples, prototypes]`, rows summing to 1, columns to `samples / prototypes`
+///   (approximately, after few rounds)
+pub fn swav_assignments<B: Backend>(
+    scores: Tensor<B, 2>,
+    epsilon: f32,
+    iterations: usize,
+) -> Tensor<B, 2> {
+    let [b, k] = scores.dims();
+    let device = scores.device();
+    let scores = scores.detach();
+    // exp((s − max s)/ε): a common factor, which the scaling removes, that keeps exp finite.
+    let max = scores.clone().max();
+    let kernel = ((scores - max.unsqueeze::<2>()) / epsilon as f64)
+        .exp()
+        .transpose()
+        .reshape([1, k, b]);
+    let u = Tensor::<B, 2>::full([1, k], 1.0 / k as f32, &device);
+    let v = Tensor::<B, 2>::full([1, b], 1.0 / b as f32, &device);
+    (sinkhorn(kernel, u, v, iterations.max(1), 0.0).reshape([k, b]) * b as f64).transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +167,84 @@ mod tests {
                 "cross-ratio {rt} vs kernel {rk}"
             );
         }
+    }
+
+    /// SwAV's loop, in f64.
+    fn swav_loop(s: &[Vec<f64>], eps: f64, iters: usize) -> Vec<Vec<f64>> {
+        let (b, k) = (s.len(), s[0].len());
+        // q[p][i] = exp(s[i][p] / eps), normalised to sum 1.
+        let mut q: Vec<Vec<f64>> = (0..k)
+            .map(|p| (0..b).map(|i| (s[i][p] / eps).exp()).collect())
+            .collect();
+        let total: f64 = q.iter().flatten().sum();
+        q.iter_mut().flatten().for_each(|x| *x /= total);
+        for _ in 0..iters {
+            for row in q.iter_mut() {
+                let r: f64 = row.iter().sum();
+                row.iter_mut().for_each(|x| *x /= r * k as f64);
+            }
+            let cols: Vec<f64> = (0..b).map(|i| q.iter().map(|row| row[i]).sum()).collect();
+            for row in q.iter_mut() {
+                for (x, c) in row.iter_mut().zip(&cols) {
+                    *x /= c * b as f64;
+                }
+            }
+        }
+        (0..b)
+            .map(|i| (0..k).map(|p| q[p][i] * b as f64).collect())
+            .collect()
+    }
+
+    #[test]
+    fn swav_assignments_match_the_reference_loop() {
+        let dev = default_device();
+        let (b, k) = (5, 3);
+        let s: Vec<Vec<f64>> = (0..b)
+            .map(|i| {
+                (0..k)
+                    .map(|p| ((i * 7 + p * 3) % 9) as f64 / 4.5 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let flat: Vec<f32> = s.iter().flatten().map(|x| *x as f32).collect();
+        let scores = Tensor::<B, 2>::from_data(TensorData::new(flat, [b, k]), &dev);
+        for iters in [1, 3, 50] {
+            let got: Vec<f32> = swav_assignments(scores.clone(), 0.5, iters)
+                .into_data()
+                .to_vec()
+                .unwrap();
+            let want = swav_loop(&s, 0.5, iters);
+            for i in 0..b {
+                for p in 0..k {
+                    let (g, w) = (got[i * k + p] as f64, want[i][p]);
+                    assert!(
+                        (g - w).abs() < 1e-5,
+                        "{iters} rounds, [{i}, {p}]: {g} vs {w}"
+                    );
+                }
+                let row: f32 = got[i * k..(i + 1) * k].iter().sum();
+                assert!((row - 1.0).abs() < 1e-5, "row {i} sums to {row}");
+            }
+            if iters == 50 {
+                // Converged: every prototype gets B/K of the mass.
+                for p in 0..k {
+                    let col: f32 = (0..b).map(|i| got[i * k + p]).sum();
+                    assert!(
+                        (col - b as f32 / k as f32).abs() < 1e-3,
+                        "column {p}: {col}"
+                    );
+                }
+            }
+        }
+        // Large scores with a small ε stay finite (the common factor is removed first).
+        let big =
+            Tensor::<B, 2>::from_data(TensorData::new(vec![50.0f32, 0.0, 0.0, 50.0], [2, 2]), &dev);
+        let q: Vec<f32> = swav_assignments(big, 0.05, 3).into_data().to_vec().unwrap();
+        assert!(q.iter().all(|x| x.is_finite()), "{q:?}");
+        assert!(
+            (q[0] - 1.0).abs() < 1e-4 && (q[3] - 1.0).abs() < 1e-4,
+            "{q:?}"
+        );
     }
 
     #[test]

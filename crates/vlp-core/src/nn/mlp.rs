@@ -43,7 +43,7 @@ impl MlpConfig {
 
 /// `layer.forward(x)` through `vlp_kernels::linear` (OpenBLAS on the CPU backend with the
 /// `openblas` feature; Burn's own linear otherwise).
-fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+pub(crate) fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
     vlp_kernels::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
 }
 

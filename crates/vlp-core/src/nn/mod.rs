@@ -6,16 +6,20 @@
 
 pub mod activation;
 pub mod attention;
+pub mod ema;
 pub mod mask;
 pub mod mlp;
 pub mod norm;
+pub mod projection;
 pub mod transformer;
 
 pub use activation::Activation;
 pub use attention::{Attention, AttentionConfig, AttentionOutput};
+pub use ema::{ema_update, frozen_copy};
 pub use mask::AttentionMask;
 pub use mlp::{Mlp, MlpConfig, linear_2d};
 pub use norm::{LayerNorm, LayerNormConfig};
+pub use projection::{FinalNorm, ProjectionHead, ProjectionHeadConfig};
 pub use transformer::{
     AttentionRecorder, EncoderHook, EncoderLayer, EncoderOutput, NoHook, TransformerEncoder,
     TransformerEncoderConfig,

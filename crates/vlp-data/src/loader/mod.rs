@@ -56,6 +56,9 @@ pub struct LoaderConfig {
     /// Independently augmented views per sample (2 for SLIP-style methods; `augment.two_views`
     /// also asks for 2).
     pub views: usize,
+    /// Augmentation of view `k` for `k` below its length (the improved CLIP recipe's weak
+    /// global and strong local views); later views, and every view when empty, use `augment`.
+    pub view_augments: Vec<AugmentConfig>,
     /// Skip samples without a caption (image–text training); image-only methods turn it off.
     pub require_caption: bool,
     /// Largest fraction of samples that may be skipped before the epoch fails.
@@ -81,6 +84,7 @@ impl Default for LoaderConfig {
             drop_last: true,
             augment: None,
             views: 1,
+            view_augments: Vec::new(),
             require_caption: true,
             max_skip_fraction: 0.01,
             rank: 0,
@@ -125,6 +129,21 @@ impl Loader {
         if config.views == 0 || config.views > 16 {
             return bad("views", "must be between 1 and 16");
         }
+        for (k, a) in config
+            .view_augments
+            .iter()
+            .chain(config.augment.as_ref())
+            .enumerate()
+        {
+            a.validate().map_err(|e| DataError::Config {
+                field: if k < config.view_augments.len() {
+                    format!("view_augments[{k}]")
+                } else {
+                    "augment".into()
+                },
+                reason: e.to_string(),
+            })?;
+        }
         crate::preprocess::validate(&pipeline)?;
         if let Source::Indexed(s) = &source
             && s.is_empty()
@@ -138,11 +157,13 @@ impl Loader {
         let shared = Shared {
             pipeline,
             augment: config.augment.clone(),
+            view_augments: config.view_augments.clone(),
             views: if two {
                 config.views.max(2)
             } else {
                 config.views
-            },
+            }
+            .max(config.view_augments.len()),
             require_caption: config.require_caption,
             tokenizer,
             text_transform: None,

@@ -61,6 +61,7 @@ pub(super) type Item = std::result::Result<Ready, Skip>;
 pub(super) struct Shared {
     pub pipeline: ImagePipeline,
     pub augment: Option<AugmentConfig>,
+    pub view_augments: Vec<AugmentConfig>,
     pub views: usize,
     pub require_caption: bool,
     pub tokenizer: Option<Arc<dyn Tokenizer>>,
@@ -135,16 +136,17 @@ impl Shared {
                 String::new(),
             ));
         }
-        let mut caption = match (captions.len(), &self.augment) {
-            (0, _) => String::new(),
-            (n, Some(_)) => captions[rng.below(n)].clone(),
-            (_, None) => captions[0].clone(),
+        let augmenting = self.augment.is_some() || !self.view_augments.is_empty();
+        let mut caption = match captions.len() {
+            0 => String::new(),
+            n if augmenting => captions[rng.below(n)].clone(),
+            _ => captions[0].clone(),
         };
         let (w, h) = frames[0].dimensions();
         let mut views = Vec::with_capacity(self.views);
         let mut geometry = Vec::with_capacity(self.views);
-        for _ in 0..self.views.max(1) {
-            let (pixels, g) = match &self.augment {
+        for k in 0..self.views.max(1) {
+            let (pixels, g) = match self.view_augments.get(k).or(self.augment.as_ref()) {
                 None => {
                     let px: Vec<f32> = frames
                         .iter()

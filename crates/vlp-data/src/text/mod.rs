@@ -1,5 +1,10 @@
 //! Per-sample text transforms that methods hand to the loader ([`crate::TextTransform`]).
 
+mod eda;
 mod subcaption;
 
+pub use eda::{
+    CaptionViews, STOP_WORDS, SYNONYMS, is_stop_word, random_deletion, random_swap,
+    remove_stop_words, synonym_replacement, words,
+};
 pub use subcaption::{SubCaptionSampler, split_sentences};

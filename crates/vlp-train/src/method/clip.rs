@@ -264,6 +264,20 @@ pub fn export_clip<B: Backend>(model: &ClipModel<B>, ctx: &ExportContext<'_>) ->
     Ok(())
 }
 
+/// The learnable temperatures a method logs: each named log-scale parameter as its scale
+/// (`exp`), in the given order.
+pub fn logged_scales<B: Backend>(
+    scales: &[(&str, &Param<burn::tensor::Tensor<B, 1>>)],
+) -> Vec<(String, f64)> {
+    scales
+        .iter()
+        .map(|(name, p)| {
+            let s: f32 = p.val().exp().into_scalar().elem();
+            (name.to_string(), s as f64)
+        })
+        .collect()
+}
+
 /// The logit scale clamped to [0, ln 100] after a step, as open_clip does.
 pub fn clamp_logit_scale<B: Backend>(
     p: Param<burn::tensor::Tensor<B, 1>>,
@@ -350,8 +364,7 @@ impl Method for ClipMethod {
     }
 
     fn log_values<B: Backend>(&self, model: &ClipModel<B>) -> Vec<(String, f64)> {
-        let scale: f32 = model.logit_scale.val().exp().into_scalar().elem();
-        vec![("logit_scale".into(), scale as f64)]
+        logged_scales(&[("logit_scale", &model.logit_scale)])
     }
 
     fn evaluate<B: Backend>(

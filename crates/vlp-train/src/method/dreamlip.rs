@@ -31,7 +31,7 @@ use vlp_text::Tokenizer;
 
 use super::clip::{
     architecture, build_clip, clamp_logit_scale, evaluate_pooled, export_clip, lock_towers,
-    pipeline_of,
+    logged_scales, pipeline_of,
 };
 use super::{
     BuildContext, Checks, DataRequest, Embeddings, EvalContext, ExportContext, Method, Metrics,
@@ -395,12 +395,10 @@ impl Method for DreamLipMethod {
     }
 
     fn log_values<B: Backend>(&self, model: &DreamLipModel<B>) -> Vec<(String, f64)> {
-        let g: f32 = model.clip.logit_scale.val().exp().into_scalar().elem();
-        let l: f32 = model.local_logit_scale.val().exp().into_scalar().elem();
-        vec![
-            ("logit_scale".into(), g as f64),
-            ("local_logit_scale".into(), l as f64),
-        ]
+        logged_scales(&[
+            ("logit_scale", &model.clip.logit_scale),
+            ("local_logit_scale", &model.local_logit_scale),
+        ])
     }
 
     fn evaluate<B: Backend>(

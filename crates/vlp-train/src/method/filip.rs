@@ -25,7 +25,8 @@ use vlp_tasks::scoring::{LateInteractionScorer, TokenSet};
 use vlp_text::Tokenizer;
 
 use super::clip::{
-    architecture, build_clip, clamp_logit_scale, export_clip, lock_towers, pipeline_of,
+    architecture, build_clip, clamp_logit_scale, export_clip, lock_towers, logged_scales,
+    pipeline_of,
 };
 use super::{
     BuildContext, Checks, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective,
@@ -369,8 +370,7 @@ impl Method for FilipMethod {
     }
 
     fn log_values<B: Backend>(&self, model: &FilipModel<B>) -> Vec<(String, f64)> {
-        let s: f32 = model.token_logit_scale.val().exp().into_scalar().elem();
-        vec![("token_logit_scale".into(), s as f64)]
+        logged_scales(&[("token_logit_scale", &model.token_logit_scale)])
     }
 
     fn evaluate<B: Backend>(

@@ -13,6 +13,7 @@
 
 mod checks;
 pub mod clip;
+pub mod clip_rocket;
 pub mod dreamlip;
 mod embeddings;
 pub mod filip;
@@ -130,6 +131,9 @@ pub trait Method: Send + Sync + 'static {
 pub struct DataRequest {
     /// Independently augmented views per sample (0 or 1 = one).
     pub views: usize,
+    /// Augmentation of view `k` for `k` below its length (at least that many views are made);
+    /// other views use `[data.augment]`.
+    pub view_augments: Vec<vlp_data::augment::AugmentConfig>,
     /// Skip samples without a caption (off for image-only methods). `None`: yes.
     pub require_caption: Option<bool>,
     /// The method's own choice of texts per sample.

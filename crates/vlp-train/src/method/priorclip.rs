@@ -32,7 +32,7 @@
 
 use burn::module::{Module, ParamId};
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, FloatDType, Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 use serde::Deserialize;
 use vlp_align::loss::{affiliation_loss, clip_loss};
 use vlp_align::{ClipModel, normalize};
@@ -42,7 +42,7 @@ use vlp_vision::prior::{PriorEncoder, PriorEncoderConfig, PriorHook, RankWeights
 
 use super::clip::{
     architecture, build_clip, clamp_logit_scale, evaluate_with_images, export_clip, lock_towers,
-    pipeline_of,
+    logged_scales, pipeline_of,
 };
 use super::{
     BuildContext, Checks, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective,
@@ -289,8 +289,7 @@ impl Method for PriorClipMethod {
     }
 
     fn log_values<B: Backend>(&self, model: &PriorClipModel<B>) -> Vec<(String, f64)> {
-        let s: f32 = model.clip.logit_scale.val().exp().into_scalar().elem();
-        vec![("logit_scale".into(), s as f64)]
+        logged_scales(&[("logit_scale", &model.clip.logit_scale)])
     }
 
     fn evaluate<B: Backend>(

@@ -46,4 +46,5 @@ methods! {
     "siglip" => super::clip::ClipMethod::siglip,
     "filip" => super::filip::FilipMethod::from_config,
     "dreamlip" => super::dreamlip::DreamLipMethod::from_config,
+    "clip_rocket" => super::clip_rocket::ClipRocketMethod::from_config,
 }

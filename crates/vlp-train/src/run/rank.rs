@@ -86,6 +86,7 @@ where
         drop_last: true,
         augment: Some(cfg.data.augment.clone()),
         views: request.views.max(1),
+        view_augments: request.view_augments,
         require_caption: request.require_caption.unwrap_or(true),
         max_skip_fraction: cfg.data.max_skip_fraction,
         rank: comm.rank(),

@@ -3,6 +3,7 @@
 // The CPU device is `Copy`, GPU devices are not: the clones keep the tests backend-agnostic.
 #![allow(clippy::clone_on_copy)]
 
+mod clip_rocket;
 mod comm;
 mod dreamlip;
 mod eval;
@@ -88,6 +89,26 @@ pub fn batches_with(
     n: usize,
     texts: Option<Arc<dyn vlp_data::TextTransform>>,
 ) -> Vec<Batch> {
+    batches_for(
+        cfg,
+        n,
+        0,
+        vlp_train::method::DataRequest {
+            text_transform: texts,
+            ..Default::default()
+        },
+    )
+}
+
+/// The first `n` training batches of `cfg` as a method asks for them (views, their
+/// augmentations, texts), as the runner builds its loader; `data_seed` seeds order and
+/// augmentation.
+pub fn batches_for(
+    cfg: &TrainConfig,
+    n: usize,
+    data_seed: u64,
+    request: vlp_train::method::DataRequest,
+) -> Vec<Batch> {
     let tok = build_tokenizer(cfg).unwrap();
     let ctx = BuildContext {
         config: cfg,
@@ -97,8 +118,10 @@ pub fn batches_with(
     let lc = LoaderConfig {
         batch_size: cfg.data.batch_size,
         workers: 1,
-        seed: 0,
+        seed: data_seed,
         augment: Some(cfg.data.augment.clone()),
+        views: request.views.max(1),
+        view_augments: request.view_augments,
         ..Default::default()
     };
     let loader = Loader::new(
@@ -108,11 +131,16 @@ pub fn batches_with(
         lc,
     )
     .unwrap();
-    let loader = match texts {
+    let loader = match request.text_transform {
         Some(t) => loader.with_text_transform(t),
         None => loader,
     };
-    loader.epoch(0, 0).take(n).map(|b| b.unwrap()).collect()
+    // Epoch after epoch until `n` batches (a small dataset is seen several times).
+    (0u64..)
+        .flat_map(|e| loader.epoch(e, 0))
+        .take(n)
+        .map(|b| b.unwrap())
+        .collect()
 }
 
 /// A fresh model for `cfg`, seeded.
