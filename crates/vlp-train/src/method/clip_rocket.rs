@@ -517,14 +517,17 @@ impl Method for ClipRocketMethod {
                     let (ids, mask) = input.texts(n + 1)?;
                     let mask = m.clip.text_model.causal.then_some(mask);
                     let pooled = m.clip.text_model.forward(ids, mask).pooler_output;
-                    let pooled = m.projectors.text.forward(pooled).detach();
-                    let d = pooled.dims()[1];
-                    let pooled = pooled.reshape([b, n + 1, d]);
+                    let w = pooled.dims()[1];
+                    let pooled = pooled.reshape([b, n + 1, w]);
+                    // Projected view by view, as online: batch norm's statistics per view.
                     let per_view: Vec<(Tensor<B, 2>, Tensor<B, 2>)> = (0..=n)
                         .map(|k| {
                             let v = m.clip.vision_model.forward(input.view(k)).pooler_output;
-                            let t = pooled.clone().slice([0..b, k..k + 1, 0..d]).reshape([b, d]);
-                            (m.projectors.image.forward(v).detach(), t)
+                            let t = pooled.clone().slice([0..b, k..k + 1, 0..w]).reshape([b, w]);
+                            (
+                                m.projectors.image.forward(v).detach(),
+                                m.projectors.text.forward(t).detach(),
+                            )
                         })
                         .collect();
                     Some(per_view)
