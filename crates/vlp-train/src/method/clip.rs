@@ -264,6 +264,12 @@ pub fn export_clip<B: Backend>(model: &ClipModel<B>, ctx: &ExportContext<'_>) ->
     Ok(())
 }
 
+/// A learnable log inverse temperature, `[1]`, starting at `init` (methods' own scales
+/// beside CLIP's; clamp it after each update with [`clamp_logit_scale`]).
+pub fn log_scale_param<B: Backend>(init: f64, device: &B::Device) -> Param<Tensor<B, 1>> {
+    Param::from_tensor(Tensor::from_floats([init as f32], device))
+}
+
 /// The learnable temperatures a method logs: each named log-scale parameter as its scale
 /// (`exp`), in the given order.
 pub fn logged_scales<B: Backend>(

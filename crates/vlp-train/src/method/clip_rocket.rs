@@ -46,7 +46,7 @@ use vlp_data::text::CaptionViews;
 
 use super::clip::{
     architecture, build_clip, clamp_logit_scale, evaluate_pooled, export_clip, lock_towers,
-    logged_scales, pipeline_of,
+    log_scale_param, logged_scales, pipeline_of,
 };
 use super::{
     BuildContext, Checks, DataRequest, Embeddings, EvalContext, ExportContext, Method, Metrics,
@@ -431,10 +431,7 @@ impl Method for ClipRocketMethod {
                 image: local(dv),
                 text: local(dt),
             },
-            local_logit_scale: Param::from_tensor(Tensor::from_floats(
-                [s.local_logit_scale_init as f32],
-                device,
-            )),
+            local_logit_scale: log_scale_param(s.local_logit_scale_init, device),
             barlip: (s.barlip_weight > 0.0).then(|| Heads {
                 image: barlip(dv),
                 text: barlip(dt),

@@ -31,7 +31,7 @@ use vlp_text::Tokenizer;
 
 use super::clip::{
     architecture, build_clip, clamp_logit_scale, evaluate_pooled, export_clip, lock_towers,
-    logged_scales, pipeline_of,
+    log_scale_param, logged_scales, pipeline_of,
 };
 use super::{
     BuildContext, Checks, DataRequest, Embeddings, EvalContext, ExportContext, Method, Metrics,
@@ -310,10 +310,7 @@ impl Method for DreamLipMethod {
     ) -> Result<DreamLipModel<B>> {
         Ok(DreamLipModel {
             clip: build_clip::<B>(ctx, false, device)?,
-            local_logit_scale: Param::from_tensor(Tensor::from_floats(
-                [self.settings.local_logit_scale_init as f32],
-                device,
-            )),
+            local_logit_scale: log_scale_param(self.settings.local_logit_scale_init, device),
         })
     }
 

@@ -25,8 +25,8 @@ use vlp_tasks::scoring::{LateInteractionScorer, TokenSet};
 use vlp_text::Tokenizer;
 
 use super::clip::{
-    architecture, build_clip, clamp_logit_scale, export_clip, lock_towers, logged_scales,
-    pipeline_of,
+    architecture, build_clip, clamp_logit_scale, export_clip, lock_towers, log_scale_param,
+    logged_scales, pipeline_of,
 };
 use super::{
     BuildContext, Checks, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective,
@@ -286,10 +286,7 @@ impl Method for FilipMethod {
     ) -> Result<FilipModel<B>> {
         Ok(FilipModel {
             clip: build_clip::<B>(ctx, false, device)?,
-            token_logit_scale: Param::from_tensor(Tensor::from_floats(
-                [self.settings.logit_scale_init as f32],
-                device,
-            )),
+            token_logit_scale: log_scale_param(self.settings.logit_scale_init, device),
         })
     }
 

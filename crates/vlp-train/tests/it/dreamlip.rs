@@ -21,7 +21,7 @@ use vlp_train::method::dreamlip::{
 };
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_with, tiny, trained};
+use crate::{batches_with, per_seed, tiny, trained};
 
 /// Steps of each training run.
 const STEPS: usize = 120;
@@ -115,14 +115,7 @@ fn run(seed: u64) -> (Outcome, Outcome) {
 fn subcaption_grouping_localises_objects_and_long_caption_retrieval_improves() {
     let seeds = [1u64, 2, 3];
     let n = seeds.len() as f64;
-    let outcomes: Vec<(Outcome, Outcome)> = std::thread::scope(|s| {
-        let hs: Vec<_> = seeds
-            .iter()
-            .map(|&seed| s.spawn(move || run(seed)))
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    assert_eq!(outcomes.len(), seeds.len());
+    let outcomes = per_seed(&seeds, run);
     let (mut dc, mut cc, mut dl, mut cl, mut chance) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for (&seed, (d, c)) in seeds.iter().zip(&outcomes) {
         println!(

@@ -143,6 +143,21 @@ pub fn batches_for(
         .collect()
 }
 
+/// `run(seed)` for every seed, each in its own thread (claim tests average seeds), in seed
+/// order.
+pub fn per_seed<T: Send>(seeds: &[u64], run: impl Fn(u64) -> T + Sync) -> Vec<T> {
+    let out: Vec<T> = std::thread::scope(|s| {
+        let run = &run;
+        let hs: Vec<_> = seeds
+            .iter()
+            .map(|&seed| s.spawn(move || run(seed)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(out.len(), seeds.len());
+    out
+}
+
 /// A fresh model for `cfg`, seeded.
 pub fn model(cfg: &TrainConfig, seed: u64) -> vlp_align::ClipModel<TrainBackend> {
     let arch = arch(cfg);
