@@ -21,7 +21,7 @@ use vlp_tasks::report::confusion_png;
 use vlp_tasks::templates::load_templates;
 use vlp_tasks::zeroshot::classifier;
 
-type B = DefaultBackend;
+pub(crate) type B = DefaultBackend;
 
 /// Evaluation task.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub struct EvalArgs {
     confusion: Option<PathBuf>,
 }
 
-fn images(
+pub(crate) fn images(
     bundle: &Bundle<B>,
     source: Source,
     batch: usize,

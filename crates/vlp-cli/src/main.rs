@@ -4,6 +4,7 @@
 #![allow(clippy::clone_on_copy)]
 
 mod bench;
+mod curate;
 mod data;
 mod eval;
 mod info;
@@ -59,6 +60,9 @@ enum Command {
     Tokenize(inputs::TokenizeArgs),
     /// Preprocess images into a safetensors file of `[3, H, W]` tensors named by file stem.
     Preprocess(inputs::PreprocessArgs),
+    /// Curate data: describe classes (templates or an LLM server), filter pairs by CLIP score.
+    #[command(subcommand)]
+    Curate(curate::CurateCommand),
     /// Compare a checkpoint's outputs with reference outputs from transformers or open_clip.
     CheckParity(parity::ParityArgs),
     /// Convert a transformers or open_clip checkpoint to transformers' safetensors layout.
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::Info(args) => info::run(args),
         Command::Train(args) => train::run(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Curate(cmd) => curate::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Embed(args) => eval::embed(args),

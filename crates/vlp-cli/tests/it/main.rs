@@ -1,5 +1,6 @@
 //! End-to-end tests of the `vlp` binary.
 
+mod curate;
 mod data;
 mod eval;
 mod inputs;
