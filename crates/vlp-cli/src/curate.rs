@@ -20,6 +20,9 @@ use crate::eval::{B, images};
 pub enum CurateCommand {
     /// Class descriptions from the offline templates or an LLM server into a JSON file.
     Describe(DescribeArgs),
+    /// CoCu's concept archive: for every image, the concepts its caption leaves out, found in the
+    /// captions of its nearest images and ranked by a CLIP model.
+    Cocu(CocuArgs),
     /// Keep the pairs a CLIP model scores as matching, minus near-duplicate images (LAION's
     /// recipe); writes the kept keys and every dropped one with its reason.
     Filter(FilterArgs),
@@ -101,10 +104,52 @@ pub struct FilterArgs {
     batch_size: usize,
 }
 
+/// Arguments of `vlp curate cocu`.
+#[derive(Args, Debug)]
+pub struct CocuArgs {
+    /// The CLIP model that embeds images and concepts.
+    #[arg(long)]
+    model: PathBuf,
+    /// The captioned data to curate (any source spec).
+    #[arg(long)]
+    data: String,
+    /// Where neighbours are searched (default: the data itself, as CoCu curates CC3M against
+    /// CC3M).
+    #[arg(long)]
+    index: Option<String>,
+    /// Concept gallery: one concept per line, or JSON (CoCu's `gallery.json`); default: mined
+    /// from the index's captions (`--min-count`).
+    #[arg(long)]
+    gallery: Option<PathBuf>,
+    /// Mined gallery: captions a phrase must appear in.
+    #[arg(long, default_value_t = 5)]
+    min_count: usize,
+    /// Neighbours per image (CoCu's L).
+    #[arg(long, default_value_t = 8)]
+    neighbours: usize,
+    /// The prompt concepts are embedded with; `{}` is the concept.
+    #[arg(long, default_value = vlp_curate::cocu::CONCEPT_PROMPT)]
+    prompt: String,
+    /// Image embeddings from `vlp embed` (`image_embeds` with `image_keys`) to use instead of
+    /// embedding the data's images again; every image of the data (and index) must be in it.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
+    /// Output JSON file (written atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokenizer override.
+    #[arg(long)]
+    tokenizer: Option<String>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+}
+
 /// Runs a `vlp curate` subcommand.
 pub fn run(cmd: CurateCommand) -> anyhow::Result<()> {
     match cmd {
         CurateCommand::Describe(a) => describe(a),
+        CurateCommand::Cocu(a) => cocu(a),
         CurateCommand::Filter(a) => filter(a),
     }
 }
@@ -298,6 +343,253 @@ fn filter(a: FilterArgs) -> anyhow::Result<()> {
     });
     let body = serde_json::json!({"summary": summary, "kept": kept_list, "dropped": dropped});
     vlp_core::io::write_atomic(&a.out, serde_json::to_string_pretty(&body)?.as_bytes())?;
+    let mut line = summary;
+    line["out"] = serde_json::json!(a.out);
+    line["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());
+    println!("{line}");
+    Ok(())
+}
+
+/// Keys, captions and normalised embeddings of a source's images.
+struct Embedded {
+    keys: Vec<String>,
+    captions: Vec<String>,
+    rows: Vec<f32>,
+    /// Samples left out, with why.
+    skipped: usize,
+}
+
+/// Rows of a `vlp embed` file by key.
+struct StoredEmbeddings {
+    path: PathBuf,
+    dim: usize,
+    rows: std::collections::HashMap<String, Vec<f32>>,
+}
+
+impl StoredEmbeddings {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = vlp_core::checkpoint::TensorFile::open(path)?;
+        let t = file.get("image_embeds").with_context(|| {
+            format!(
+                "{}: no image_embeds (written by `vlp embed --data`)",
+                path.display()
+            )
+        })?;
+        let keys: Vec<String> = file
+            .metadata()
+            .get("image_keys")
+            .map(|k| serde_json::from_str(k))
+            .transpose()
+            .with_context(|| format!("{}: metadata image_keys is not a JSON list", path.display()))?
+            .with_context(|| format!("{}: no image_keys in the metadata", path.display()))?;
+        let (n, dim) = match t.shape.as_slice() {
+            [n, d] => (*n, *d),
+            s => bail!(
+                "{}: image_embeds has shape {s:?}, expected [n, dim]",
+                path.display()
+            ),
+        };
+        if keys.len() != n {
+            bail!(
+                "{}: {} image_keys for {n} embeddings",
+                path.display(),
+                keys.len()
+            );
+        }
+        let rows = keys
+            .into_iter()
+            .zip(t.data.chunks(dim))
+            .map(|(k, r)| (k, r.to_vec()))
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            dim,
+            rows,
+        })
+    }
+}
+
+fn embedded(
+    bundle: &vlp_tasks::bundle::Bundle<B>,
+    spec: &str,
+    stored: Option<&StoredEmbeddings>,
+    batch_size: usize,
+) -> anyhow::Result<Embedded> {
+    let shapes = ShapesWorldConfig {
+        image_size: bundle.config.vision.image_size,
+        ..Default::default()
+    };
+    let source = open_source(spec, &shapes)?;
+    let name = source.name();
+    let caption_of = |c: &[String]| c.first().cloned().unwrap_or_default();
+    match stored {
+        None => {
+            let set = images(bundle, source, batch_size, &name)?;
+            Ok(Embedded {
+                captions: set.captions.iter().map(|c| caption_of(c)).collect(),
+                keys: set.keys,
+                rows: set.features.data,
+                skipped: set.skipped_count,
+            })
+        }
+        Some(st) => {
+            // Captions from the source, images from the file: no image is decoded.
+            let vlp_data::source::Source::Indexed(source) = source else {
+                bail!(
+                    "{name}: --embeddings needs a source read by index (csv:, jsonl:, imagefolder:, coco:, shapes:); tar shards are embedded here"
+                );
+            };
+            let mut out = Embedded {
+                keys: Vec::new(),
+                captions: Vec::new(),
+                rows: Vec::new(),
+                skipped: 0,
+            };
+            for i in 0..source.len() {
+                let raw = match source.get(i) {
+                    Ok(r) => r,
+                    Err(skip) => {
+                        eprintln!(
+                            "warning: {name}: {:?} skipped: {}: {}",
+                            skip.key, skip.reason, skip.detail
+                        );
+                        out.skipped += 1;
+                        continue;
+                    }
+                };
+                // `vlp embed` leaves out images it could not decode; so does this.
+                let Some(row) = st.rows.get(&raw.key) else {
+                    eprintln!(
+                        "warning: {name}: {:?} skipped: no embedding in {}",
+                        raw.key,
+                        st.path.display()
+                    );
+                    out.skipped += 1;
+                    continue;
+                };
+                out.captions.push(caption_of(&raw.captions));
+                out.rows.extend_from_slice(row);
+                out.keys.push(raw.key);
+            }
+            if out.keys.is_empty() {
+                bail!(
+                    "{name}: no usable sample (none has an embedding in {})",
+                    st.path.display()
+                );
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn cocu(a: CocuArgs) -> anyhow::Result<()> {
+    use vlp_curate::cocu::{ConceptGallery, concept_archive};
+    if a.neighbours == 0 {
+        bail!("--neighbours must be at least 1");
+    }
+    if !a.prompt.contains("{}") {
+        bail!("--prompt {:?} has no {{}} for the concept", a.prompt);
+    }
+    let start = Instant::now();
+    let device = default_device();
+    let bundle = load_bundle::<B>(&a.model, a.tokenizer.as_deref(), &device)?;
+    let stored = a
+        .embeddings
+        .as_deref()
+        .map(StoredEmbeddings::open)
+        .transpose()?;
+    let data = embedded(&bundle, &a.data, stored.as_ref(), a.batch_size)?;
+    let index_spec = a.index.clone().unwrap_or_else(|| a.data.clone());
+    let index = if index_spec == a.data {
+        None
+    } else {
+        Some(embedded(
+            &bundle,
+            &index_spec,
+            stored.as_ref(),
+            a.batch_size,
+        )?)
+    };
+    let index_ref = index.as_ref().unwrap_or(&data);
+    let gallery = match &a.gallery {
+        Some(p) => ConceptGallery::from_file(p)?,
+        None => ConceptGallery::from_captions(&index_ref.captions, a.min_count),
+    };
+    if gallery.is_empty() {
+        bail!(
+            "no concept gallery: no phrase is in {} captions of {index_spec}; give --gallery or lower --min-count",
+            a.min_count
+        );
+    }
+    let prompts: Vec<String> = gallery
+        .names()
+        .iter()
+        .map(|c| a.prompt.replace("{}", c))
+        .collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let concepts = embed_texts(
+        &bundle.model,
+        bundle.tokenizer.as_ref(),
+        &refs,
+        256,
+        &device,
+    )?;
+    let dim = concepts.dim;
+    if let Some(st) = &stored
+        && st.dim != dim
+    {
+        bail!(
+            "{}: embeddings are {} wide, the model's texts {dim}",
+            st.path.display(),
+            st.dim
+        );
+    }
+    let index_concepts: Vec<Vec<usize>> = index_ref
+        .captions
+        .iter()
+        .map(|c| gallery.concepts_in(c))
+        .collect();
+    let archive = concept_archive(
+        &data.rows,
+        &index_ref.rows,
+        &index_concepts,
+        &concepts.data,
+        dim,
+        a.neighbours,
+    );
+    let images: Vec<serde_json::Value> = data
+        .keys
+        .iter()
+        .zip(&data.captions)
+        .zip(&archive)
+        .map(|((key, caption), ranked)| {
+            serde_json::json!({
+                "key": key,
+                "caption": caption,
+                "concepts": ranked.iter().map(|c| serde_json::json!({
+                    "concept": gallery.name(c.concept),
+                    "score": c.score,
+                    "global": c.global,
+                    "local": c.local,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mean_archive = archive.iter().map(Vec::len).sum::<usize>() as f64 / archive.len() as f64;
+    let summary = serde_json::json!({
+        "data": a.data,
+        "index": index_spec,
+        "model": a.model,
+        "images": data.keys.len(),
+        "skipped": data.skipped,
+        "index_images": index_ref.keys.len(),
+        "gallery": gallery.len(),
+        "neighbours": a.neighbours,
+        "prompt": a.prompt,
+        "mean_concepts_per_image": mean_archive,
+    });
+    let body = serde_json::json!({"summary": summary, "images": images});
+    vlp_core::io::write_atomic(&a.out, serde_json::to_string(&body)?.as_bytes())?;
     let mut line = summary;
     line["out"] = serde_json::json!(a.out);
     line["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());

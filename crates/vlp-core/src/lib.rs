@@ -10,11 +10,13 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod cluster;
 pub mod error;
 pub mod io;
 pub mod loss;
 pub mod nn;
 pub mod numerics;
 pub mod preprocess;
+pub mod rng;
 
 pub use error::{CoreError, Result};

@@ -249,3 +249,142 @@ fn filter_keeps_high_scores_and_drops_duplicates() {
         }
     }
 }
+
+#[test]
+fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("csv");
+    let o = vlp(&[
+        "data",
+        "shapes",
+        "--out",
+        data.to_str().unwrap(),
+        "--samples",
+        "16",
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let spec = format!("csv:{}", data.join("train.csv").display());
+    let gallery = dir.path().join("gallery.txt");
+    let colours = ["red", "green", "blue", "yellow", "purple", "orange"];
+    let shapes = ["circle", "square", "triangle", "star", "cross"];
+    let lines: Vec<String> = colours
+        .iter()
+        .flat_map(|c| shapes.iter().map(move |s| format!("{c} {s}")))
+        .collect();
+    std::fs::write(&gallery, lines.join("\n")).unwrap();
+    let model = reference("clip_hf");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "curate",
+            "cocu",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            &spec,
+            "--gallery",
+            gallery.to_str().unwrap(),
+            "--neighbours",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        last_json(&vlp(&args))
+    };
+    let out = dir.path().join("archive.json");
+    let v = run(&out, &[]);
+    assert_eq!(v["images"], 16);
+    assert_eq!(v["gallery"], 60, "30 concepts and their plurals");
+    let body = read_json(&out);
+    let images = body["images"].as_array().unwrap();
+    assert_eq!(images.len(), 16);
+    for img in images {
+        let concepts = img["concepts"].as_array().unwrap();
+        // The image is its own nearest neighbour: its caption's concepts are in its archive.
+        let caption = img["caption"].as_str().unwrap().to_lowercase();
+        for c in concepts {
+            let name = c["concept"].as_str().unwrap();
+            assert!(lines.iter().any(|l| name.starts_with(l.as_str())), "{name}");
+        }
+        let mentioned: Vec<&String> = lines
+            .iter()
+            .filter(|l| caption.contains(l.as_str()))
+            .collect();
+        for m in mentioned {
+            assert!(
+                concepts.iter().any(|c| c["concept"] == m.as_str()),
+                "{m} of {caption:?} not in its archive"
+            );
+        }
+        let scores: Vec<f64> = concepts
+            .iter()
+            .map(|c| c["score"].as_f64().unwrap())
+            .collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    }
+
+    // The same from `vlp embed`'s file, without decoding an image again.
+    let embeds = dir.path().join("e.safetensors");
+    let o = vlp(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &spec,
+        "--out",
+        embeds.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let again = dir.path().join("again.json");
+    run(&again, &["--embeddings", embeds.to_str().unwrap()]);
+    assert_eq!(read_json(&again)["images"], body["images"]);
+
+    // Embeddings of other images: every sample is reported skipped, and the run fails.
+    let other = dir.path().join("other");
+    let o = vlp(&[
+        "data",
+        "shapes",
+        "--out",
+        other.to_str().unwrap(),
+        "--samples",
+        "4",
+        "--format",
+        "csv",
+        "--seed",
+        "9",
+        "--split",
+        "val",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let other_embeds = dir.path().join("other.safetensors");
+    let o = vlp(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("csv:{}", other.join("val.csv").display()),
+        "--out",
+        other_embeds.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let fail = dir.path().join("fail.json");
+    let o = vlp(&[
+        "curate",
+        "cocu",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &spec,
+        "--gallery",
+        gallery.to_str().unwrap(),
+        "--embeddings",
+        other_embeds.to_str().unwrap(),
+        "--out",
+        fail.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("no embedding"), "{t}");
+    assert!(!fail.exists());
+}

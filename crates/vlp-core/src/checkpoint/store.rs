@@ -46,6 +46,8 @@ pub struct TensorFile {
     path: PathBuf,
     bytes: Vec<u8>,
     entries: BTreeMap<String, Entry>,
+    /// The safetensors header's `__metadata__` (empty for PyTorch files).
+    metadata: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for TensorFile {
@@ -101,10 +103,16 @@ impl TensorFile {
                 )
             })
             .collect();
+        let metadata = meta
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         Ok(Self {
             path: path.to_path_buf(),
             bytes,
             entries,
+            metadata,
         })
     }
 
@@ -128,7 +136,13 @@ impl TensorFile {
             path: path.to_path_buf(),
             bytes: Vec::new(),
             entries,
+            metadata: BTreeMap::new(),
         })
+    }
+
+    /// The string metadata of a safetensors header (`vlp embed` keeps its keys there).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// The file this was read from.

@@ -8,13 +8,12 @@
 
 mod attributes;
 mod render;
-mod rng;
 mod text;
 
 pub use attributes::{Colour, NUMBERS, Relation, Shape, Size, Texture};
 pub use render::inside;
-pub use rng::Rng;
 pub use text::{Captions, Qa, QaKind, vocabulary};
+pub use vlp_core::rng::Rng;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};

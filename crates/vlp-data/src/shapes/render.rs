@@ -1,8 +1,8 @@
 //! Rasterising a scene: background, shapes with 2×2 supersampled edges, textures, masks.
 
 use super::attributes::{Shape, Texture};
-use super::rng::Rng;
 use super::{Background, Palette};
+use vlp_core::rng::Rng;
 
 /// The ten vertices of the star (outer radius 1, inner 0.45, first point up), as literals so no
 /// platform's `sin`/`cos` can change a pixel.

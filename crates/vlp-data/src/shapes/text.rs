@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::attributes::{Colour, NUMBERS, Relation, Shape, Texture};
-use super::rng::Rng;
 use super::{Counts, Object, RelationFact};
+use vlp_core::rng::Rng;
 
 /// Kind of a VQA pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

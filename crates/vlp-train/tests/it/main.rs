@@ -4,6 +4,7 @@
 #![allow(clippy::clone_on_copy)]
 
 mod clip_rocket;
+mod cocu;
 mod comm;
 mod dreamlip;
 mod eval;

@@ -1,4 +1,6 @@
-//! A small, portable, seedable random number generator.
+//! A small, portable, seedable random number generator for everything that must draw the same
+//! numbers on every platform and thread count (ShapesWorld, augmentation, k-means seeding,
+//! curation sampling).
 //!
 //! ShapesWorld promises the same bytes for the same seed on every platform and for any number of
 //! worker threads, so every sample draws from its own generator, seeded from (seed, split,

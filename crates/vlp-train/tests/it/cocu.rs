@@ -1,0 +1,198 @@
+//! CoCu's curation claim in miniature (Xing et al., 2023: concepts curated by vision-driven
+//! expansion and text-to-vision-guided ranking recover what captions leave out). ShapesWorld's
+//! short captions name the main object and only now and then another; a CLIP trained in this
+//! test curates the first 1000 training images (the index is the data itself, as CoCu curates
+//! CC3M against CC3M), and its top-3 concepts are checked against the objects present but not
+//! mentioned, next to 3 concepts drawn at random from each image's archive (expansion without
+//! ranking) and 3 drawn at random from the gallery.
+//!
+//! Measured (seeds 1–3, 150 steps, two runs): recall of omitted objects CoCu 0.180–0.184 (0.167,
+//! 0.195, 0.178–0.191), archive at random 0.112–0.113, gallery at random 0.043–0.045. The issue asks for
+//! 0.6, which this curation model cannot give: ranking all 30 object concepts by its own
+//! image–text similarity recalls only 0.17 of the omitted objects (0.16–0.17 also after 1000
+//! steps, with a 128-wide 3-layer model, or trained on the short captions themselves, measured),
+//! because at 32 px the secondary objects it would have to see are a few pixels wide. The test
+//! asserts what holds: expansion beats the gallery and ranking beats the unranked archive.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use vlp_core::backend::default_device;
+use vlp_core::rng::Rng;
+use vlp_curate::cocu::{
+    CONCEPT_PROMPT, ConceptGallery, Selection, concept_archive, pluralize, select_concepts,
+};
+use vlp_data::shapes::{Colour, Shape, ShapesWorld, Split};
+use vlp_data::source::open_source;
+use vlp_tasks::battery::EvalImages;
+use vlp_tasks::embed::embed_texts;
+use vlp_train::TrainConfig;
+use vlp_train::method::clip::ClipMethod;
+use vlp_train::model::build_tokenizer;
+
+use crate::{batches_with, per_seed, tiny, trained};
+
+const STEPS: usize = 150;
+const IMAGES: usize = 1000;
+
+fn config(seed: u64) -> TrainConfig {
+    tiny(&[
+        "model.width=64",
+        "model.layers=2",
+        "model.heads=2",
+        "model.embed_dim=64",
+        "model.patch_size=8",
+        "data.batch_size=32",
+        &format!("optim.steps={STEPS}"),
+        "optim.warmup_steps=20",
+        "optim.lr=0.003",
+        &format!("run.seed={seed}"),
+    ])
+}
+
+/// "red circle" for every colour and shape, and the generic nouns any caption gallery holds.
+fn gallery() -> ConceptGallery {
+    let mut concepts: Vec<String> = Colour::ALL
+        .iter()
+        .flat_map(|c| {
+            Shape::ALL
+                .iter()
+                .map(move |s| format!("{} {}", c.name(), s.name()))
+        })
+        .collect();
+    concepts.extend(["photo", "picture", "image", "background"].map(String::from));
+    ConceptGallery::new(concepts)
+}
+
+/// The curation model's training text: one of the image's per-object sentences ("There is a
+/// large blue star."), at random each time, so that it has seen every object named, as CoCu's
+/// off-the-shelf CLIP has seen what CC3M's captions leave out.
+struct ObjectSentences;
+
+impl vlp_data::TextTransform for ObjectSentences {
+    fn texts(&self, sample: &vlp_data::TextInput<'_>, rng: &mut Rng) -> Vec<String> {
+        let s = &sample.annotations.object_captions;
+        if s.is_empty() {
+            return Vec::new();
+        }
+        vec![s[rng.below(s.len())].clone()]
+    }
+}
+
+/// Recall of the omitted objects by CoCu's top 3, by 3 concepts of the archive at random and by
+/// 3 gallery concepts at random.
+fn run(seed: u64) -> (f64, f64, f64) {
+    let cfg = config(seed);
+    let data = batches_with(&cfg, STEPS, Some(Arc::new(ObjectSentences)));
+    let clip = trained(Arc::new(ClipMethod::clip(&cfg).unwrap()), &cfg, &data);
+    let dev = default_device();
+    let spec = format!("shapes:train:{IMAGES}");
+    let pipe = vlp_data::ImagePipeline::clip(cfg.data.shapes.image_size);
+    let set = EvalImages::load(open_source(&spec, &cfg.data.shapes).unwrap(), &pipe, 1).unwrap();
+    assert_eq!(set.len(), IMAGES);
+    let images = set.embed(&clip, &dev);
+
+    let g = gallery();
+    // A plural counts as its singular.
+    let singular: HashMap<usize, String> = g
+        .names()
+        .iter()
+        .flat_map(|c| {
+            let p = pluralize(c);
+            [(g.position(c), c.clone()), (g.position(&p), c.clone())]
+        })
+        .filter_map(|(i, c)| i.map(|i| (i, c)))
+        .collect();
+    let prompts: Vec<String> = g
+        .names()
+        .iter()
+        .map(|c| CONCEPT_PROMPT.replace("{}", c))
+        .collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let tok = build_tokenizer(&cfg).unwrap();
+    let concepts = embed_texts(&clip, tok.tokenizer.as_ref(), &refs, 256, &dev).unwrap();
+
+    let world = ShapesWorld::new(cfg.data.shapes.clone()).unwrap();
+    let scenes: Vec<_> = (0..IMAGES as u64)
+        .map(|i| world.sample(Split::Train, i))
+        .collect();
+    assert_eq!(set.captions[0][0], scenes[0].captions.short);
+    let index_concepts: Vec<Vec<usize>> = scenes
+        .iter()
+        .map(|s| g.concepts_in(&s.captions.short))
+        .collect();
+    let archive = concept_archive(
+        &images.data,
+        &images.data,
+        &index_concepts,
+        &concepts.data,
+        images.dim,
+        8,
+    );
+    let mut rng = Rng::new(seed);
+    let (mut omitted, mut hit, mut hit_random, mut hit_archive) = (0usize, 0usize, 0usize, 0usize);
+    for (i, s) in scenes.iter().enumerate() {
+        let mentioned: HashSet<&str> = index_concepts[i]
+            .iter()
+            .map(|c| singular[c].as_str())
+            .collect();
+        let missing: HashSet<String> = s
+            .objects
+            .iter()
+            .map(|o| format!("{} {}", o.colour.name(), o.shape.name()))
+            .filter(|p| !mentioned.contains(p.as_str()))
+            .collect();
+        let top: HashSet<&str> = select_concepts(&archive[i], 3, Selection::Top, &[], 0, &mut rng)
+            .iter()
+            .map(|c| singular[c].as_str())
+            .collect();
+        let mut pool: Vec<usize> = archive[i].iter().map(|c| c.concept).collect();
+        rng.shuffle(&mut pool);
+        let from_archive: HashSet<&str> =
+            pool.iter().take(3).map(|c| singular[c].as_str()).collect();
+        hit_archive += missing
+            .iter()
+            .filter(|m| from_archive.contains(m.as_str()))
+            .count();
+        let mut random = HashSet::new();
+        while random.len() < 3 {
+            random.insert(singular[&rng.below(g.len())].as_str());
+        }
+        omitted += missing.len();
+        hit += missing.iter().filter(|m| top.contains(m.as_str())).count();
+        hit_random += missing
+            .iter()
+            .filter(|m| random.contains(m.as_str()))
+            .count();
+    }
+    assert!(omitted > IMAGES / 2, "only {omitted} omitted objects");
+    let recall = |hits: usize| hits as f64 / omitted as f64;
+    (recall(hit), recall(hit_archive), recall(hit_random))
+}
+
+#[test]
+fn curated_concepts_recover_objects_the_captions_leave_out() {
+    let seeds = [1u64, 2, 3];
+    let outcomes = per_seed(&seeds, run);
+    let n = seeds.len() as f64;
+    let (mut cocu, mut archive, mut gallery) = (0.0, 0.0, 0.0);
+    for (seed, (c, a, g)) in seeds.iter().zip(&outcomes) {
+        println!(
+            "seed {seed}: recall of omitted objects: CoCu top-3 {c:.3}, archive at random {a:.3}, gallery at random {g:.3}"
+        );
+        cocu += c / n;
+        archive += a / n;
+        gallery += g / n;
+    }
+    println!(
+        "mean of 3 seeds: CoCu {cocu:.3}, archive at random {archive:.3}, gallery at random {gallery:.3}"
+    );
+    assert!(
+        cocu > gallery + 0.08,
+        "CoCu's top 3 recall {cocu:.3} of omitted objects, random gallery concepts {gallery:.3}"
+    );
+    assert!(
+        cocu > archive + 0.03,
+        "ranking does not help: CoCu {cocu:.3}, the archive at random {archive:.3}"
+    );
+}
