@@ -483,7 +483,9 @@ fn embedded(
 }
 
 fn cocu(a: CocuArgs) -> anyhow::Result<()> {
-    use vlp_curate::cocu::{ConceptGallery, concept_archive};
+    use vlp_curate::cocu::{
+        ArchiveEntry, ArchivedConcept, ConceptArchive, ConceptGallery, concept_archive,
+    };
     if a.neighbours == 0 {
         bail!("--neighbours must be at least 1");
     }
@@ -557,22 +559,23 @@ fn cocu(a: CocuArgs) -> anyhow::Result<()> {
         dim,
         a.neighbours,
     );
-    let images: Vec<serde_json::Value> = data
+    let images: Vec<ArchiveEntry> = data
         .keys
         .iter()
         .zip(&data.captions)
         .zip(&archive)
-        .map(|((key, caption), ranked)| {
-            serde_json::json!({
-                "key": key,
-                "caption": caption,
-                "concepts": ranked.iter().map(|c| serde_json::json!({
-                    "concept": gallery.name(c.concept),
-                    "score": c.score,
-                    "global": c.global,
-                    "local": c.local,
-                })).collect::<Vec<_>>(),
-            })
+        .map(|((key, caption), ranked)| ArchiveEntry {
+            key: key.clone(),
+            caption: caption.clone(),
+            concepts: ranked
+                .iter()
+                .map(|c| ArchivedConcept {
+                    concept: gallery.name(c.concept).to_string(),
+                    score: c.score,
+                    global: c.global,
+                    local: c.local,
+                })
+                .collect(),
         })
         .collect();
     let mean_archive = archive.iter().map(Vec::len).sum::<usize>() as f64 / archive.len() as f64;
@@ -588,8 +591,11 @@ fn cocu(a: CocuArgs) -> anyhow::Result<()> {
         "prompt": a.prompt,
         "mean_concepts_per_image": mean_archive,
     });
-    let body = serde_json::json!({"summary": summary, "images": images});
-    vlp_core::io::write_atomic(&a.out, serde_json::to_string(&body)?.as_bytes())?;
+    ConceptArchive {
+        summary: summary.clone(),
+        images,
+    }
+    .write(&a.out)?;
     let mut line = summary;
     line["out"] = serde_json::json!(a.out);
     line["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());

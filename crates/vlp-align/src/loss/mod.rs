@@ -8,6 +8,7 @@ mod affiliation;
 mod dreamlip;
 mod filip;
 mod info_nce;
+mod multi_label;
 mod sigmoid;
 
 pub use affiliation::{affiliation_loss, class_centres, same_class};
@@ -16,6 +17,7 @@ pub use dreamlip::{
 };
 pub use filip::{filip_loss, late_interaction, select_image_tokens};
 pub use info_nce::{MAX_LOGIT_SCALE, clip_loss};
+pub use multi_label::multi_label_loss;
 pub use sigmoid::siglip_loss;
 
 use serde::{Deserialize, Serialize};

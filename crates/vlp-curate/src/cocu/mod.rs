@@ -10,10 +10,12 @@
 //! few an image trains with chosen by [`select_concepts`]. The archive ([`concept_archive`]) is
 //! kept whole, so the dense tasks can reuse it.
 
+mod archive;
 mod gallery;
 mod rank;
 mod sample;
 
+pub use archive::{ArchiveEntry, ArchivedConcept, ConceptArchive};
 pub use gallery::{ConceptGallery, MAX_WORDS, pluralize};
 pub use rank::{ScoredConcept, concept_archive, nearest, rank_concepts};
 pub use sample::{Selection, select_concepts};

@@ -14,6 +14,7 @@
 mod checks;
 pub mod clip;
 pub mod clip_rocket;
+pub mod cocu;
 pub mod dreamlip;
 mod embeddings;
 pub mod filip;

@@ -29,10 +29,10 @@ use vlp_tasks::battery::EvalImages;
 use vlp_train::TrainConfig;
 use vlp_train::method::clip::ClipMethod;
 use vlp_train::method::clip_rocket::{ClipRocketMethod, ClipRocketSettings};
-use vlp_train::method::{DataRequest, EvalContext, Method};
+use vlp_train::method::{DataRequest, Method};
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_for, per_seed, tiny, trained};
+use crate::{batches_for, per_seed, tiny, trained, zero_shot};
 
 /// Steps of each training run.
 const STEPS: usize = 300;
@@ -66,24 +66,6 @@ fn settings() -> ClipRocketSettings {
         strong_hflip: 0.0,
         ..ClipRocketSettings::default()
     }
-}
-
-fn zero_shot<M: Method>(
-    method: &M,
-    model: &M::Model<vlp_core::backend::DefaultBackend>,
-    set: &EvalImages,
-    cfg: &TrainConfig,
-) -> f64 {
-    let tok = build_tokenizer(cfg).unwrap();
-    let dev = vlp_core::backend::default_device();
-    let ctx = EvalContext {
-        eval: Some(set),
-        unseen: None,
-        tokenizer: tok.tokenizer.as_ref(),
-        templates: &cfg.eval.templates,
-        device: &dev,
-    };
-    method.evaluate(model, &ctx).unwrap()["zero_shot_top1"]
 }
 
 /// Zero-shot top-1 of the recipe and of CLIP for one seed.

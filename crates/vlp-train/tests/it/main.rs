@@ -17,9 +17,10 @@ use std::sync::Arc;
 use vlp_core::backend::{DefaultDevice, TrainBackend, default_device};
 use vlp_data::loader::{Batch, Loader, LoaderConfig};
 use vlp_data::source::open_source;
+use vlp_tasks::battery::EvalImages;
 use vlp_train::TrainConfig;
-use vlp_train::method::BuildContext;
 use vlp_train::method::clip::{ClipMethod, architecture, pipeline_of};
+use vlp_train::method::{BuildContext, EvalContext, Method};
 use vlp_train::model::build_tokenizer;
 
 /// `burn::collective` is one registry per process: tests that register ranks take turns.
@@ -77,6 +78,25 @@ pub fn arch(cfg: &TrainConfig) -> vlp_align::ClipConfig {
         tokenizer: &tok,
     };
     architecture(&ctx, cfg.method.kind == "siglip").unwrap()
+}
+
+/// Zero-shot top-1 of a trained `model` of `method` on `set` with `cfg`'s templates.
+pub fn zero_shot<M: Method>(
+    method: &M,
+    model: &M::Model<vlp_core::backend::DefaultBackend>,
+    set: &EvalImages,
+    cfg: &TrainConfig,
+) -> f64 {
+    let tok = build_tokenizer(cfg).unwrap();
+    let dev = vlp_core::backend::default_device();
+    let ctx = EvalContext {
+        eval: Some(set),
+        unseen: None,
+        tokenizer: tok.tokenizer.as_ref(),
+        templates: &cfg.eval.templates,
+        device: &dev,
+    };
+    method.evaluate(model, &ctx).unwrap()["zero_shot_top1"]
 }
 
 /// The first `n` training batches of `cfg`.
