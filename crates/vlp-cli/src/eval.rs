@@ -51,8 +51,9 @@ pub struct EvalArgs {
     /// Training data for linear-probe and few-shot (labelled).
     #[arg(long)]
     train_data: Option<String>,
-    /// Class names, one per line, in label order (default: the data's own, e.g. folder names);
-    /// each must match a class of the data.
+    /// Class names, one per line (default: the data's own, e.g. folder names); each must match
+    /// a class of the data; `FOLDER<TAB>NAME` lines give the prompt name of a folder
+    /// (`datasets/imagenet-1k/classes.tsv`).
     #[arg(long)]
     classes: Option<PathBuf>,
     /// Prompt templates: `openai` (80), `simple`, or a file with one template per line.
@@ -123,7 +124,9 @@ fn labels(set: &ImageSet, name: &str) -> anyhow::Result<Vec<usize>> {
 }
 
 /// Class names of a labelled source, checked against `--classes` when given (by name: order
-/// and duplicates matter, the result is in the data's label order).
+/// and duplicates matter, the result is in the data's label order). A line `FOLDER<TAB>NAME`
+/// names the data's class `FOLDER` (an ImageNet synset folder, `n01440764`) `NAME` in prompts
+/// (`tench`); a line without a tab keeps the data's name.
 fn class_names(source: &Source, classes: Option<&PathBuf>) -> anyhow::Result<Vec<String>> {
     let own = source.class_names().with_context(|| {
         format!(
@@ -134,18 +137,23 @@ fn class_names(source: &Source, classes: Option<&PathBuf>) -> anyhow::Result<Vec
     let Some(path) = classes else { return Ok(own) };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let listed: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
-    Ok(match_classes(
-        &own,
-        &listed,
-        &source.name(),
-        &path.display().to_string(),
-    )?)
+    let mut listed = Vec::new();
+    let mut names = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (class, name) = match line.split_once('\t') {
+            Some((c, n)) if !n.trim().is_empty() => (c.trim(), n.trim()),
+            Some(_) => bail!("{} line {}: no name after the tab", path.display(), i + 1),
+            None => (line.trim(), line.trim()),
+        };
+        listed.push(class.to_string());
+        names.insert(class.to_string(), name.to_string());
+    }
+    let ordered = match_classes(&own, &listed, &source.name(), &path.display().to_string())?;
+    Ok(ordered.iter().map(|c| names[c].clone()).collect())
 }
 
 /// Runs the task; prints a table, then the results as the last stdout line (JSON).

@@ -2,6 +2,7 @@
 
 mod curate;
 mod data;
+mod datasets;
 mod eval;
 mod inputs;
 mod nodes;
