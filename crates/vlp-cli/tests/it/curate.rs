@@ -388,3 +388,72 @@ fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
     assert!(!o.status.success() && t.contains("no embedding"), "{t}");
     assert!(!fail.exists());
 }
+
+#[test]
+fn curate_commands_read_a_written_shard_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = dir.path().join("wds");
+    let o = vlp(&[
+        "data",
+        "shapes",
+        "--out",
+        shards.to_str().unwrap(),
+        "--samples",
+        "12",
+        "--shard-size",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let spec = format!("wds:{}", shards.display());
+    let model = reference("clip_hf");
+    let out = dir.path().join("filter.json");
+    let v = last_json(&vlp(&[
+        "curate",
+        "filter",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &spec,
+        "--min-score=-1",
+        "--dedup",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        (v["samples"].as_u64(), v["kept"].as_u64()),
+        (Some(12), Some(12)),
+        "{v}"
+    );
+    let archive = dir.path().join("archive.json");
+    let v = last_json(&vlp(&[
+        "curate",
+        "cocu",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &spec,
+        "--min-count",
+        "2",
+        "--out",
+        archive.to_str().unwrap(),
+    ]));
+    assert_eq!(v["images"], 12);
+    // The gallery mined from the shards' captions has the shapes' names in it.
+    assert!(v["gallery"].as_u64().unwrap() > 4, "{v}");
+    let body = read_json(&archive);
+    assert_eq!(body["images"].as_array().unwrap().len(), 12);
+    let described = dir.path().join("d.json");
+    let v = last_json(&vlp(&[
+        "curate",
+        "describe",
+        "--data",
+        "shapes:test:4",
+        "--out",
+        described.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        v["descriptions"].as_u64(),
+        Some(v["classes"].as_u64().unwrap() * 5)
+    );
+}
