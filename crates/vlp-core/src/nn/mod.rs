@@ -11,6 +11,7 @@ pub mod mask;
 pub mod mlp;
 pub mod norm;
 pub mod projection;
+pub mod roi_align;
 pub mod transformer;
 
 pub use activation::Activation;
@@ -20,6 +21,7 @@ pub use mask::AttentionMask;
 pub use mlp::{Mlp, MlpConfig, linear_2d};
 pub use norm::{LayerNorm, LayerNormConfig};
 pub use projection::{FinalNorm, ProjectionHead, ProjectionHeadConfig};
+pub use roi_align::{Roi, RoiAlignConfig, roi_align};
 pub use transformer::{
     AttentionRecorder, EncoderHook, EncoderLayer, EncoderOutput, NoHook, TransformerEncoder,
     TransformerEncoderConfig,
