@@ -24,4 +24,10 @@ pub enum TextError {
         /// The tokenizer's message.
         reason: String,
     },
+    /// Decoding could not proceed (bad settings, a model answering the wrong shape).
+    #[error("generation: {reason}")]
+    Generate {
+        /// What is wrong.
+        reason: String,
+    },
 }

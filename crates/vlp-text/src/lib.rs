@@ -1,11 +1,13 @@
 //! The text side of vlp.
 //!
 //! What belongs here: tokenizers (the built-in CLIP BPE, any Hugging Face `tokenizer.json`) and
-//! language models over token ids: the CLIP and SigLIP text transformers, and later small causal
-//! LMs with their generation utilities (KV cache, greedy and beam decoding). What does not: image
+//! language models over token ids: the CLIP and SigLIP text transformers, decoding ([`generate`]:
+//! greedy, beam search, sampling with temperature/top-k/top-p over any next-token model), and
+//! later small causal LMs with a KV cache. What does not: image
 //! code (`vlp-vision`), joint embedding spaces and losses (`vlp-align`), datasets (`vlp-data`).
 
 pub mod error;
+pub mod generate;
 pub mod tokenizer;
 pub mod transformer;
 
