@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,10 +72,7 @@ impl Server {
                     let (seen, script) = (seen.clone(), script.clone());
                     let (in_flight, peak) = (in_flight.clone(), peak.clone());
                     std::thread::spawn(move || {
-                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                        peak.fetch_max(now, Ordering::SeqCst);
-                        handle(stream, i, &seen, &*script);
-                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        handle(stream, i, &seen, &*script, &in_flight, &peak);
                     });
                 }
             });
@@ -109,7 +107,17 @@ impl Drop for Server {
     }
 }
 
-fn handle(stream: TcpStream, i: usize, seen: &Mutex<Vec<Seen>>, script: &Script) {
+/// Serves one connection. A request counts as in flight from when it has been read to just
+/// before its answer is written, so a client's next request can never overlap the count of the
+/// one it follows.
+fn handle(
+    stream: TcpStream,
+    i: usize,
+    seen: &Mutex<Vec<Seen>>,
+    script: &Script,
+    in_flight: &AtomicUsize,
+    peak: &AtomicUsize,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() || request_line.is_empty() {
@@ -143,11 +151,14 @@ fn handle(stream: TcpStream, i: usize, seen: &Mutex<Vec<Seen>>, script: &Script)
         authorization,
         body: body.clone(),
     });
+    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    peak.fetch_max(now, Ordering::SeqCst);
     let mut reply = script(i, &body);
     while let Reply::Slow(wait, inner) = reply {
         std::thread::sleep(wait);
         reply = *inner;
     }
+    in_flight.fetch_sub(1, Ordering::SeqCst);
     let (status, text, extra) = match reply {
         Reply::Answer(content) => (200, completion(&content), String::new()),
         Reply::Status(code, text) => (code, text, String::new()),
@@ -415,20 +426,27 @@ fn the_second_run_is_served_from_the_cache_without_a_connection() {
     warmer.describe(&classes()[..1], 3).unwrap();
     assert_eq!(server.connections(), 4);
 
-    // A damaged entry is an error naming its file, not a wrong answer.
-    let entry = std::fs::read_dir(dir.path().join("llm"))
+    // A damaged entry is an error naming its file, not a wrong answer (every entry damaged:
+    // which file holds which request is the hash's business).
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir.path().join("llm"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::write(&entry, b"{ truncated").unwrap();
+        .map(|e| e.unwrap().path())
+        .collect();
+    for e in &entries {
+        std::fs::write(e, b"{ truncated").unwrap();
+    }
     let err = LlmClient::new(cfg)
         .unwrap()
         .describe(&classes(), 3)
         .unwrap_err()
         .to_string();
-    assert!(err.contains(&entry.display().to_string()), "{err}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| err.contains(&e.display().to_string()))
+            && err.contains("not a cache entry"),
+        "{err}"
+    );
 }
 
 #[test]
