@@ -1,4 +1,4 @@
-//! `vlp curate describe` and `vlp curate filter`.
+//! `vlp curate describe`, `vlp curate cocu` and `vlp curate filter`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -193,6 +193,9 @@ fn llm_config(a: &DescribeArgs) -> anyhow::Result<LlmConfig> {
 }
 
 fn describe(a: DescribeArgs) -> anyhow::Result<()> {
+    if a.per_class == 0 {
+        bail!("--per-class must be at least 1");
+    }
     let classes = match (&a.classes, &a.data) {
         (Some(p), _) => read_classes(p)?,
         (None, Some(spec)) => {

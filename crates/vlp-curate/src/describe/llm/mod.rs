@@ -183,7 +183,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> DescribeError {
     }
 }
 
-/// The first `max` characters of a server's answer, for error messages.
+/// The first 200 characters of a server's answer on one line, for error messages.
 fn snippet(text: &str) -> String {
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match one_line.char_indices().nth(200) {
