@@ -10,6 +10,14 @@ fn last_json(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(out.lines().last().expect("a summary line")).unwrap()
 }
 
+/// Writes ShapesWorld samples with `vlp data shapes --out OUT ARGS...`.
+fn shapes(out: &Path, args: &[&str]) {
+    let mut all = vec!["data", "shapes", "--out", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = vlp(&all);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
@@ -164,19 +172,10 @@ fn an_unreachable_or_interrupted_llm_run_writes_nothing() {
 fn filter_keeps_high_scores_and_drops_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("csv");
-    let o = vlp(&[
-        "data",
-        "shapes",
-        "--out",
-        data.to_str().unwrap(),
-        "--samples",
-        "12",
-        "--format",
-        "csv",
-        "--split",
-        "test",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    shapes(
+        &data,
+        &["--samples", "12", "--format", "csv", "--split", "test"],
+    );
     // One image again under another name, with another caption.
     let table = data.join("test.csv");
     let csv = std::fs::read_to_string(&table).unwrap();
@@ -254,24 +253,14 @@ fn filter_keeps_high_scores_and_drops_duplicates() {
 fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("csv");
-    let o = vlp(&[
-        "data",
-        "shapes",
-        "--out",
-        data.to_str().unwrap(),
-        "--samples",
-        "16",
-        "--format",
-        "csv",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    shapes(&data, &["--samples", "16", "--format", "csv"]);
     let spec = format!("csv:{}", data.join("train.csv").display());
     let gallery = dir.path().join("gallery.txt");
     let colours = ["red", "green", "blue", "yellow", "purple", "orange"];
-    let shapes = ["circle", "square", "triangle", "star", "cross"];
+    let shape_names = ["circle", "square", "triangle", "star", "cross"];
     let lines: Vec<String> = colours
         .iter()
-        .flat_map(|c| shapes.iter().map(move |s| format!("{c} {s}")))
+        .flat_map(|c| shape_names.iter().map(move |s| format!("{c} {s}")))
         .collect();
     std::fs::write(&gallery, lines.join("\n")).unwrap();
     let model = reference("clip_hf");
@@ -343,21 +332,19 @@ fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
 
     // Embeddings of other images: every sample is reported skipped, and the run fails.
     let other = dir.path().join("other");
-    let o = vlp(&[
-        "data",
-        "shapes",
-        "--out",
-        other.to_str().unwrap(),
-        "--samples",
-        "4",
-        "--format",
-        "csv",
-        "--seed",
-        "9",
-        "--split",
-        "val",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    shapes(
+        &other,
+        &[
+            "--samples",
+            "4",
+            "--format",
+            "csv",
+            "--seed",
+            "9",
+            "--split",
+            "val",
+        ],
+    );
     let other_embeds = dir.path().join("other.safetensors");
     let o = vlp(&[
         "embed",
@@ -393,17 +380,7 @@ fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
 fn curate_commands_read_a_written_shard_set() {
     let dir = tempfile::tempdir().unwrap();
     let shards = dir.path().join("wds");
-    let o = vlp(&[
-        "data",
-        "shapes",
-        "--out",
-        shards.to_str().unwrap(),
-        "--samples",
-        "12",
-        "--shard-size",
-        "5",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    shapes(&shards, &["--samples", "12", "--shard-size", "5"]);
     let spec = format!("wds:{}", shards.display());
     let model = reference("clip_hf");
     let out = dir.path().join("filter.json");

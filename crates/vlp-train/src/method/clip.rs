@@ -264,6 +264,23 @@ pub fn export_clip<B: Backend>(model: &ClipModel<B>, ctx: &ExportContext<'_>) ->
     Ok(())
 }
 
+/// The method's own texts of a step (its text transform's, `per_sample` for each image, sample
+/// after sample), encoded and normalised in f32 (DreamLIP's sub-captions, CoCu's prompts).
+///
+/// # Shapes
+/// - returns: `[batch, per_sample, embed_dim]`
+pub fn texts_per_sample<B: Backend>(
+    clip: &ClipModel<B>,
+    input: &StepInput<'_, B>,
+    per_sample: usize,
+) -> Result<Tensor<B, 3>> {
+    let (ids, mask) = input.texts(per_sample)?;
+    let mask = clip.text_model.causal.then_some(mask);
+    let texts = normalize(clip.encode_text(ids, mask).cast(FloatDType::F32));
+    let [nk, d] = texts.dims();
+    Ok(texts.reshape([nk / per_sample, per_sample, d]))
+}
+
 /// A learnable log inverse temperature, `[1]`, starting at `init` (methods' own scales
 /// beside CLIP's; clamp it after each update with [`clamp_logit_scale`]).
 pub fn log_scale_param<B: Backend>(init: f64, device: &B::Device) -> Param<Tensor<B, 1>> {

@@ -38,7 +38,7 @@ use vlp_tasks::templates::OPENAI_IMAGENET_TEMPLATES;
 
 use super::clip::{
     architecture, build_clip, clamp_logit_scale, evaluate_pooled, export_clip, lock_towers,
-    log_scale_param, logged_scales, pipeline_of,
+    log_scale_param, logged_scales, pipeline_of, texts_per_sample,
 };
 use super::{
     BuildContext, Checks, DataRequest, Embeddings, EvalContext, ExportContext, Method, Metrics,
@@ -249,17 +249,11 @@ impl Method for CocuMethod {
         input: &StepInput<'_, B>,
     ) -> Result<Embeddings<B>> {
         let clip = &model.clip;
-        let k = self.texts_per_image();
-        let (ids, mask) = input.texts(k)?;
+        let texts = texts_per_sample(clip, input, self.texts_per_image())?;
         let image = normalize(clip.encode_image(input.images()).cast(FloatDType::F32));
-        let mask = clip.text_model.causal.then_some(mask);
-        let texts = normalize(clip.encode_text(ids, mask).cast(FloatDType::F32));
-        let [nk, d] = texts.dims();
-        Ok(Embeddings::new().with_rows("image", image).with_tokens(
-            "texts",
-            texts.reshape([nk / k, k, d]),
-            None,
-        ))
+        Ok(Embeddings::new()
+            .with_rows("image", image)
+            .with_tokens("texts", texts, None))
     }
 
     fn objective<B: Backend>(

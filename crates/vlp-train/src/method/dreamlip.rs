@@ -31,7 +31,7 @@ use vlp_text::Tokenizer;
 
 use super::clip::{
     architecture, build_clip, clamp_logit_scale, evaluate_pooled, export_clip, lock_towers,
-    log_scale_param, logged_scales, pipeline_of,
+    log_scale_param, logged_scales, pipeline_of, texts_per_sample,
 };
 use super::{
     BuildContext, Checks, DataRequest, Embeddings, EvalContext, ExportContext, Method, Metrics,
@@ -325,17 +325,11 @@ impl Method for DreamLipMethod {
         input: &StepInput<'_, B>,
     ) -> Result<Embeddings<B>> {
         let clip = &model.clip;
-        let k = self.texts_per_image();
-        let (ids, mask) = input.texts(k)?;
+        let texts = texts_per_sample(clip, input, self.texts_per_image())?;
         let (image, patches) = image_patches(clip, input.images());
-        let mask = clip.text_model.causal.then_some(mask);
-        let texts = normalize(clip.encode_text(ids, mask).cast(FloatDType::F32));
-        let [nk, d] = texts.dims();
-        let mut e = Embeddings::new().with_rows("image", image).with_tokens(
-            "texts",
-            texts.reshape([nk / k, k, d]),
-            None,
-        );
+        let mut e = Embeddings::new()
+            .with_rows("image", image)
+            .with_tokens("texts", texts, None);
         if self.uses_patches() {
             e = e.with_tokens("patches", patches, None);
         }
