@@ -9,7 +9,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, Tensor, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
 use super::mask::AttentionMask;
 use super::mlp::linear_2d;
@@ -150,6 +150,69 @@ impl<B: Backend> Attention<B> {
         self.attend(q, k, v, mask, false).0
     }
 
+    /// Causal self-attention over `x`, the tokens that follow those already in `cache`: their
+    /// keys and values are appended to the cache, and new token `i` (position `cache.len() + i`)
+    /// attends to every cached token and to new tokens up to itself. Feeding a sequence in pieces
+    /// gives what [`forward`](Self::forward) with a causal mask gives for the whole (the
+    /// autoregressive inference of Burn's `TransformerDecoder`, with only the new tokens passed).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, new_tokens, d_model]`; `batch` must match the cache's
+    /// - returns: `[batch, new_tokens, d_model]`
+    pub fn forward_autoregressive(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let n = x.dims()[1];
+        let past = cache.len();
+        let (q, k, v) = self.project_self(x);
+        let (k, v) = match (cache.keys.take(), cache.values.take()) {
+            (Some(pk), Some(pv)) => (Tensor::cat(vec![pk, k], 1), Tensor::cat(vec![pv, v], 1)),
+            _ => (k, v),
+        };
+        cache.keys = Some(k.clone());
+        cache.values = Some(v.clone());
+        // One new token sees everything: no mask at all (the common decoding step).
+        let mask = (n > 1).then(|| {
+            let total = past + n;
+            let hidden: Vec<bool> = (0..n)
+                .flat_map(|i| (0..total).map(move |j| j > past + i))
+                .collect();
+            AttentionMask::new(Tensor::<B, 4, Bool>::from_data(
+                TensorData::new(hidden, [1, 1, n, total]),
+                &q.device(),
+            ))
+        });
+        self.attend(q, k, v, mask.as_ref(), false).0
+    }
+
+    /// [`forward_cross`](Self::forward_cross) that projects `context` into keys and values once,
+    /// on the first call with an empty `cache`, and reuses them afterwards (a decoder's
+    /// cross-attention while it generates).
+    ///
+    /// # Shapes
+    /// - `queries`: `[batch, q_tokens, d_model]`
+    /// - `context`: `[batch, kv_tokens, d_model]` (read only when the cache is empty)
+    /// - `mask`: broadcastable to `[batch, heads, q_tokens, kv_tokens]`
+    /// - returns: `[batch, q_tokens, d_model]`
+    pub fn forward_cross_cached(
+        &self,
+        queries: Tensor<B, 3>,
+        context: &Tensor<B, 3>,
+        mask: Option<&AttentionMask<B>>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        let (k, v) = match (&cache.keys, &cache.values) {
+            (Some(k), Some(v)) => (k.clone(), v.clone()),
+            _ => {
+                let k = self.project(context.clone(), 1);
+                let v = self.project(context.clone(), 2);
+                cache.keys = Some(k.clone());
+                cache.values = Some(v.clone());
+                (k, v)
+            }
+        };
+        let q = self.project(queries, 0);
+        self.attend(q, k, v, mask, false).0
+    }
+
     /// q, k, v for self-attention: one matmul in the fused layout.
     fn project_self(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
         match &self.in_proj {
@@ -258,6 +321,52 @@ impl<B: Backend> Attention<B> {
         };
         // The output projection's bias is added even to dead rows, as in PyTorch.
         (linear_2d(&self.out_proj, ctx), weights)
+    }
+}
+
+/// Projected keys and values of the tokens an [`Attention`] layer has seen, for incremental
+/// decoding ([`Attention::forward_autoregressive`], [`Attention::forward_cross_cached`]).
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    /// `[batch, tokens, d_model]`, `None` before the first step.
+    pub keys: Option<Tensor<B, 3>>,
+    /// `[batch, tokens, d_model]`, `None` before the first step.
+    pub values: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> Default for KvCache<B> {
+    fn default() -> Self {
+        Self {
+            keys: None,
+            values: None,
+        }
+    }
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tokens cached.
+    pub fn len(&self) -> usize {
+        self.keys.as_ref().map_or(0, |k| k.dims()[1])
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the batch rows `rows`, in that order (repeats allowed): a beam search that
+    /// reorders or duplicates its hypotheses reorders their caches with it.
+    ///
+    /// # Shapes
+    /// - `rows`: `[new_batch]`, indices into the cached batch
+    pub fn select(&mut self, rows: Tensor<B, 1, Int>) {
+        self.keys = self.keys.take().map(|k| k.select(0, rows.clone()));
+        self.values = self.values.take().map(|v| v.select(0, rows));
     }
 }
 
@@ -597,5 +706,94 @@ mod tests {
             .into_data()
             .assert_eq(&valid.forward(xv, None).into_data(), true);
     }
+    }
+}
+
+/// The incremental paths, on the CPU only: they are compositions of the backend-tested
+/// projections and attention above.
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use crate::backend::{DefaultBackend as B, default_device};
+    use burn::tensor::Distribution;
+
+    fn max_err(a: Tensor<B, 3>, b: Tensor<B, 3>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            a.into_data().to_vec().unwrap(),
+            b.into_data().to_vec().unwrap(),
+        );
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn pieces_through_the_cache_equal_one_causal_pass() {
+        let dev = default_device();
+        let x = Tensor::<B, 3>::random([2, 7, 12], Distribution::Normal(0.0, 1.0), &dev);
+        let full_mask = AttentionMask::causal(7, &dev);
+        for fused in [false, true] {
+            let attn = AttentionConfig::new(12, 3)
+                .with_fused_qkv(fused)
+                .init::<B>(&dev);
+            let want = attn.forward(x.clone(), Some(&full_mask));
+            let mut cache = KvCache::new();
+            let mut got = Vec::new();
+            // A prompt of 3, single steps, then 2 at once.
+            for (from, to) in [(0, 3), (3, 4), (4, 5), (5, 7)] {
+                got.push(
+                    attn.forward_autoregressive(
+                        x.clone().slice([0..2, from..to, 0..12]),
+                        &mut cache,
+                    ),
+                );
+                assert_eq!(cache.len(), to);
+            }
+            let err = max_err(Tensor::cat(got, 1), want);
+            assert!(err < 1e-5, "fused {fused}: cached pieces differ by {err}");
+        }
+    }
+
+    #[test]
+    fn selecting_cache_rows_follows_the_hypotheses() {
+        let dev = default_device();
+        let attn = AttentionConfig::new(8, 2).init::<B>(&dev);
+        let x = Tensor::<B, 3>::random([3, 5, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let mut cache = KvCache::new();
+        let _ = attn.forward_autoregressive(x.clone().slice([0..3, 0..4, 0..8]), &mut cache);
+        // Row 2 twice, then row 0: the next step must continue those prefixes.
+        let rows = [2usize, 2, 0];
+        cache.select(Tensor::from_data(
+            TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [3]),
+            &dev,
+        ));
+        let step = attn.forward_autoregressive(x.clone().slice([0..3, 4..5, 0..8]), &mut cache);
+        for (i, &r) in rows.iter().enumerate() {
+            let mut seq = x.clone().slice([r..r + 1, 0..4, 0..8]);
+            seq = Tensor::cat(vec![seq, x.clone().slice([i..i + 1, 4..5, 0..8])], 1);
+            let want = attn
+                .forward(seq, Some(&AttentionMask::causal(5, &dev)))
+                .slice([0..1, 4..5, 0..8]);
+            let err = max_err(step.clone().slice([i..i + 1, 0..1, 0..8]), want);
+            assert!(err < 1e-5, "row {i} (from {r}): {err}");
+        }
+    }
+
+    #[test]
+    fn cached_cross_attention_reads_the_context_once() {
+        let dev = default_device();
+        let attn = AttentionConfig::new(8, 2).init::<B>(&dev);
+        let ctx = Tensor::<B, 3>::random([2, 6, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let q = Tensor::<B, 3>::random([2, 3, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let mut cache = KvCache::new();
+        let first = attn.forward_cross_cached(q.clone(), &ctx, None, &mut cache);
+        assert!(max_err(first, attn.forward_cross(q.clone(), ctx.clone(), None)) < 1e-6);
+        // Later calls use the cached keys and values even when handed another context.
+        let other = ctx.clone() * 3.0;
+        let again = attn.forward_cross_cached(q.clone(), &other, None, &mut cache);
+        assert!(max_err(again, attn.forward_cross(q, ctx, None)) < 1e-6);
+        assert_eq!(cache.len(), 6);
     }
 }

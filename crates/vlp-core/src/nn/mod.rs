@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod cross_modal;
 pub mod ema;
 pub mod mask;
 pub mod mlp;
@@ -15,7 +16,8 @@ pub mod roi_align;
 pub mod transformer;
 
 pub use activation::Activation;
-pub use attention::{Attention, AttentionConfig, AttentionOutput};
+pub use attention::{Attention, AttentionConfig, AttentionOutput, KvCache};
+pub use cross_modal::{CrossAttentionLayer, CrossModalityLayer, PostNormConfig, PostNormLayer};
 pub use ema::{ema_update, frozen_copy};
 pub use mask::AttentionMask;
 pub use mlp::{Mlp, MlpConfig, linear_2d};
