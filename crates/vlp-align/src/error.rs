@@ -43,4 +43,12 @@ pub enum AlignError {
         /// What is wrong.
         reason: String,
     },
+    /// Inputs a model cannot run on (mismatched batch sizes, an image without objects).
+    #[error("{model} input: {reason}")]
+    Input {
+        /// The model.
+        model: String,
+        /// What is wrong.
+        reason: String,
+    },
 }

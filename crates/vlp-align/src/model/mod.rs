@@ -1,6 +1,7 @@
 //! The dual encoder: a vision tower and a text tower mapped into one embedding space.
 
 mod config;
+pub mod lxmert;
 
 pub use config::{ClipConfig, ModelKind};
 
