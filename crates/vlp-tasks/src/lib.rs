@@ -17,6 +17,7 @@ pub mod report;
 pub mod retrieval;
 pub mod scoring;
 pub mod templates;
+pub mod vqa;
 pub mod zeroshot;
 
 pub use error::{Result, TaskError};

@@ -21,6 +21,12 @@ use vlp_core::nn::{
     Roi, RoiAlignConfig, linear_2d, roi_align,
 };
 
+use std::path::Path;
+
+use vlp_core::checkpoint::{
+    Source, StoredDType, TensorFile, collect_params, load_params, write_safetensors,
+};
+
 use crate::error::{AlignError, Result};
 
 /// Configuration of an [`Lxmert`] model.
@@ -467,6 +473,78 @@ impl<B: Backend> Lxmert<B> {
     }
 }
 
+/// File of an exported model's weights (safetensors, PyTorch orientation, keys = field paths).
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// File of an exported model's [`LxmertConfig`].
+pub const CONFIG_FILE: &str = "lxmert_config.json";
+
+/// Writes `model` and its `config` to `dir` (created).
+pub fn save_lxmert<B: Backend>(model: &Lxmert<B>, config: &LxmertConfig, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| AlignError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(CONFIG_FILE);
+    vlp_core::io::write_atomic(&path, config.to_string().as_bytes())?;
+    write_safetensors(
+        dir.join(WEIGHTS_FILE),
+        &collect_params(model),
+        StoredDType::F32,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Whether `dir` holds a model written by [`save_lxmert`].
+pub fn is_lxmert_dir(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file()
+}
+
+/// Reads a model written by [`save_lxmert`]; every weight must be there with its shape.
+pub fn load_lxmert<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(Lxmert<B>, LxmertConfig)> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| AlignError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let config: LxmertConfig = serde_json::from_str(&text).map_err(|e| AlignError::Config {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if config.d_model == 0 || config.n_heads == 0 || !config.d_model.is_multiple_of(config.n_heads)
+    {
+        return Err(AlignError::Config {
+            path,
+            reason: format!(
+                "{} heads do not divide width {}",
+                config.n_heads, config.d_model
+            ),
+        });
+    }
+    if config.vocab_size == 0
+        || config.num_answers == 0
+        || config.num_object_labels == 0
+        || config.max_len == 0
+    {
+        return Err(AlignError::Config {
+            path,
+            reason: "vocab_size, max_len, num_answers and num_object_labels must be positive"
+                .into(),
+        });
+    }
+    let file = TensorFile::open(dir.join(WEIGHTS_FILE))?;
+    let model = load_params(
+        config.init::<B>(device),
+        &file,
+        |p| Source::Key(p.to_string()),
+        |_| false,
+    )?;
+    Ok((model, config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,5 +690,36 @@ mod tests {
         assert!(e.contains("2 feature replacements for 1 × 1"), "{e}");
         let x = input(vec![vec![[0.0, f32::NAN, 4.0, 4.0]]], &[[1, 2, 0, 0]]);
         assert!(m.forward(x).is_err());
+    }
+
+    #[test]
+    fn saved_models_load_with_the_same_outputs() {
+        let m = model();
+        let x = input(
+            vec![vec![[1.0, 1.0, 9.0, 12.0], [3.0, 3.0, 6.0, 6.0]]],
+            &[[1, 5, 2, 0]],
+        );
+        let want = values(m.forward(x.clone()).unwrap().pooled);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LxmertConfig::new(20, 8, 7, 5)
+            .with_d_model(16)
+            .with_n_heads(2)
+            .with_d_hidden(24)
+            .with_cnn_channels(8);
+        save_lxmert(&m, &cfg, dir.path()).unwrap();
+        assert!(is_lxmert_dir(dir.path()));
+        let (back, cfg2) = load_lxmert::<B>(dir.path(), &default_device()).unwrap();
+        assert_eq!(cfg2.d_hidden, 24);
+        assert_eq!(values(back.forward(x).unwrap().pooled), want);
+        // A config whose sizes disagree with the weights names the mismatched keys.
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            cfg.clone().with_d_hidden(32).to_string(),
+        )
+        .unwrap();
+        let e = load_lxmert::<B>(dir.path(), &default_device())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fc1"), "{e}");
     }
 }
