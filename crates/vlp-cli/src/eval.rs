@@ -34,6 +34,9 @@ pub enum Task {
     LinearProbe,
     /// k-shot adaptation: zero-shot, linear probe and Tip-Adapter over seeds (needs --train-data).
     FewShot,
+    /// Visual question answering (a question-answering model; data with questions and boxes,
+    /// e.g. `shapes:test:N`): accuracy overall and per question type.
+    Vqa,
 }
 
 /// Arguments of `vlp eval`.
@@ -156,8 +159,66 @@ fn class_names(source: &Source, classes: Option<&PathBuf>) -> anyhow::Result<Vec
     Ok(ordered.iter().map(|c| names[c].clone()).collect())
 }
 
+/// `--task vqa`: every question of the data's images, answered by a question-answering model.
+fn vqa(args: &EvalArgs) -> anyhow::Result<()> {
+    let device = default_device();
+    let m = vlp_tasks::vqa::load_vqa_model::<B>(&args.model, &device)?;
+    let shapes = ShapesWorldConfig {
+        image_size: m.pipeline.size,
+        ..Default::default()
+    };
+    let source = open_source(&args.data, &shapes)?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let set = vlp_tasks::battery::EvalImages::load(source, &m.pipeline, workers)?;
+    let Some(r) =
+        vlp_tasks::vqa::evaluate_vqa(&m.model, m.tokenizer.as_ref(), &m.answers, &set, &device)?
+    else {
+        bail!("{}: no image has a question", args.data);
+    };
+    println!(
+        "VQA on {} questions about {} images",
+        r.overall.total,
+        set.len()
+    );
+    println!("  overall {:.4}", r.overall.accuracy());
+    for (kind, t) in &r.per_kind {
+        println!("  {kind:<10} {:.4} ({} questions)", t.accuracy(), t.total);
+    }
+    if r.out_of_table > 0 {
+        eprintln!(
+            "warning: {} question(s) have answers outside the model's table (counted wrong)",
+            r.out_of_table
+        );
+    }
+    let per_kind: BTreeMap<&str, f64> = r
+        .per_kind
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.accuracy()))
+        .collect();
+    let result = serde_json::json!({
+        "task": "Vqa",
+        "model": args.model,
+        "data": args.data,
+        "accuracy": r.overall.accuracy(),
+        "per_kind": per_kind,
+        "count": r.overall.total,
+        "out_of_table": r.out_of_table,
+    });
+    let line = serde_json::to_string(&result)?;
+    if let Some(p) = &args.out {
+        std::fs::write(p, &line).with_context(|| format!("writing {}", p.display()))?;
+    }
+    println!("{line}");
+    Ok(())
+}
+
 /// Runs the task; prints a table, then the results as the last stdout line (JSON).
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if args.task == Task::Vqa {
+        return vqa(&args);
+    }
     let device = default_device();
     let bundle = load_bundle::<B>(&args.model, args.tokenizer.as_deref(), &device)?;
     let shapes = ShapesWorldConfig {
@@ -168,6 +229,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let source = open_source(&args.data, &shapes)?;
     let mut result = serde_json::json!({ "task": format!("{:?}", args.task), "model": args.model, "data": args.data });
     match args.task {
+        Task::Vqa => unreachable!("answered by `vqa` above"),
         Task::ZeroShot => {
             let classes = class_names(&source, args.classes.as_ref())?;
             let set = images(&bundle, source, args.batch_size, "test images")?;

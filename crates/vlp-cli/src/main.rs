@@ -11,6 +11,7 @@ mod info;
 mod inputs;
 mod parity;
 mod train;
+mod vqa;
 
 use clap::{Parser, Subcommand};
 
@@ -63,6 +64,8 @@ enum Command {
     /// Curate data: describe classes (templates or an LLM server), filter pairs by CLIP score.
     #[command(subcommand)]
     Curate(curate::CurateCommand),
+    /// Answer a question about an image with a question-answering model (LXMERT); one JSON line.
+    Vqa(vqa::VqaArgs),
     /// Compare a checkpoint's outputs with reference outputs from transformers or open_clip.
     CheckParity(parity::ParityArgs),
     /// Convert a transformers or open_clip checkpoint to transformers' safetensors layout.
@@ -81,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Embed(args) => eval::embed(args),
         Command::Tokenize(args) => inputs::tokenize(args),
+        Command::Vqa(args) => vqa::run(args),
         Command::Preprocess(args) => inputs::preprocess(args),
         Command::CheckParity(args) => parity::run(args),
         Command::Convert(args) => parity::convert(args),

@@ -8,8 +8,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use std::sync::Arc;
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::Serialize;
+use vlp_align::model::lxmert::{Lxmert, LxmertConfig, LxmertInput, is_lxmert_dir, load_lxmert};
+use vlp_align::pretrained::read_preprocessor_config;
+use vlp_data::preprocess::ImagePipeline;
+use vlp_data::sample::Annotations;
 use vlp_data::shapes::{Colour, NUMBERS, Shape};
+use vlp_text::tokenizer::resolve_for_model;
+use vlp_text::{Padding, Tokenizer};
+
+use crate::battery::EvalImages;
 
 use crate::error::{Result, TaskError};
 
@@ -214,6 +226,191 @@ pub fn vqa_report(
         }
     }
     Ok(report)
+}
+
+/// A sample's object boxes in model pixels for a box-reading model; an image without boxes gets
+/// one box over the whole image (such a model needs at least one object).
+pub fn object_boxes(a: &Annotations, image_size: usize) -> Vec<[f32; 4]> {
+    let real: Vec<[f32; 4]> = a
+        .boxes
+        .iter()
+        .filter(|b| b.area() > 0.0)
+        .map(|b| b.bbox)
+        .collect();
+    if real.is_empty() {
+        let s = image_size as f32;
+        vec![[0.0, 0.0, s, s]]
+    } else {
+        real
+    }
+}
+
+/// An LXMERT model with what answering needs: its tokenizer, answer table and preprocessing
+/// (a `vlp train` run's `final/` directory of an `lxmert` run).
+pub struct VqaModel<B: Backend> {
+    /// The model.
+    pub model: Lxmert<B>,
+    /// Its architecture.
+    pub config: LxmertConfig,
+    /// Questions' tokenizer.
+    pub tokenizer: Arc<dyn Tokenizer>,
+    /// The answers its head scores.
+    pub answers: AnswerTable,
+    /// Image preprocessing.
+    pub pipeline: ImagePipeline,
+}
+
+/// Loads a [`VqaModel`] from `dir` (`lxmert_config.json`, `model.safetensors`, `answers.json`,
+/// `tokenizer.json`, `preprocessor_config.json`); a directory of another kind of model is an
+/// error saying so.
+pub fn load_vqa_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<VqaModel<B>> {
+    if !is_lxmert_dir(dir) {
+        return Err(invalid(format!(
+            "{}: not a question-answering model (no {}; train one with `[method] kind = \"lxmert\"`)",
+            dir.display(),
+            vlp_align::model::lxmert::CONFIG_FILE
+        )));
+    }
+    let (model, config) = load_lxmert::<B>(dir, device)?;
+    let answers = AnswerTable::read(&dir.join("answers.json"))?;
+    if answers.len() != config.num_answers {
+        return Err(invalid(format!(
+            "{}: answers.json has {} answers, the model scores {}",
+            dir.display(),
+            answers.len(),
+            config.num_answers
+        )));
+    }
+    let tokenizer = resolve_for_model(dir, None, config.max_len, Padding::Zero)
+        .map_err(|e| invalid(e.to_string()))?;
+    if tokenizer.vocab_size != config.vocab_size {
+        return Err(invalid(format!(
+            "{}: the tokenizer has {} ids, the model {}",
+            dir.display(),
+            tokenizer.vocab_size,
+            config.vocab_size
+        )));
+    }
+    let pre = dir.join("preprocessor_config.json");
+    if !pre.is_file() {
+        return Err(invalid(format!(
+            "{}: no preprocessor_config.json",
+            dir.display()
+        )));
+    }
+    let pipeline = read_preprocessor_config(&pre, 0)?;
+    pipeline
+        .validate()
+        .map_err(|e| invalid(format!("{}: {e}", pre.display())))?;
+    Ok(VqaModel {
+        model,
+        config,
+        tokenizer: tokenizer.tokenizer,
+        answers,
+        pipeline,
+    })
+}
+
+/// One answer: its table index, text and probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answered {
+    /// Index in the answer table.
+    pub index: usize,
+    /// The answer.
+    pub answer: String,
+    /// Its softmax probability.
+    pub probability: f32,
+}
+
+/// Answers `questions[i]` about image `images[i]` with objects `boxes[i]` (model pixels).
+///
+/// # Shapes
+/// - `images`: `[n, 3, size, size]`, preprocessed
+pub fn answer<B: Backend>(
+    model: &Lxmert<B>,
+    tokenizer: &dyn Tokenizer,
+    answers: &AnswerTable,
+    images: Tensor<B, 4>,
+    boxes: Vec<Vec<[f32; 4]>>,
+    questions: &[&str],
+) -> Result<Vec<Answered>> {
+    let device = images.device();
+    let (ids, mask) = tokenizer
+        .encode_batch(questions)
+        .map_err(|e| invalid(e.to_string()))?
+        .to_tensors::<B>(&device);
+    let out = model.forward(LxmertInput {
+        images,
+        boxes,
+        input_ids: ids,
+        attention_mask: mask,
+        feature_replacements: Vec::new(),
+    })?;
+    let probs = softmax(model.answer_logits(out.pooled), 1);
+    let [n, k] = probs.dims();
+    let p: Vec<f32> = probs
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| invalid(format!("reading answer scores: {e:?}")))?;
+    Ok((0..n)
+        .map(|i| {
+            let row = &p[i * k..(i + 1) * k];
+            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            Answered {
+                index: best,
+                answer: answers.answer(best).unwrap_or_default().to_string(),
+                probability: row[best],
+            }
+        })
+        .collect())
+}
+
+/// VQA accuracy of `model` on every question of `set`'s images (`None` when there is none).
+pub fn evaluate_vqa<B: Backend>(
+    model: &Lxmert<B>,
+    tokenizer: &dyn Tokenizer,
+    answers: &AnswerTable,
+    set: &EvalImages,
+    device: &B::Device,
+) -> Result<Option<VqaReport>> {
+    let mut predicted = Vec::new();
+    let mut references: Vec<(&str, &str)> = Vec::new();
+    let mut offset = 0;
+    for px in set.tensors::<B>(device) {
+        let n = px.dims()[0];
+        let rows: Vec<(usize, &vlp_data::sample::QuestionAnswer)> = (0..n)
+            .flat_map(|i| set.annotations[offset + i].qa.iter().map(move |q| (i, q)))
+            .collect();
+        for chunk in rows.chunks(128) {
+            let idx: Vec<i64> = chunk.iter().map(|(i, _)| *i as i64).collect();
+            let images = px.clone().select(
+                0,
+                Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [chunk.len()]), device),
+            );
+            let boxes = chunk
+                .iter()
+                .map(|(i, _)| object_boxes(&set.annotations[offset + i], set.image_size))
+                .collect();
+            let questions: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
+            let got = answer(model, tokenizer, answers, images, boxes, &questions)?;
+            predicted.extend(got.into_iter().map(|a| a.index));
+            references.extend(
+                chunk
+                    .iter()
+                    .map(|(_, q)| (q.answer.as_str(), q.kind.as_str())),
+            );
+        }
+        offset += n;
+    }
+    if references.is_empty() {
+        return Ok(None);
+    }
+    let refs: Vec<Reference<'_>> = references
+        .iter()
+        .map(|&(answer, kind)| Reference { answer, kind })
+        .collect();
+    Ok(Some(vqa_report(&predicted, &refs, answers)?))
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 //! pretraining tasks (masked words, masked objects, image–sentence matching, image QA).
 //!
 //! Ported from the official code (`airsplay/lxmert`, `src/lxrt/modeling.py`); sizes are scaled
-//! down for ShapesWorld. Two deliberate differences: the object features come from a small CNN
-//! trained with the model and pooled per box with RoIAlign (LXMERT reads frozen Faster R-CNN
-//! features), so the feature-regression target is the box's own pixels pooled the same way —
-//! a fixed target, as the frozen features are in the paper, that training cannot collapse; and
-//! the output heads are not tied to the word embeddings. Token ids are the tokenizer's, plus one
-//! more id, `vocab_size`, for `[MASK]`.
+//! down for ShapesWorld. Deliberate differences: the object features come from a small CNN
+//! trained with the model, pooled per box with RoIAlign and concatenated with the box's own
+//! pooled pixels (LXMERT reads frozen Faster R-CNN features); the feature-regression target is
+//! those pooled pixels, fixed as the frozen features are in the paper, so training cannot
+//! collapse it; the output heads are not tied to the word embeddings. Token ids are the
+//! tokenizer's, plus one more id, `vocab_size`, for `[MASK]`.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -98,7 +98,7 @@ pub struct Lxmert<B: Backend> {
     pub position_embeddings: Embedding<B>,
     /// Norm of the summed embeddings.
     pub embeddings_norm: LayerNorm<B>,
-    /// RoI feature → hidden (LXMERT `visn_fc`).
+    /// RoI feature (CNN bins and pooled pixels) → hidden (LXMERT `visn_fc`).
     pub visn_fc: Linear<B>,
     /// Its norm (`visn_layer_norm`).
     pub visn_layer_norm: LayerNorm<B>,
@@ -206,7 +206,7 @@ impl LxmertConfig {
             word_embeddings: EmbeddingConfig::new(self.vocab_size + 1, d).init(device),
             position_embeddings: EmbeddingConfig::new(self.max_len, d).init(device),
             embeddings_norm: norm(d),
-            visn_fc: lin(c * self.roi_size * self.roi_size, d),
+            visn_fc: lin((c + 3) * self.roi_size * self.roi_size, d),
             visn_layer_norm: norm(d),
             box_fc: lin(4, d),
             box_layer_norm: norm(d),
@@ -349,8 +349,13 @@ impl<B: Backend> Lxmert<B> {
         // `VisualFeatEncoder`).
         let map = self.backbone.forward(images.clone());
         let scale = map.dims()[2] as f32 / h as f32;
-        let feats = self.pool(map, &boxes, scale, objects)?;
         let roi_pixels = self.pool(images, &boxes, 1.0, objects)?;
+        // The object's feature: the CNN's bins and the box's own pooled pixels (colour is then
+        // read off directly, as a detector's features carry it).
+        let feats = Tensor::cat(
+            vec![self.pool(map, &boxes, scale, objects)?, roi_pixels.clone()],
+            2,
+        );
         let feats = self.replace_features(feats, &feature_replacements);
         let side = [w as f32, h as f32, w as f32, h as f32];
         let mut pos = Vec::with_capacity(b * objects * 4);

@@ -139,14 +139,7 @@ pub fn read_pretrained_config(
     } else if let Some(cfg) = first(&["config.json"]) {
         let config = read_hf_config(&cfg)?;
         let pre = match first(&["preprocessor_config.json"]) {
-            Some(p) => preprocess::from_hf(
-                &json::Fields::new(&read_json(&p)?, ""),
-                config.vision.image_size,
-            )
-            .map_err(|reason| AlignError::Config {
-                path: p.clone(),
-                reason,
-            })?,
+            Some(p) => read_preprocessor_config(&p, config.vision.image_size)?,
             None if config.kind == ModelKind::Siglip => {
                 ImagePipeline::siglip(config.vision.image_size)
             }
@@ -211,6 +204,17 @@ fn hf_keys(kind: ModelKind, path: &str, shape: &[usize]) -> Vec<(String, Vec<usi
         return vec![(path.to_string(), vec![])];
     }
     vec![(layout::hf_key(path), shape.to_vec())]
+}
+
+/// Reads transformers' `preprocessor_config.json` at `path`; `image_size` fills what it leaves
+/// out.
+pub fn read_preprocessor_config(path: &Path, image_size: usize) -> Result<ImagePipeline> {
+    preprocess::from_hf(&json::Fields::new(&read_json(path)?, ""), image_size).map_err(|reason| {
+        AlignError::Config {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })
 }
 
 /// Writes transformers' `preprocessor_config.json` for `pipeline` into `dir`.

@@ -7,6 +7,7 @@ mod eval;
 mod inputs;
 mod nodes;
 mod parity;
+mod vqa;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -18,6 +18,7 @@ pub mod cocu;
 pub mod dreamlip;
 mod embeddings;
 pub mod filip;
+pub mod lxmert;
 pub mod priorclip;
 pub mod registry;
 

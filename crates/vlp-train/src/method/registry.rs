@@ -47,4 +47,5 @@ methods! {
     "filip" => super::filip::FilipMethod::from_config,
     "dreamlip" => super::dreamlip::DreamLipMethod::from_config,
     "clip_rocket" => super::clip_rocket::ClipRocketMethod::from_config,
+    "lxmert" => super::lxmert::LxmertMethod::from_config,
 }

@@ -9,6 +9,7 @@ mod comm;
 mod dreamlip;
 mod eval;
 mod filip;
+mod lxmert;
 mod steps;
 mod toy;
 
