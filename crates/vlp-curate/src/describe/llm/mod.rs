@@ -216,7 +216,10 @@ impl LlmClient {
         if server.starts_with("https://") && !cfg!(feature = "tls") {
             return Err(invalid(
                 "base_url",
-                format!("{server} needs TLS, and vlp-curate was built without its `tls` feature"),
+                format!(
+                    "{server} needs TLS, and this build has none: rebuild with the `tls` feature \
+                     (`cargo install vlp-cli --features tls`), or use a local http:// server"
+                ),
             ));
         }
         let model = config

@@ -552,3 +552,20 @@ fn the_readme_settings_parse() {
         )
     );
 }
+
+#[cfg(not(feature = "tls"))]
+#[test]
+fn https_without_tls_is_refused_with_the_fix() {
+    let e = LlmClient::new(LlmConfig {
+        base_url: Some("https://api.example.com/v1".into()),
+        model: Some("m".into()),
+        ..Default::default()
+    })
+    .err()
+    .expect("an https URL needs TLS")
+    .to_string();
+    assert!(
+        e.contains("https://api.example.com/v1") && e.contains("--features tls"),
+        "{e}"
+    );
+}
