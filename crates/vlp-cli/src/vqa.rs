@@ -87,7 +87,7 @@ pub fn run(args: VqaArgs) -> anyhow::Result<()> {
     if !args.boxes.is_empty() && boxes.len() != args.boxes.len() {
         bail!(
             "{} of the {} boxes lie outside the model's centre crop of {}",
-            args.boxes.len() - annotations.boxes.iter().filter(|b| b.area() > 0.0).count(),
+            args.boxes.len() - vlp_tasks::vqa::visible_objects(&annotations).len(),
             args.boxes.len(),
             args.image.display()
         );

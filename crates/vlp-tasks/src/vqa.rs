@@ -16,7 +16,7 @@ use serde::Serialize;
 use vlp_align::model::lxmert::{Lxmert, LxmertConfig, LxmertInput, is_lxmert_dir, load_lxmert};
 use vlp_align::pretrained::read_preprocessor_config;
 use vlp_data::preprocess::ImagePipeline;
-use vlp_data::sample::Annotations;
+use vlp_data::sample::{Annotations, ObjectBox};
 use vlp_data::shapes::{Colour, NUMBERS, Shape};
 use vlp_text::tokenizer::resolve_for_model;
 use vlp_text::{Padding, Tokenizer};
@@ -228,20 +228,20 @@ pub fn vqa_report(
     Ok(report)
 }
 
-/// A sample's object boxes in model pixels for a box-reading model; an image without boxes gets
-/// one box over the whole image (such a model needs at least one object).
+/// A sample's objects with a visible box (a crop can leave a box empty).
+pub fn visible_objects(a: &Annotations) -> Vec<&ObjectBox> {
+    a.boxes.iter().filter(|b| b.area() > 0.0).collect()
+}
+
+/// A sample's object boxes in model pixels for a box-reading model ([`visible_objects`]); an
+/// image without any gets one box over the whole image (such a model needs at least one object).
 pub fn object_boxes(a: &Annotations, image_size: usize) -> Vec<[f32; 4]> {
-    let real: Vec<[f32; 4]> = a
-        .boxes
-        .iter()
-        .filter(|b| b.area() > 0.0)
-        .map(|b| b.bbox)
-        .collect();
-    if real.is_empty() {
+    let visible = visible_objects(a);
+    if visible.is_empty() {
         let s = image_size as f32;
         vec![[0.0, 0.0, s, s]]
     } else {
-        real
+        visible.iter().map(|b| b.bbox).collect()
     }
 }
 

@@ -34,7 +34,7 @@ use vlp_core::rng::Rng;
 use vlp_data::preprocess::ImagePipeline;
 use vlp_data::sample::{Annotations, Field};
 use vlp_tasks::battery::EvalImages;
-use vlp_tasks::vqa::{AnswerTable, VqaReport, evaluate_vqa};
+use vlp_tasks::vqa::{AnswerTable, VqaReport, evaluate_vqa, object_boxes, visible_objects};
 
 use super::{
     BuildContext, Checks, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective,
@@ -250,16 +250,12 @@ impl LxmertMethod {
         .with_roi_size(s.roi_size)
     }
 
-    /// A sample's boxes in pixels, or the whole image when it has none (a sample needs one
-    /// object); labels outside the label head are an error naming the sample.
+    /// A sample's boxes in pixels ([`object_boxes`]: the whole image when it has none) and their
+    /// labels; a label outside the label head is an error naming the sample.
     fn boxes(&self, a: &Annotations, key: &str, size: usize) -> Result<(Vec<[f32; 4]>, Vec<i64>)> {
-        let real: Vec<_> = a.boxes.iter().filter(|b| b.area() > 0.0).collect();
-        if real.is_empty() {
-            let s = size as f32;
-            return Ok((vec![[0.0, 0.0, s, s]], vec![-1]));
-        }
-        let mut labels = Vec::with_capacity(real.len());
-        for b in &real {
+        let visible = visible_objects(a);
+        let mut labels = Vec::with_capacity(visible.len().max(1));
+        for b in &visible {
             labels.push(match b.label {
                 Some(l) if l < self.settings.num_object_labels => l as i64,
                 Some(l) => {
@@ -271,7 +267,10 @@ impl LxmertMethod {
                 None => -1,
             });
         }
-        Ok((real.iter().map(|b| b.bbox).collect(), labels))
+        if labels.is_empty() {
+            labels.push(-1);
+        }
+        Ok((object_boxes(a, size), labels))
     }
 
     /// Sentences, masks and targets of one batch; `rng` draws every random choice.
