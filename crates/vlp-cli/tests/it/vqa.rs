@@ -13,17 +13,18 @@ fn last_json(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
 }
 
-/// Trains a tiny LXMERT for 4 steps; returns its `final/` directory.
-fn train(dir: &Path) -> PathBuf {
+/// `vlp train --config configs/lxmert.toml` with a tiny model for 4 steps, in `dir/run`, with
+/// `extra` settings.
+fn train_args(dir: &Path, run: &str, extra: &[&str]) -> Vec<String> {
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/lxmert.toml");
     let mut args = vec![
         "train".to_string(),
         "--config".into(),
         config.display().to_string(),
         "--run-dir".into(),
-        dir.join("run").display().to_string(),
+        dir.join(run).display().to_string(),
     ];
-    for s in [
+    let tiny = [
         "data.shapes.image_size=32",
         "data.train=\"shapes:train:32\"",
         "data.eval=\"shapes:test:6\"",
@@ -39,10 +40,17 @@ fn train(dir: &Path) -> PathBuf {
         "method.lxmert.d_hidden=16",
         "method.lxmert.cnn_channels=8",
         "method.lxmert.roi_size=2",
-    ] {
+    ];
+    for s in tiny.iter().chain(extra) {
         args.push("--set".into());
-        args.push(s.into());
+        args.push(s.to_string());
     }
+    args
+}
+
+/// Trains a tiny LXMERT for 4 steps; returns its `final/` directory.
+fn train(dir: &Path) -> PathBuf {
+    let args = train_args(dir, "run", &[]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = vlp(&refs);
     assert!(o.status.success(), "{}", text(&o));
@@ -210,4 +218,23 @@ fn a_trained_lxmert_answers_from_the_command_line() {
         ],
         "--question is empty",
     );
+
+    // Fine-tuning from it on questions alone ([model] init), and a size that does not match.
+    let init = format!("model.init={:?}", model.display().to_string());
+    let args = train_args(
+        dir.path(),
+        "tuned",
+        &[
+            &init,
+            "method.lxmert.tasks=[\"qa\"]",
+            "method.lxmert.question_fraction=1.0",
+        ],
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = vlp(&refs);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(last_json(&o)["final"]["steps"], 4);
+    let args = train_args(dir.path(), "wrong", &[&init, "method.lxmert.d_hidden=24"]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    bad(&refs, "d_hidden 16, this run's lxmert settings 24");
 }
