@@ -33,10 +33,14 @@ pub struct TextInput<'a> {
     pub key: &'a str,
     /// Its non-empty captions.
     pub captions: &'a [String],
-    /// Its annotations (long caption, per-object sentences, referring expressions, ...).
+    /// Its annotations (long caption, per-object sentences, referring expressions, ...), in the
+    /// source image's pixels.
     pub annotations: &'a Annotations,
     /// Its label.
     pub label: Option<usize>,
+    /// How the first view was made from the source image (crop, resize, flip): maps the
+    /// annotations' source pixels to the view's.
+    pub geometry: &'a Geometry,
 }
 
 /// A processed sample.
@@ -178,6 +182,7 @@ impl Shared {
                         captions: &captions,
                         annotations: &raw.annotations,
                         label: raw.label,
+                        geometry: &geometry[0],
                     },
                     &mut rng,
                 );

@@ -506,6 +506,7 @@ mod tests {
             captions: &captions,
             annotations: &ann,
             label: None,
+            geometry: &crate::sample::Geometry::identity(32),
         };
         let mut weak_stripped = 0;
         let mut strong_changed = 0;

@@ -499,3 +499,77 @@ fn imagefolder_and_coco_sources() {
     assert!(b[0].all_captions.iter().all(|c| c.len() == 2));
     assert_eq!(stats.skipped["no caption"][0].0, "2.png");
 }
+
+/// PTP's position prompt through the loader: the block it names is where the object is in the
+/// augmented view (crop and flip), not in the source image.
+#[test]
+fn position_prompts_name_the_block_of_the_object_in_the_view() {
+    use std::sync::Arc;
+    use vlp_data::augment::AugmentConfig;
+    use vlp_data::text::{OUTSIDE, PositionPrompt};
+    let loader = Loader::new(
+        open_source("shapes:train:96", &Default::default()).unwrap(),
+        ImagePipeline::clip(32),
+        None,
+        LoaderConfig {
+            augment: Some(AugmentConfig {
+                scale: [0.3, 0.6],
+                hflip: 0.5,
+                ..Default::default()
+            }),
+            ..cfg(32, 1, false)
+        },
+    )
+    .unwrap()
+    .with_text_transform(Arc::new(PositionPrompt::default()));
+    let (mut checked, mut outside, mut differs) = (0, 0, 0);
+    for b in loader.epoch(0, 0) {
+        let b = b.unwrap();
+        for i in 0..b.len() {
+            let text = &b.captions[i];
+            let (_, prompt) = text.rsplit_once(". The block ").expect(text);
+            let (block, rest) = prompt.split_once(" has a ").expect(text);
+            let name = rest.trim_end_matches('.');
+            let g = &b.geometry[0][i];
+            // Source boxes of that name (the batch's annotations are already in view pixels).
+            let sources: Vec<[f32; 4]> = world()
+                .sample(
+                    Split::Train,
+                    b.keys[i].rsplit('-').next().unwrap().parse().unwrap(),
+                )
+                .objects
+                .iter()
+                .filter(|o| format!("{} {}", o.colour.name(), o.shape.name()) == name)
+                .map(|o| o.bbox.map(|v| v as f32))
+                .collect();
+            assert!(!sources.is_empty(), "{text}: no object named {name}");
+            let in_view = |s: &[f32; 4]| {
+                let (u, v) = g.map_point((s[0] + s[2]) / 2.0, (s[1] + s[3]) / 2.0);
+                let side = g.size as f32;
+                if !(0.0..side).contains(&u) || !(0.0..side).contains(&v) {
+                    return OUTSIDE.to_string();
+                }
+                let cell = |t: f32| ((t / side * 3.0) as usize).min(2);
+                (3 * cell(v) + cell(u)).to_string()
+            };
+            let in_source = |s: &[f32; 4]| {
+                let side = 64.0;
+                let cell = |t: f32| ((t / side * 3.0) as usize).min(2);
+                (3 * cell((s[1] + s[3]) / 2.0) + cell((s[0] + s[2]) / 2.0)).to_string()
+            };
+            assert!(
+                sources.iter().any(|s| in_view(s) == block),
+                "{text}: block {block} is not where {name} is in the view"
+            );
+            checked += 1;
+            outside += usize::from(block == OUTSIDE);
+            differs += usize::from(sources.iter().all(|s| in_source(s) != block));
+        }
+    }
+    assert_eq!(checked, 96);
+    // Crops of 30–60 % of the image lose some centres and move most blocks.
+    assert!(
+        outside > 0 && differs > checked / 3,
+        "{outside} outside, {differs} moved of {checked}"
+    );
+}

@@ -360,11 +360,13 @@ mod tests {
     fn texts_are_the_caption_and_prompts_of_the_best_concepts_padded_with_the_caption() {
         let p = ConceptPrompts::new(&archive(), 3, vec!["a photo of a {}.".into(), "{}!".into()]);
         let ann = Annotations::default();
+        let view = vlp_data::Geometry::identity(32);
         let input = |key, captions| TextInput {
             key,
             captions,
             annotations: &ann,
             label: None,
+            geometry: &view,
         };
         let caps = &["the caption".to_string()][..];
         let mut rng = Rng::new(0);
