@@ -152,72 +152,40 @@ fn a_trained_lxmert_answers_from_the_command_line() {
         let t = text(&o);
         assert!(t.contains(want), "{args:?}: expected \"{want}\" in: {t}");
     };
+    let img = image.to_str().unwrap();
+    // `vlp vqa` on `image` with `extra` arguments after the question.
+    let ask = |model: &str, image: &str, question: &str, extra: &[&str], want: &str| {
+        let mut args = vec![
+            "vqa",
+            "--model",
+            model,
+            "--image",
+            image,
+            "--question",
+            question,
+        ];
+        args.extend(extra);
+        bad(&args, want);
+    };
     let missing = dir.path().join("nope.png");
-    bad(
-        &[
-            "vqa",
-            "--model",
-            m,
-            "--image",
-            missing.to_str().unwrap(),
-            "--question",
-            "what?",
-        ],
-        "nope.png",
-    );
+    ask(m, missing.to_str().unwrap(), "what?", &[], "nope.png");
     let clip = reference("clip_hf");
-    bad(
-        &[
-            "vqa",
-            "--model",
-            clip.to_str().unwrap(),
-            "--image",
-            image.to_str().unwrap(),
-            "--question",
-            "what?",
-        ],
+    ask(
+        clip.to_str().unwrap(),
+        img,
+        "what?",
+        &[],
         "not a question-answering model",
     );
-    bad(
-        &[
-            "vqa",
-            "--model",
-            m,
-            "--image",
-            image.to_str().unwrap(),
-            "--question",
-            "what?",
-            "--box",
-            "1,2,3",
-        ],
-        "x0,y0,x1,y1",
-    );
-    bad(
-        &[
-            "vqa",
-            "--model",
-            m,
-            "--image",
-            image.to_str().unwrap(),
-            "--question",
-            "what?",
-            "--box",
-            "0,0,40,10",
-        ],
+    ask(m, img, "what?", &["--box", "1,2,3"], "x0,y0,x1,y1");
+    ask(
+        m,
+        img,
+        "what?",
+        &["--box", "0,0,40,10"],
         "outside the 32×32 image",
     );
-    bad(
-        &[
-            "vqa",
-            "--model",
-            m,
-            "--image",
-            image.to_str().unwrap(),
-            "--question",
-            " ",
-        ],
-        "--question is empty",
-    );
+    ask(m, img, " ", &[], "--question is empty");
 
     // Fine-tuning from it on questions alone ([model] init), and a size that does not match.
     let init = format!("model.init={:?}", model.display().to_string());
