@@ -1,4 +1,4 @@
-//! Dual encoders and what aligns them.
+//! Dual encoders and what aligns them, and cross-modal encoders over words and objects (LXMERT).
 //!
 //! What belongs here: models that put images and texts in one embedding space (CLIP, SigLIP,
 //! and the later FILIP-style variants), their configuration files and checkpoint layouts
