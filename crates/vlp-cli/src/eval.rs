@@ -186,6 +186,12 @@ fn vqa(args: &EvalArgs) -> anyhow::Result<()> {
     for (kind, t) in &r.per_kind {
         println!("  {kind:<10} {:.4} ({} questions)", t.accuracy(), t.total);
     }
+    if r.whole_image > 0 {
+        eprintln!(
+            "warning: {} question(s) are about images without object boxes (answered from the whole image)",
+            r.whole_image
+        );
+    }
     if r.out_of_table > 0 {
         eprintln!(
             "warning: {} question(s) have answers outside the model's table (counted wrong)",
@@ -205,6 +211,7 @@ fn vqa(args: &EvalArgs) -> anyhow::Result<()> {
         "per_kind": per_kind,
         "count": r.overall.total,
         "out_of_table": r.out_of_table,
+        "whole_image": r.whole_image,
     });
     let line = serde_json::to_string(&result)?;
     if let Some(p) = &args.out {

@@ -83,15 +83,17 @@ pub fn run(args: VqaArgs) -> anyhow::Result<()> {
             .collect(),
         ..Default::default()
     };
-    let boxes = vlp_tasks::vqa::object_boxes(&annotations, size);
-    if !args.boxes.is_empty() && boxes.len() != args.boxes.len() {
+    // A box the centre crop cuts away would silently become the whole-image fallback.
+    let visible = vlp_tasks::vqa::visible_objects(&annotations).len();
+    if visible != args.boxes.len() {
         bail!(
             "{} of the {} boxes lie outside the model's centre crop of {}",
-            args.boxes.len() - vlp_tasks::vqa::visible_objects(&annotations).len(),
+            args.boxes.len() - visible,
             args.boxes.len(),
             args.image.display()
         );
     }
+    let boxes = vlp_tasks::vqa::object_boxes(&annotations, size);
     let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [1, 3, size, size]), &dev);
     let got = answer(
         &m.model,

@@ -176,6 +176,9 @@ pub struct VqaReport {
     pub per_kind: BTreeMap<String, Tally>,
     /// Questions whose answer is not in the table (all counted wrong).
     pub out_of_table: usize,
+    /// Questions about images without a visible object box, answered with the whole image as
+    /// the one object ([`evaluate_vqa`]; a box-reading model is blind to such images' objects).
+    pub whole_image: usize,
 }
 
 /// One evaluated question: its reference answer and type.
@@ -376,6 +379,7 @@ pub fn evaluate_vqa<B: Backend>(
 ) -> Result<Option<VqaReport>> {
     let mut predicted = Vec::new();
     let mut references: Vec<(&str, &str)> = Vec::new();
+    let mut whole_image = 0;
     let mut offset = 0;
     for px in set.tensors::<B>(device) {
         let n = px.dims()[0];
@@ -392,6 +396,10 @@ pub fn evaluate_vqa<B: Backend>(
                 .iter()
                 .map(|(i, _)| object_boxes(&set.annotations[offset + i], set.image_size))
                 .collect();
+            whole_image += chunk
+                .iter()
+                .filter(|(i, _)| visible_objects(&set.annotations[offset + i]).is_empty())
+                .count();
             let questions: Vec<&str> = chunk.iter().map(|(_, q)| q.question.as_str()).collect();
             let got = answer(model, tokenizer, answers, images, boxes, &questions)?;
             predicted.extend(got.into_iter().map(|a| a.index));
@@ -410,7 +418,9 @@ pub fn evaluate_vqa<B: Backend>(
         .iter()
         .map(|&(answer, kind)| Reference { answer, kind })
         .collect();
-    Ok(Some(vqa_report(&predicted, &refs, answers)?))
+    let mut report = vqa_report(&predicted, &refs, answers)?;
+    report.whole_image = whole_image;
+    Ok(Some(report))
 }
 
 #[cfg(test)]

@@ -436,12 +436,12 @@ impl<B: Backend> NextTokenLogits for DecoderLm<'_, B> {
             ));
             let last: Vec<&[u32]> = prefixes.iter().map(|p| &p[p.len() - 1..]).collect();
             let ids = self.ids(&last);
-            // The cross-attention caches hold the context already.
-            let ctx = self.context_for(n);
+            // The cross-attention caches hold the context's keys and values already (for every
+            // row): the context is not read again, so it is passed as it is, not repeated.
             let cache = self.cache.as_mut().expect("checked above");
             let logits = self.decoder.forward_autoregressive_inference(
                 ids,
-                ctx.as_ref().map(|(c, m)| (c, m.as_ref())),
+                self.context.as_ref().map(|(c, m)| (c, m.as_ref())),
                 cache,
             );
             self.cached = prefixes.to_vec();

@@ -682,6 +682,19 @@ mod tests {
     }
 
     #[test]
+    fn feature_replacements_zero_copy_or_keep_each_slot() {
+        let m = model();
+        let dev = default_device();
+        // [1 image, 3 slots, 2 features]: slot 0 zeroed, slot 1 takes slot 2's row, slot 2 kept.
+        let feats = Tensor::<B, 3>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [1, 3, 2]),
+            &dev,
+        );
+        let out = m.replace_features(feats, &[Some(None), Some(Some(2)), None]);
+        assert_eq!(values(out), vec![0.0, 0.0, 5.0, 6.0, 5.0, 6.0]);
+    }
+
+    #[test]
     fn bad_inputs_are_errors() {
         let m = model();
         let e = m

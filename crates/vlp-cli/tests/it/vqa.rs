@@ -61,6 +61,8 @@ fn train(dir: &Path) -> PathBuf {
         .as_f64()
         .unwrap_or_else(|| panic!("no vqa_accuracy in {v}"));
     assert!((0.0..=1.0).contains(&acc), "{v}");
+    assert!(f["vqa_questions"].as_f64().unwrap() >= 30.0, "{v}");
+    assert_eq!(f["vqa_whole_image"], 0.0, "{v}");
     for k in [
         "vqa_accuracy_colour",
         "vqa_accuracy_count",
@@ -140,6 +142,11 @@ fn a_trained_lxmert_answers_from_the_command_line() {
         v["accuracy"].is_number() && v["count"].as_u64().unwrap() >= 20,
         "{v}"
     );
+    assert_eq!(
+        v["whole_image"], 0,
+        "every ShapesWorld image has boxes: {v}"
+    );
+    assert_eq!(v["out_of_table"], 0, "{v}");
     assert!(
         v["per_kind"]["relation"].is_number() || v["per_kind"]["count"].is_number(),
         "{v}"
@@ -186,6 +193,18 @@ fn a_trained_lxmert_answers_from_the_command_line() {
         "outside the 32×32 image",
     );
     ask(m, img, " ", &[], "--question is empty");
+    // A 64×32 image is centre-cropped to its middle 32×32: a box on its left edge is cut away,
+    // which must be an error, not a silent whole-image answer.
+    let wide = dir.path().join("wide.png");
+    image::RgbImage::new(64, 32).save(&wide).unwrap();
+    let wide = wide.to_str().unwrap();
+    ask(
+        m,
+        wide,
+        "what?",
+        &["--box", "0,0,8,8"],
+        "1 of the 1 boxes lie outside the model's centre crop",
+    );
 
     // Fine-tuning from it on questions alone ([model] init), and a size that does not match.
     let init = format!("model.init={:?}", model.display().to_string());

@@ -16,7 +16,8 @@
 //! `[method.lxmert]` (all optional): `tasks` (`["mlm", "object", "matched", "qa"]`; `["qa"]`
 //! trains on questions alone), `question_fraction` (0.5), `mismatch_rate` (0.5),
 //! `word_mask_rate` (0.15), `object_mask_rate` (0.15), `answers` (`"shapes"`, or the path of a
-//! JSON list), `num_object_labels` (30, ShapesWorld's shape × colour classes), and the model's
+//! JSON list; questions whose answer it lacks train without the QA loss, as LXMERT's pruned
+//! answers do, and count wrong in evaluation), `num_object_labels` (30, ShapesWorld's shape × colour classes), and the model's
 //! sizes `d_model` (64), `n_heads` (4), `d_hidden` (128), `l_layers` (2), `r_layers` (1),
 //! `x_layers` (2), `cnn_channels` (32), `roi_size` (4).
 //!
@@ -588,6 +589,11 @@ impl Method for LxmertMethod {
             && let Some(r) = self.vqa(model, set, ctx.device)?
         {
             m.insert("vqa_accuracy".into(), r.overall.accuracy());
+            // What the accuracy stands on: nothing uncounted (answers outside the table count
+            // wrong, images without boxes are answered from the whole image).
+            m.insert("vqa_questions".into(), r.overall.total as f64);
+            m.insert("vqa_out_of_table".into(), r.out_of_table as f64);
+            m.insert("vqa_whole_image".into(), r.whole_image as f64);
             for (kind, t) in &r.per_kind {
                 m.insert(format!("vqa_accuracy_{kind}"), t.accuracy());
             }
