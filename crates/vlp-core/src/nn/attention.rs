@@ -634,6 +634,33 @@ mod tests {
     }
 
     #[test]
+    fn one_query_over_key_counts_of_one_tuning_class() {
+        // CubeCL keys its kernel choice by sizes rounded up to a power of two: after 32 keys
+        // (a multiple of the plane size, where its vec-mat kernel runs) came 17 keys of the
+        // same class, and the published runtime ran the kernel chosen for 32, which refuses
+        // 17 ("Rhs dimension n=17 must be a multiple of plane size"), as a panic. Patched in
+        // `patches/cubecl-runtime`.
+        let dev = default_device();
+        let attn = AttentionConfig::new(64, 4).init::<B>(&dev);
+        for lk in [32, 17, 24, 31] {
+            let q = Tensor::<B, 3>::random([2, 1, 64], Distribution::Normal(0.0, 1.0), &dev);
+            let kv = Tensor::<B, 3>::random([2, lk, 64], Distribution::Normal(0.0, 1.0), &dev);
+            let (want, _) = naive(
+                &attn,
+                &data(q.clone()),
+                &data(kv.clone()),
+                (2, 1, lk),
+                &|_, _, _| false,
+            );
+            check(
+                data(attn.forward_cross(q, kv, None)),
+                want,
+                &format!("keys {lk}"),
+            );
+        }
+    }
+
+    #[test]
     fn fused_and_separate_layouts_agree() {
         let dev = default_device();
         let sep = AttentionConfig::new(8, 4).init::<B>(&dev);
