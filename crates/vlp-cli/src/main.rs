@@ -4,6 +4,7 @@
 #![allow(clippy::clone_on_copy)]
 
 mod bench;
+mod caption;
 mod curate;
 mod data;
 mod eval;
@@ -64,6 +65,8 @@ enum Command {
     /// Curate data: describe classes (templates or an LLM server), filter pairs by CLIP score.
     #[command(subcommand)]
     Curate(curate::CurateCommand),
+    /// Caption images with a model that has a decoder (PTP); one JSON line per image.
+    Caption(caption::CaptionArgs),
     /// Answer a question about an image with a question-answering model (LXMERT); one JSON line.
     Vqa(vqa::VqaArgs),
     /// Compare a checkpoint's outputs with reference outputs from transformers or open_clip.
@@ -84,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Embed(args) => eval::embed(args),
         Command::Tokenize(args) => inputs::tokenize(args),
+        Command::Caption(args) => caption::run(args),
         Command::Vqa(args) => vqa::run(args),
         Command::Preprocess(args) => inputs::preprocess(args),
         Command::CheckParity(args) => parity::run(args),

@@ -8,6 +8,7 @@
 
 pub mod battery;
 pub mod bundle;
+pub mod caption;
 pub mod embed;
 pub mod error;
 pub mod fewshot;

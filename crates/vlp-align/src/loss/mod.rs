@@ -8,6 +8,7 @@ mod affiliation;
 mod dreamlip;
 mod filip;
 mod info_nce;
+mod itm;
 mod lxmert;
 mod multi_label;
 mod sigmoid;
@@ -18,6 +19,7 @@ pub use dreamlip::{
 };
 pub use filip::{filip_loss, late_interaction, select_image_tokens};
 pub use info_nce::{MAX_LOGIT_SCALE, clip_loss};
+pub use itm::{hard_negatives, itm_loss};
 pub use lxmert::{cross_entropy_per_position, smooth_l1_per_position};
 pub use multi_label::multi_label_loss;
 pub use sigmoid::siglip_loss;

@@ -2,6 +2,7 @@
 
 mod config;
 pub mod lxmert;
+pub mod ptp;
 
 pub use config::{ClipConfig, ModelKind};
 

@@ -1,5 +1,6 @@
-//! Layers of two-stream cross-modal encoders (LXMERT): a post-norm BERT block, a cross-attention
-//! block, and the bidirectional cross-modality layer built from them.
+//! Layers of cross-modal encoders: a post-norm BERT block, a cross-attention block, the
+//! bidirectional cross-modality layer built from them (LXMERT) and the image-grounded text
+//! block (BLIP, PTP).
 //!
 //! These follow BERT's post-norm order (`LayerNorm(x + sublayer(x))`), as LXMERT's code
 //! (`lxrt/modeling.py`: `BertLayer`, `BertCrossattLayer`, `LXRTXLayer`) and Hugging Face's
@@ -66,6 +67,14 @@ impl PostNormConfig {
         CrossAttentionLayer {
             attention: self.attention(device),
             layer_norm: self.norm(device),
+        }
+    }
+
+    /// A BERT block with cross-attention (BLIP's image-grounded text encoder).
+    pub fn init_grounded<B: Backend>(&self, device: &B::Device) -> GroundedLayer<B> {
+        GroundedLayer {
+            layer: self.init_layer(device),
+            crossattention: self.init_cross(device),
         }
     }
 
@@ -143,6 +152,38 @@ impl<B: Backend> CrossAttentionLayer<B> {
     ) -> Tensor<B, 3> {
         self.layer_norm
             .forward(x.clone() + self.attention.forward_cross(x, context, context_mask))
+    }
+}
+
+/// BLIP's image-grounded text block (BERT with cross-attention, `BertLayer` of BLIP's
+/// `models/med.py` with `add_cross_attention`): self-attention, cross-attention to the context,
+/// feed-forward, each with a post-norm residual.
+#[derive(Module, Debug)]
+pub struct GroundedLayer<B: Backend> {
+    /// Self-attention and feed-forward (BLIP `attention`, `intermediate`, `output`).
+    pub layer: PostNormLayer<B>,
+    /// Cross-attention between them (BLIP `crossattention`).
+    pub crossattention: CrossAttentionLayer<B>,
+}
+
+impl<B: Backend> GroundedLayer<B> {
+    /// `x` attends to itself, then to `context`, then the feed-forward block.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, tokens, d_model]`; `mask`: broadcastable to `[batch, heads, tokens, tokens]`
+    /// - `context`: `[batch, context_tokens, d_model]`; `context_mask`: broadcastable to
+    ///   `[batch, heads, tokens, context_tokens]`
+    /// - returns: `[batch, tokens, d_model]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Option<&AttentionMask<B>>,
+        context: Tensor<B, 3>,
+        context_mask: Option<&AttentionMask<B>>,
+    ) -> Tensor<B, 3> {
+        let x = self.layer.attend(x, mask);
+        let x = self.crossattention.forward(x, context, context_mask);
+        self.layer.feed_forward(x)
     }
 }
 
@@ -396,5 +437,49 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         assert!(err < 1e-5, "masked context changed the output by {err}");
+    }
+
+    #[test]
+    fn grounded_layer_matches_loops_with_padded_text() {
+        let dev = default_device();
+        // 3 heads of width 4, 5 words (the second sample padded to 3) over 7 image tokens.
+        let layer = PostNormConfig::new(12, 3, 20)
+            .with_eps(1e-5)
+            .init_grounded::<B>(&dev);
+        let (words, image) = (5, 7);
+        let text = Tensor::<B, 3>::random([2, words, 12], Distribution::Normal(0.0, 1.0), &dev);
+        let ctx = Tensor::<B, 3>::random([2, image, 12], Distribution::Normal(0.0, 1.0), &dev);
+        let lens = [words, 3];
+        let mask = AttentionMask::from_attention_mask(Tensor::<B, 2, Int>::from_data(
+            TensorData::new(
+                (0..2 * words)
+                    .map(|i| (i % words < lens[i / words]) as i64)
+                    .collect::<Vec<_>>(),
+                [2, words],
+            ),
+            &dev,
+        ));
+        let out = layer.forward(text.clone(), Some(&mask), ctx.clone(), None);
+        assert_eq!(out.dims(), [2, words, 12]);
+        for (b, &n) in lens.iter().enumerate() {
+            let (x, c) = (rows(&text, b, n), rows(&ctx, b, image));
+            let l = &layer.layer;
+            let h = layer_norm(
+                &l.layer_norm1,
+                &add(&x, &attention(&l.self_attn, &x, &x, &vec![true; n])),
+            );
+            let ca = &layer.crossattention;
+            let h = layer_norm(
+                &ca.layer_norm,
+                &add(&h, &attention(&ca.attention, &h, &c, &vec![true; image])),
+            );
+            let f: Vec<Vec<f64>> = affine(&l.mlp.fc1, &h)
+                .into_iter()
+                .map(|r| r.into_iter().map(gelu).collect())
+                .collect();
+            let want = layer_norm(&l.layer_norm2, &add(&h, &affine(&l.mlp.fc2, &f)));
+            let err = max_err(&out, b, &want);
+            assert!(err < 2e-5, "sample {b}: error {err}");
+        }
     }
 }

@@ -17,7 +17,9 @@ pub mod transformer;
 
 pub use activation::Activation;
 pub use attention::{Attention, AttentionConfig, AttentionOutput, KvCache};
-pub use cross_modal::{CrossAttentionLayer, CrossModalityLayer, PostNormConfig, PostNormLayer};
+pub use cross_modal::{
+    CrossAttentionLayer, CrossModalityLayer, GroundedLayer, PostNormConfig, PostNormLayer,
+};
 pub use ema::{ema_update, frozen_copy};
 pub use mask::AttentionMask;
 pub use mlp::{Mlp, MlpConfig, linear_2d};

@@ -39,7 +39,7 @@ use vlp_tasks::vqa::{AnswerTable, VqaReport, evaluate_vqa, object_boxes, visible
 
 use super::{
     BuildContext, Checks, Embeddings, EvalContext, ExportContext, Method, Metrics, Objective,
-    StepInput,
+    StepInput, batch_rng, sum_ratio,
 };
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -393,18 +393,6 @@ impl LxmertMethod {
         })
     }
 
-    /// A seed for one batch: the run's, the batch's position and its keys (so a resumed run
-    /// draws the same masks).
-    fn batch_rng(&self, batch: &vlp_data::loader::Batch) -> Rng {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        for k in &batch.keys {
-            for b in k.bytes().chain([0]) {
-                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        Rng::new(h ^ batch.index as u64)
-    }
-
     /// VQA accuracy on every question of `set`'s images.
     pub fn vqa<B: Backend>(
         &self,
@@ -429,14 +417,6 @@ fn sums<B: Backend>(loss: Tensor<B, 2>, weights: Vec<f32>, norm: Vec<f32>) -> Te
     let w = Tensor::<B, 2>::from_data(TensorData::new(weights, [n, t]), &device);
     let norm = Tensor::<B, 2>::from_data(TensorData::new(norm, [n, 1]), &device);
     Tensor::cat(vec![(loss * w).sum_dim(1), norm], 1)
-}
-
-/// `Σ column 0 / Σ column 1` of gathered `[n, 2]` sums (0 when nothing counted).
-fn ratio<B: Backend>(rows: Tensor<B, 2>) -> Tensor<B, 1> {
-    let [n, _] = rows.dims();
-    let total = rows.clone().slice([0..n, 0..1]).sum();
-    let count = rows.slice([0..n, 1..2]).sum().clamp_min(1.0);
-    total / count
 }
 
 impl Method for LxmertMethod {
@@ -502,7 +482,7 @@ impl Method for LxmertMethod {
     ) -> Result<Embeddings<B>> {
         let batch = input.batch;
         let n = batch.len();
-        let d = self.draw(batch, &mut self.batch_rng(batch))?;
+        let d = self.draw(batch, &mut batch_rng(self.seed, batch))?;
         let ctx = d.ids.len() / n;
         let objects = d.object_labels.len() / n;
         let device = input.device;
@@ -572,7 +552,7 @@ impl Method for LxmertMethod {
                 name
             };
             if self.task(task) {
-                parts.push((name.to_string(), ratio(e.rows(name)?) * weight));
+                parts.push((name.to_string(), sum_ratio(e.rows(name)?) * weight));
             }
         }
         let loss = parts

@@ -20,6 +20,7 @@ mod embeddings;
 pub mod filip;
 pub mod lxmert;
 pub mod priorclip;
+pub mod ptp;
 pub mod registry;
 
 pub use embeddings::{Embeddings, Entry, Tokens};
@@ -250,4 +251,26 @@ impl ExportContext<'_> {
         let text = serde_json::to_string_pretty(value).expect("a JSON value serialises");
         std::fs::write(&path, text).map_err(|e| TrainError::Io { path, source: e })
     }
+}
+
+/// A seed for one batch: the run's, the batch's position and its keys, so a resumed run draws
+/// the same masks and negatives (methods that draw per step: LXMERT, PTP).
+pub(crate) fn batch_rng(seed: u64, batch: &Batch) -> vlp_core::rng::Rng {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for k in &batch.keys {
+        for b in k.bytes().chain([0]) {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    vlp_core::rng::Rng::new(h ^ batch.index as u64)
+}
+
+/// `Σ column 0 / Σ column 1` of gathered `[n, 2]` per-sample sums (a loss summed over a sample's
+/// positions, and how many positions counted): the mean over every counted position of the
+/// global batch, 0 when nothing counted.
+pub(crate) fn sum_ratio<B: Backend>(rows: Tensor<B, 2>) -> Tensor<B, 1> {
+    let [n, _] = rows.dims();
+    let total = rows.clone().slice([0..n, 0..1]).sum();
+    let count = rows.slice([0..n, 1..2]).sum().clamp_min(1.0);
+    total / count
 }

@@ -48,4 +48,5 @@ methods! {
     "dreamlip" => super::dreamlip::DreamLipMethod::from_config,
     "clip_rocket" => super::clip_rocket::ClipRocketMethod::from_config,
     "lxmert" => super::lxmert::LxmertMethod::from_config,
+    "ptp" => super::ptp::PtpMethod::from_config,
 }

@@ -10,6 +10,7 @@ mod dreamlip;
 mod eval;
 mod filip;
 mod lxmert;
+mod ptp;
 mod steps;
 mod toy;
 

@@ -38,21 +38,24 @@ fn mean(v: &[f32]) -> f32 {
 
 #[test]
 fn loss_falls_with_both_objectives() {
+    // Eight passes over 8 batches: after four the fall was 9–15 % depending on the initial
+    // weights (the vocabulary's size changes them), too close to the asserted 10 %.
+    const ROUNDS: usize = 8;
     for loss in ["clip", "siglip"] {
         // A schedule longer than the 32 steps taken, so the rate stays up.
         let cfg = tiny(&[&format!("method.kind={loss}"), "optim.steps=200"]);
         let data = batches(&cfg, 8);
         let mut t = Trainer::new(&cfg, method(&cfg), model(&cfg, 1), default_device(), Single);
         let mut losses = Vec::new();
-        for round in 0..4 {
+        for round in 0..ROUNDS {
             for b in &data {
                 let r = t.step(b).unwrap();
                 assert!(!r.skipped && r.loss.is_finite(), "{loss} round {round}");
                 losses.push(r.loss);
             }
         }
-        let (first, last) = (mean(&losses[..8]), mean(&losses[24..]));
-        println!("{loss}: first epoch {first:.4}, fourth {last:.4}");
+        let (first, last) = (mean(&losses[..8]), mean(&losses[8 * (ROUNDS - 1)..]));
+        println!("{loss}: first epoch {first:.4}, last {last:.4}");
         assert!(
             last < 0.9 * first,
             "{loss}: loss did not fall ({first} → {last})"

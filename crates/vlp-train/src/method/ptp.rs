@@ -1,0 +1,569 @@
+//! PTP (Wang et al., 2023, "Position-guided Text Prompt for Vision-Language Pre-training") on a
+//! CLIP dual encoder: every caption gets the position prompt of one of its image's objects
+//! ([`PositionPrompt`]: "… The block 4 has a red circle.", the block read after the view's
+//! augmentation), and the model trains on the prompted text with image–text contrast (the dual
+//! encoder's InfoNCE), image–text matching with hard negatives ([`PtpHeads::itm_logits`],
+//! [`itm_loss`]) and language modelling by a decoder that reads the image tokens
+//! ([`PtpHeads::lm_losses`]), summed with equal weights as BLIP's pretraining (which PTP's code,
+//! `sail-sg/ptp` `src/blip_src/models/blip_pretrain.py`, runs) sums them.
+//!
+//! Nothing of PTP is needed at inference: the exported model is the dual encoder, plus the
+//! decoder for captioning (`vlp caption`). Evaluation adds to CLIP's metrics how well the decoder
+//! fills the prompt in ([`block_filling`]).
+
+use std::sync::Arc;
+
+use burn::module::{Module, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
+use serde::Deserialize;
+use vlp_align::loss::{clip_loss, hard_negatives, itm_loss};
+use vlp_align::model::ptp::{PtpConfig, PtpHeads, has_decoder, load_decoder, save_decoder};
+use vlp_align::{ClipModel, normalize};
+use vlp_core::rng::Rng;
+use vlp_data::preprocess::ImagePipeline;
+use vlp_data::sample::{Field, Geometry};
+use vlp_data::text::{OUTSIDE, PositionPrompt};
+use vlp_tasks::battery::EvalImages;
+use vlp_tasks::vqa::visible_objects;
+use vlp_text::Tokenizer;
+
+use super::clip::{
+    architecture, build_clip, clamp_logit_scale, evaluate_pooled, export_clip, lock_towers,
+    logged_scales, pipeline_of,
+};
+use super::{
+    BuildContext, Checks, DataRequest, Embeddings, EvalContext, ExportContext, Method, Metrics,
+    Objective, StepInput, batch_rng, sum_ratio,
+};
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+
+/// `[method.ptp]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PtpSettings {
+    /// Cells per side of the position grid (the paper's 3: blocks 0–8).
+    pub grid: usize,
+    /// Weight of the contrastive loss (BLIP: 1).
+    pub itc_weight: f64,
+    /// Weight of the matching loss (BLIP: 1).
+    pub itm_weight: f64,
+    /// Weight of the language-modelling loss (BLIP: 1).
+    pub lm_weight: f64,
+    /// Blocks of the image-grounded text encoder.
+    pub itm_layers: usize,
+    /// Blocks of the decoder.
+    pub decoder_layers: usize,
+    /// Attention heads of both (must divide the joint width).
+    pub n_heads: usize,
+    /// Feed-forward width of both.
+    pub d_hidden: usize,
+    /// Held-out images whose prompt the decoder fills in at evaluation (0: none).
+    pub eval_prompts: usize,
+}
+
+impl Default for PtpSettings {
+    fn default() -> Self {
+        Self {
+            grid: 3,
+            itc_weight: 1.0,
+            itm_weight: 1.0,
+            lm_weight: 1.0,
+            itm_layers: 2,
+            decoder_layers: 2,
+            n_heads: 4,
+            d_hidden: 256,
+            eval_prompts: 500,
+        }
+    }
+}
+
+/// The dual encoder and PTP's heads.
+#[derive(Module, Debug)]
+pub struct PtpModel<B: Backend> {
+    /// The dual encoder (exported in transformers' layout).
+    pub clip: ClipModel<B>,
+    /// Matching encoder and head, decoder.
+    pub heads: PtpHeads<B>,
+}
+
+/// PTP pretraining.
+#[derive(Debug, Clone)]
+pub struct PtpMethod {
+    /// Its settings.
+    pub settings: PtpSettings,
+    lock_image: bool,
+    lock_text: bool,
+    seed: u64,
+}
+
+impl PtpMethod {
+    /// `[method] kind = "ptp"`.
+    pub fn from_config(cfg: &TrainConfig) -> Result<Self> {
+        let settings: PtpSettings = cfg.method.parse("ptp")?;
+        Self::new(settings, cfg)
+    }
+
+    /// The method with explicit settings (checked).
+    pub fn new(settings: PtpSettings, cfg: &TrainConfig) -> Result<Self> {
+        let c = Checks::new("ptp");
+        let s = &settings;
+        // Block names are single words of the vocabulary: "0" to "8".
+        c.count("grid", s.grid, 1..=3)?;
+        for (f, v) in [
+            ("itc_weight", s.itc_weight),
+            ("itm_weight", s.itm_weight),
+            ("lm_weight", s.lm_weight),
+        ] {
+            c.real(f, v, 0.0, 1e3)?;
+        }
+        if s.itc_weight + s.itm_weight + s.lm_weight == 0.0 {
+            return Err(c.fail("itc_weight", "and the other weights are 0: nothing trains"));
+        }
+        c.count("itm_layers", s.itm_layers, 1..=24)?;
+        c.count("decoder_layers", s.decoder_layers, 1..=24)?;
+        c.count("n_heads", s.n_heads, 1..=64)?;
+        c.count("d_hidden", s.d_hidden, 1..=65_536)?;
+        c.count("eval_prompts", s.eval_prompts, 0..=1_000_000)?;
+        Ok(Self {
+            settings,
+            lock_image: cfg.optim.lock_image,
+            lock_text: cfg.optim.lock_text,
+            seed: cfg.run.seed,
+        })
+    }
+
+    /// The heads' architecture for a dual encoder of joint width `d_model`.
+    pub fn heads_config(&self, d_model: usize, ctx: &BuildContext<'_>) -> Result<PtpConfig> {
+        let s = &self.settings;
+        if !d_model.is_multiple_of(s.n_heads) {
+            return Err(Checks::new("ptp").fail(
+                "n_heads",
+                format!("= {} does not divide the joint width {d_model}", s.n_heads),
+            ));
+        }
+        Ok(PtpConfig::new(
+            d_model,
+            ctx.tokenizer.vocab_size,
+            ctx.tokenizer.tokenizer.context_length(),
+        )
+        .with_itm_layers(s.itm_layers)
+        .with_decoder_layers(s.decoder_layers)
+        .with_n_heads(s.n_heads)
+        .with_d_hidden(s.d_hidden))
+    }
+
+    /// The position prompt it trains with.
+    pub fn prompt(&self) -> PositionPrompt {
+        PositionPrompt {
+            grid: self.settings.grid,
+        }
+    }
+}
+
+/// Image tokens of `pixels` in the joint space (class token first), what the heads read.
+///
+/// # Shapes
+/// - `pixels`: `[n, 3, size, size]`; returns `[n, d]` (pooled, normalised) and `[n, tokens, d]`
+fn image_features<B: Backend>(
+    clip: &ClipModel<B>,
+    pixels: Tensor<B, 4>,
+) -> (Tensor<B, 2>, Tensor<B, 3>) {
+    let (pooled, tokens) = clip.encode_image_with_tokens(pixels);
+    (
+        normalize(pooled.cast(FloatDType::F32)),
+        tokens.tokens.cast(FloatDType::F32),
+    )
+}
+
+impl Method for PtpMethod {
+    type Model<B: Backend> = PtpModel<B>;
+
+    fn name(&self) -> &'static str {
+        "ptp"
+    }
+
+    fn requires(&self) -> Vec<Field> {
+        vec![Field::Captions, Field::Boxes]
+    }
+
+    fn data(&self) -> DataRequest {
+        DataRequest {
+            text_transform: Some(Arc::new(self.prompt())),
+            ..DataRequest::default()
+        }
+    }
+
+    fn pipeline(&self, ctx: &BuildContext<'_>) -> Result<ImagePipeline> {
+        pipeline_of(ctx, &architecture(ctx, false)?)
+    }
+
+    fn build<B: Backend>(&self, ctx: &BuildContext<'_>, device: &B::Device) -> Result<PtpModel<B>> {
+        let clip = build_clip::<B>(ctx, false, device)?;
+        let config = self.heads_config(clip.embed_dim(), ctx)?;
+        let mut heads = config.init::<B>(device);
+        // Fine-tuning from a PTP run's final/ keeps its decoder (the matching head is not
+        // exported: it is a pretraining device).
+        if let Some(dir) = &ctx.config.model.init
+            && has_decoder(std::path::Path::new(dir))
+        {
+            let dir = std::path::Path::new(dir);
+            let (decoder, c) = load_decoder::<B>(dir, device)?;
+            let want = config.decoder();
+            if (c.vocab_size, c.max_len, c.d_model) != (want.vocab_size, want.max_len, want.d_model)
+            {
+                return Err(TrainError::Config(format!(
+                    "{}: its decoder reads {} tokens of {} ids at width {}, this run {} of {} at {}",
+                    dir.display(),
+                    c.max_len,
+                    c.vocab_size,
+                    c.d_model,
+                    want.max_len,
+                    want.vocab_size,
+                    want.d_model
+                )));
+            }
+            heads.decoder = decoder;
+        }
+        Ok(PtpModel { clip, heads })
+    }
+
+    fn freeze<B: Backend>(&self, mut model: PtpModel<B>) -> PtpModel<B> {
+        model.clip = lock_towers(model.clip, self.lock_image, self.lock_text);
+        model
+    }
+
+    fn embed<B: Backend>(
+        &self,
+        model: &PtpModel<B>,
+        input: &StepInput<'_, B>,
+    ) -> Result<Embeddings<B>> {
+        let clip = &model.clip;
+        let n = input.batch.len();
+        let (ids, mask) = input.texts(1)?;
+        let (image, image_tokens) = image_features(clip, input.images());
+        let (text, words) = clip.encode_text_with_tokens(ids.clone(), mask.clone());
+        let text = normalize(text.cast(FloatDType::F32));
+        let mut e = Embeddings::new()
+            .with_rows("image", image)
+            .with_rows("text", text);
+        if self.settings.itm_weight > 0.0 {
+            // The negatives' draws, from the batch so a resumed run draws the same.
+            let mut rng = batch_rng(self.seed, input.batch);
+            let draws: Vec<f32> = (0..2 * n).map(|_| rng.unit()).collect();
+            let draws = Tensor::<B, 2>::from_data(TensorData::new(draws, [n, 2]), input.device);
+            e = e
+                .with_rows("itm_draws", draws)
+                .with_tokens("image_tokens", image_tokens.clone(), None)
+                .with_tokens("words", words.tokens.cast(FloatDType::F32), words.padding);
+        }
+        if self.settings.lm_weight > 0.0 {
+            let losses = model.heads.lm_losses(ids, mask.clone(), image_tokens);
+            let [_, t] = mask.dims();
+            let counted = mask.slice([0..n, 1..t]).float().sum_dim(1);
+            e = e.with_rows("lm", Tensor::cat(vec![losses.sum_dim(1), counted], 1));
+        }
+        Ok(e)
+    }
+
+    fn objective<B: Backend>(&self, model: &PtpModel<B>, e: Embeddings<B>) -> Result<Objective<B>> {
+        let s = &self.settings;
+        let image = e.rows("image")?;
+        let text = e.rows("text")?;
+        let scale = model.clip.logit_scale.val().cast(FloatDType::F32);
+        let mut parts = Vec::new();
+        let mut loss: Option<Tensor<B, 1>> = None;
+        let mut add =
+            |name: &str, l: Tensor<B, 1>, w: f64, parts: &mut Vec<(String, Tensor<B, 1>)>| {
+                let weighted = l.clone() * w;
+                loss = Some(match loss.take() {
+                    Some(acc) => acc + weighted,
+                    None => weighted,
+                });
+                parts.push((name.to_string(), l));
+            };
+        if s.itc_weight > 0.0 {
+            let itc = clip_loss(image.clone(), text.clone(), scale.clone());
+            add("itc", itc, s.itc_weight, &mut parts);
+        }
+        if s.itm_weight > 0.0 {
+            let itm = self.matching_loss(model, &e, image, text, scale)?;
+            add("itm", itm, s.itm_weight, &mut parts);
+        }
+        if s.lm_weight > 0.0 {
+            add("lm", sum_ratio(e.rows("lm")?), s.lm_weight, &mut parts);
+        }
+        let loss = loss.expect("checked: some weight is positive");
+        Ok(Objective { loss, parts })
+    }
+
+    fn objective_params<B: Backend>(&self, model: &PtpModel<B>) -> Vec<ParamId> {
+        vec![model.clip.logit_scale.id]
+    }
+
+    fn after_update<B: Backend>(&self, mut model: PtpModel<B>) -> PtpModel<B> {
+        model.clip.logit_scale = clamp_logit_scale(model.clip.logit_scale);
+        model
+    }
+
+    fn log_values<B: Backend>(&self, model: &PtpModel<B>) -> Vec<(String, f64)> {
+        logged_scales(&[("logit_scale", &model.clip.logit_scale)])
+    }
+
+    fn evaluate<B: Backend>(
+        &self,
+        model: &PtpModel<B>,
+        ctx: &EvalContext<'_, B>,
+    ) -> Result<Metrics> {
+        let mut m = evaluate_pooled(&model.clip, ctx)?;
+        if let Some(set) = ctx.eval
+            && self.settings.eval_prompts > 0
+            && let Some(r) = block_filling(
+                model,
+                set,
+                ctx.tokenizer,
+                &self.prompt(),
+                self.settings.eval_prompts,
+                ctx.device,
+            )?
+        {
+            m.insert("block_accuracy".into(), r.accuracy());
+            m.insert("block_prompts".into(), r.prompts as f64);
+        }
+        Ok(m)
+    }
+
+    fn export<B: Backend>(&self, model: &PtpModel<B>, ctx: &ExportContext<'_>) -> Result<()> {
+        export_clip(&model.clip, ctx)?;
+        let build = BuildContext {
+            config: ctx.config,
+            tokenizer: ctx.tokenizer,
+        };
+        let config = self.heads_config(model.clip.embed_dim(), &build)?;
+        save_decoder(&model.heads.decoder, &config.decoder(), ctx.dir)?;
+        Ok(())
+    }
+}
+
+impl PtpMethod {
+    /// BLIP's matching loss on the (gathered) batch: each image with its text and with a text
+    /// drawn by similarity, each text with an image drawn likewise.
+    fn matching_loss<B: Backend>(
+        &self,
+        model: &PtpModel<B>,
+        e: &Embeddings<B>,
+        image: Tensor<B, 2>,
+        text: Tensor<B, 2>,
+        scale: Tensor<B, 1>,
+    ) -> Result<Tensor<B, 1>> {
+        let [n, _] = image.dims();
+        let (image_tokens, _) = e.tokens("image_tokens")?;
+        let (words, padding) = e.tokens("words")?;
+        let draws = to_vec(e.rows("itm_draws")?)?;
+        let sim = image.matmul(text.transpose()).detach() * scale.detach().exp().reshape([1, 1]);
+        let i2t = to_vec(sim.clone())?;
+        let t2i = to_vec(sim.transpose())?;
+        let column = |k: usize| {
+            draws
+                .iter()
+                .skip(k)
+                .step_by(2)
+                .copied()
+                .collect::<Vec<f32>>()
+        };
+        let fail = |e: vlp_align::AlignError| TrainError::Config(format!("ptp: {e}"));
+        let neg_text = hard_negatives(&i2t, n, &column(0)).map_err(fail)?;
+        let neg_image = hard_negatives(&t2i, n, &column(1)).map_err(fail)?;
+        let device = image_tokens.device();
+        let pick = |v: &[usize]| {
+            Tensor::<B, 1, Int>::from_data(
+                TensorData::new(v.iter().map(|&i| i as i64).collect::<Vec<_>>(), [n]),
+                &device,
+            )
+        };
+        let (neg_text, neg_image) = (pick(&neg_text), pick(&neg_image));
+        // Matched pairs, then (image, drawn text), then (drawn image, text), as BLIP stacks them.
+        let all_words = Tensor::cat(
+            vec![
+                words.clone(),
+                words.clone().select(0, neg_text.clone()),
+                words,
+            ],
+            0,
+        );
+        // Through integers: Flex's `select` on a bool tensor returns bytes, which `cat` then
+        // refuses next to bools ("cat: dtype mismatch: expected Bool(Native), got U8").
+        let all_padding = padding.map(|p| {
+            let p = p.int();
+            Tensor::cat(vec![p.clone(), p.clone().select(0, neg_text), p], 0).equal_elem(1)
+        });
+        let all_images = Tensor::cat(
+            vec![
+                image_tokens.clone(),
+                image_tokens.clone(),
+                image_tokens.select(0, neg_image),
+            ],
+            0,
+        );
+        let logits = model.heads.itm_logits(all_words, all_padding, all_images);
+        Ok(itm_loss(logits))
+    }
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| TrainError::Config(format!("reading features back: {e:?}")))
+}
+
+/// How well the decoder fills PTP's prompt in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockFilling {
+    /// Prompts whose best-scored block holds an object of the prompt's name.
+    pub correct: usize,
+    /// Prompts scored.
+    pub prompts: usize,
+}
+
+impl BlockFilling {
+    /// Fraction right (0 without prompts).
+    pub fn accuracy(&self) -> f64 {
+        if self.prompts == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.prompts as f64
+        }
+    }
+}
+
+/// PTP's prompt filled in by the decoder on up to `limit` held-out images: for one named,
+/// visible object of each (drawn from the image's key), every block's prompt
+/// ("{caption}. The block {b} has a {object}.", the image's first caption as in training) is
+/// scored by its log-likelihood under the decoder, and the best block is right when it holds an
+/// object of that name (a name can occur twice). `None` when no image has a caption and a named
+/// visible object.
+pub fn block_filling<B: Backend>(
+    model: &PtpModel<B>,
+    set: &EvalImages,
+    tokenizer: &dyn Tokenizer,
+    prompt: &PositionPrompt,
+    limit: usize,
+    device: &B::Device,
+) -> Result<Option<BlockFilling>> {
+    let view = Geometry::identity(set.image_size);
+    let blocks = prompt.grid * prompt.grid;
+    // (image, object name, blocks holding that name)
+    let mut cases: Vec<(usize, String, Vec<String>)> = Vec::new();
+    for (i, a) in set.annotations.iter().enumerate() {
+        if cases.len() == limit {
+            break;
+        }
+        let named: Vec<_> = visible_objects(a)
+            .into_iter()
+            .filter(|b| !b.name.trim().is_empty())
+            .collect();
+        if named.is_empty() || set.captions[i].is_empty() {
+            continue;
+        }
+        let mut rng = Rng::new(key_seed(&set.keys[i]));
+        let name = named[rng.below(named.len())].name.trim().to_string();
+        let right: Vec<String> = named
+            .iter()
+            .filter(|b| b.name.trim() == name)
+            .map(|b| {
+                let [x0, y0, x1, y1] = b.bbox;
+                prompt.block(&view, (x0 + x1) / 2.0, (y0 + y1) / 2.0)
+            })
+            .filter(|b| b != OUTSIDE)
+            .collect();
+        if !right.is_empty() {
+            cases.push((i, name, right));
+        }
+    }
+    if cases.is_empty() {
+        return Ok(None);
+    }
+    // Image tokens of the chosen images.
+    let mut tokens: Vec<Option<Tensor<B, 3>>> = vec![None; set.len()];
+    let mut start = 0;
+    for px in set.tensors::<B>(device) {
+        let b = px.dims()[0];
+        let (_, t) = image_features(&model.clip, px);
+        for (k, slot) in tokens[start..start + b].iter_mut().enumerate() {
+            if cases.iter().any(|c| c.0 == start + k) {
+                let [_, p, d] = t.dims();
+                *slot = Some(t.clone().slice([k..k + 1, 0..p, 0..d]));
+            }
+        }
+        start += b;
+    }
+    let mut correct = 0;
+    for (i, name, right) in &cases {
+        let texts: Vec<String> = (0..blocks)
+            .map(|b| PositionPrompt::prompt(&set.captions[*i][0], &b.to_string(), name))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let batch = tokenizer.encode_batch(&refs)?;
+        // A prompt that fills the whole context may have been cut off: it cannot be scored.
+        let ctx_len = batch.context_length;
+        if let Some(k) = (0..blocks).find(|&k| batch.attention_mask[(k + 1) * ctx_len - 1] == 1) {
+            return Err(TrainError::Config(format!(
+                "ptp: the prompt \"{}\" fills all {ctx_len} tokens of the tokenizer's context \
+                 and may be cut off; raise `[tokenizer] context_length`",
+                texts[k]
+            )));
+        }
+        let (ids, mask) = batch.to_tensors::<B>(device);
+        let image = tokens[*i].clone().expect("chosen above");
+        let [_, p, d] = image.dims();
+        let image = image.expand([blocks, p, d]);
+        let ll = to_vec(model.heads.log_likelihood(ids, mask, image))?;
+        let best = ll
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(b, _)| b.to_string())
+            .expect("at least one block");
+        correct += usize::from(right.contains(&best));
+    }
+    Ok(Some(BlockFilling {
+        correct,
+        prompts: cases.len(),
+    }))
+}
+
+/// A seed from a sample key (FNV-1a), so the object chosen per image is fixed.
+fn key_seed(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::build_tokenizer;
+
+    #[test]
+    fn every_block_prompt_tokenises_without_unknowns() {
+        let mut cfg = TrainConfig::default();
+        cfg.tokenizer.context_length = 40;
+        let tok = build_tokenizer(&cfg).unwrap();
+        let caption = "There is a large red circle to the left of a small blue square.";
+        let mut seen = Vec::new();
+        for b in (0..9).map(|b| b.to_string()).chain([OUTSIDE.to_string()]) {
+            let text = PositionPrompt::prompt(caption, &b, "red circle");
+            let e = tok.tokenizer.encode(&text).unwrap();
+            let back = tok.tokenizer.decode(&e.ids);
+            assert!(!back.contains("<unk>"), "{text:?} → {back:?}");
+            assert!(
+                back.contains(&format!("block {b} has a red circle")),
+                "{back:?}"
+            );
+            assert!(!seen.contains(&e.ids), "block {b} encodes like another");
+            seen.push(e.ids);
+        }
+    }
+}
