@@ -1,9 +1,9 @@
-//! Evaluation and adaptation tasks on top of a dual encoder (and VQA on a cross-modal encoder).
+//! Evaluation and adaptation tasks on top of a dual encoder (VQA on a cross-modal encoder, captioning with a decoder).
 //!
 //! What belongs here: the standard battery users judge a vision-language model by: zero-shot
 //! classification with prompt ensembles, image↔text retrieval, linear probes and k-shot
 //! adaptation (Tip-Adapter and the harness later methods plug into), with their metrics; visual
-//! question answering ([`vqa`]); later dense, grounding and captioning tasks. What does not: the models and objectives
+//! question answering ([`vqa`]), captioning ([`caption`]); later dense and grounding tasks. What does not: the models and objectives
 //! (`vlp-align`), data formats (`vlp-data`), the training loop (`vlp-train`).
 
 pub mod battery;

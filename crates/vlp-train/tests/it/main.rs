@@ -89,6 +89,16 @@ pub fn zero_shot<M: Method>(
     set: &EvalImages,
     cfg: &TrainConfig,
 ) -> f64 {
+    evaluated(method, model, set, cfg)["zero_shot_top1"]
+}
+
+/// Every metric `method` reports for a trained `model` on `set` with `cfg`'s templates.
+pub fn evaluated<M: Method>(
+    method: &M,
+    model: &M::Model<vlp_core::backend::DefaultBackend>,
+    set: &EvalImages,
+    cfg: &TrainConfig,
+) -> vlp_train::method::Metrics {
     let tok = build_tokenizer(cfg).unwrap();
     let dev = vlp_core::backend::default_device();
     let ctx = EvalContext {
@@ -98,7 +108,7 @@ pub fn zero_shot<M: Method>(
         templates: &cfg.eval.templates,
         device: &dev,
     };
-    method.evaluate(model, &ctx).unwrap()["zero_shot_top1"]
+    method.evaluate(model, &ctx).unwrap()
 }
 
 /// The first `n` training batches of `cfg`.

@@ -21,10 +21,10 @@ use vlp_tasks::battery::EvalImages;
 use vlp_train::TrainConfig;
 use vlp_train::method::clip::ClipMethod;
 use vlp_train::method::ptp::{PtpMethod, PtpSettings, block_filling};
-use vlp_train::method::{EvalContext, Method, Metrics};
+use vlp_train::method::{Method, Metrics};
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_with, per_seed, tiny, trained};
+use crate::{batches_with, evaluated, per_seed, tiny, trained};
 
 /// Steps of each training run.
 const STEPS: usize = 300;
@@ -44,24 +44,6 @@ fn config(seed: u64) -> TrainConfig {
         "optim.lr=0.003",
         &format!("run.seed={seed}"),
     ])
-}
-
-fn metrics<M: Method>(
-    method: &M,
-    model: &M::Model<vlp_core::backend::DefaultBackend>,
-    set: &EvalImages,
-    cfg: &TrainConfig,
-) -> Metrics {
-    let tok = build_tokenizer(cfg).unwrap();
-    let dev = default_device();
-    let ctx = EvalContext {
-        eval: Some(set),
-        unseen: None,
-        tokenizer: tok.tokenizer.as_ref(),
-        templates: &cfg.eval.templates,
-        device: &dev,
-    };
-    method.evaluate(model, &ctx).unwrap()
 }
 
 /// (PTP block filling, PTP R@5, CLIP R@5), R@5 the mean of both directions.
@@ -86,7 +68,7 @@ fn run(seed: u64) -> (f64, f64, f64) {
     )
     .unwrap();
     let p = trained(Arc::clone(&method), &cfg, &data);
-    let m = metrics(method.as_ref(), &p, &set, &cfg);
+    let m = evaluated(method.as_ref(), &p, &set, &cfg);
     let tok = build_tokenizer(&cfg).unwrap();
     let filled = block_filling(
         &p,
@@ -108,12 +90,12 @@ fn run(seed: u64) -> (f64, f64, f64) {
     // CLIP on the same batches: it trains on their captions, without the prompt.
     let clip = ClipMethod::clip(&cfg).unwrap();
     let c = trained(Arc::new(clip.clone()), &cfg, &data);
-    let cm = metrics(&clip, &c, &set, &cfg);
+    let cm = evaluated(&clip, &c, &set, &cfg);
     (filled.accuracy(), r5(&m), r5(&cm))
 }
 
 #[test]
-#[ignore = "trains 6 models of 300 steps (about 2 min on 2 cores); run with \
+#[ignore = "trains 6 models of 300 steps (about 2 min on 2 cores, 4 under load); run with \
             `cargo test -p vlp-train --test it ptp -- --ignored --nocapture`"]
 fn position_prompted_pretraining_keeps_clip_retrieval() {
     let seeds = [1u64, 2, 3];
