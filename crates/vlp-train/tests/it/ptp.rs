@@ -10,8 +10,9 @@
 //! decoder does read the image (a caption's log-likelihood drops by about 3 nats with another
 //! image's tokens) but not where objects are: after 600, 1000 and 2000 steps, at 64 px, without
 //! augmentation, without the class token in the decoder's context, with the language-model loss
-//! alone, and even with the object named before the block ("The red circle has a block [?]"),
-//! the score of each block stays the same for every image.
+//! alone, at lr 7e-4, with one object per image (0.240), and even with the object named before
+//! the block ("The red circle has a block [?]"), the score of each block stays the same for
+//! every image.
 
 use std::sync::Arc;
 
