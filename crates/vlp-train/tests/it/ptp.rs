@@ -12,7 +12,10 @@
 //! augmentation, without the class token in the decoder's context, with the language-model loss
 //! alone, at lr 7e-4, with one object per image (0.240), and even with the object named before
 //! the block ("The red circle has a block [?]"), the score of each block stays the same for
-//! every image.
+//! every image. The training prompts are right (a pixel-difference heuristic finds the named
+//! object's block in each checked sample). What does learn, in 2000 steps: one object per image
+//! with the decoder reading the tower's *input* tokens (patch and position embeddings): 0.72.
+//! Not with its output tokens (0.24), nor from input tokens with several objects (0.23).
 
 use std::sync::Arc;
 
