@@ -121,6 +121,14 @@ impl PtpMethod {
         if s.itc_weight + s.itm_weight + s.lm_weight == 0.0 {
             return Err(c.fail("itc_weight", "and the other weights are 0: nothing trains"));
         }
+        // BLIP draws the matching negatives by the contrastive similarities: without the
+        // contrastive loss they would come from an untrained similarity.
+        if s.itm_weight > 0.0 && s.itc_weight == 0.0 {
+            return Err(c.fail(
+                "itm_weight",
+                "needs itc_weight > 0: the hard negatives are drawn by the contrastive similarity",
+            ));
+        }
         c.count("itm_layers", s.itm_layers, 1..=24)?;
         c.count("decoder_layers", s.decoder_layers, 1..=24)?;
         c.count("n_heads", s.n_heads, 1..=64)?;
@@ -242,24 +250,42 @@ impl Method for PtpMethod {
         let clip = &model.clip;
         let n = input.batch.len();
         let (ids, mask) = input.texts(1)?;
-        let (image, image_tokens) = image_features(clip, input.images());
-        let (text, words) = clip.encode_text_with_tokens(ids.clone(), mask.clone());
-        let text = normalize(text.cast(FloatDType::F32));
-        let mut e = Embeddings::new()
-            .with_rows("image", image)
-            .with_rows("text", text);
-        if self.settings.itm_weight > 0.0 {
-            // The negatives' draws, from the batch so a resumed run draws the same.
-            let mut rng = batch_rng(self.seed, input.batch);
-            let draws: Vec<f32> = (0..2 * n).map(|_| rng.unit()).collect();
-            let draws = Tensor::<B, 2>::from_data(TensorData::new(draws, [n, 2]), input.device);
-            e = e
-                .with_rows("itm_draws", draws)
-                .with_tokens("image_tokens", image_tokens.clone(), None)
-                .with_tokens("words", words.tokens.cast(FloatDType::F32), words.padding);
+        let s = &self.settings;
+        // Features are computed only for the losses that read them: Burn's autodiff keeps the
+        // graph of a tracked tensor that never reaches the loss (the text tower's cost 13 MB a
+        // step when only the decoder trained).
+        let (image, image_tokens) = if s.itm_weight > 0.0 || s.lm_weight > 0.0 {
+            let (pooled, tokens) = image_features(clip, input.images());
+            (pooled, Some(tokens))
+        } else {
+            let pooled = clip.encode_image(input.images()).cast(FloatDType::F32);
+            (normalize(pooled), None)
+        };
+        let mut e = Embeddings::new();
+        if s.itc_weight > 0.0 {
+            e = e.with_rows("image", image);
+            if s.itm_weight > 0.0 {
+                let (text, words) = clip.encode_text_with_tokens(ids.clone(), mask.clone());
+                // The negatives' draws, from the batch so a resumed run draws the same.
+                let mut rng = batch_rng(self.seed, input.batch);
+                let draws: Vec<f32> = (0..2 * n).map(|_| rng.unit()).collect();
+                let draws = Tensor::<B, 2>::from_data(TensorData::new(draws, [n, 2]), input.device);
+                let tokens = image_tokens
+                    .clone()
+                    .expect("computed for the matching loss");
+                e = e
+                    .with_rows("text", normalize(text.cast(FloatDType::F32)))
+                    .with_rows("itm_draws", draws)
+                    .with_tokens("image_tokens", tokens, None)
+                    .with_tokens("words", words.tokens.cast(FloatDType::F32), words.padding);
+            } else {
+                let m = clip.text_model.causal.then_some(mask.clone());
+                let text = clip.encode_text(ids.clone(), m).cast(FloatDType::F32);
+                e = e.with_rows("text", normalize(text));
+            }
         }
-        if self.settings.lm_weight > 0.0 {
-            let losses = model.heads.lm_losses(ids, mask.clone(), image_tokens);
+        if let Some(tokens) = image_tokens.filter(|_| s.lm_weight > 0.0) {
+            let losses = model.heads.lm_losses(ids, mask.clone(), tokens);
             let [_, t] = mask.dims();
             let counted = mask.slice([0..n, 1..t]).float().sum_dim(1);
             e = e.with_rows("lm", Tensor::cat(vec![losses.sum_dim(1), counted], 1));
@@ -269,8 +295,6 @@ impl Method for PtpMethod {
 
     fn objective<B: Backend>(&self, model: &PtpModel<B>, e: Embeddings<B>) -> Result<Objective<B>> {
         let s = &self.settings;
-        let image = e.rows("image")?;
-        let text = e.rows("text")?;
         let scale = model.clip.logit_scale.val().cast(FloatDType::F32);
         let mut parts = Vec::new();
         let mut loss: Option<Tensor<B, 1>> = None;
@@ -284,12 +308,13 @@ impl Method for PtpMethod {
                 parts.push((name.to_string(), l));
             };
         if s.itc_weight > 0.0 {
+            let (image, text) = (e.rows("image")?, e.rows("text")?);
             let itc = clip_loss(image.clone(), text.clone(), scale.clone());
             add("itc", itc, s.itc_weight, &mut parts);
-        }
-        if s.itm_weight > 0.0 {
-            let itm = self.matching_loss(model, &e, image, text, scale)?;
-            add("itm", itm, s.itm_weight, &mut parts);
+            if s.itm_weight > 0.0 {
+                let itm = self.matching_loss(model, &e, image, text, scale)?;
+                add("itm", itm, s.itm_weight, &mut parts);
+            }
         }
         if s.lm_weight > 0.0 {
             add("lm", sum_ratio(e.rows("lm")?), s.lm_weight, &mut parts);
@@ -378,37 +403,33 @@ impl PtpMethod {
         let device = image_tokens.device();
         let pick = |v: &[usize]| {
             Tensor::<B, 1, Int>::from_data(
-                TensorData::new(v.iter().map(|&i| i as i64).collect::<Vec<_>>(), [n]),
+                TensorData::new(v.iter().map(|&i| i as i64).collect::<Vec<_>>(), [v.len()]),
                 &device,
             )
         };
-        let (neg_text, neg_image) = (pick(&neg_text), pick(&neg_image));
-        // Matched pairs, then (image, drawn text), then (drawn image, text), as BLIP stacks them.
-        let all_words = Tensor::cat(
-            vec![
-                words.clone(),
-                words.clone().select(0, neg_text.clone()),
-                words,
-            ],
-            0,
-        );
-        // Through integers: Flex's `select` on a bool tensor returns bytes, which `cat` then
-        // refuses next to bools ("cat: dtype mismatch: expected Bool(Native), got U8").
-        let all_padding = padding.map(|p| {
-            let p = p.int();
-            Tensor::cat(vec![p.clone(), p.clone().select(0, neg_text), p], 0).equal_elem(1)
-        });
-        let all_images = Tensor::cat(
-            vec![
-                image_tokens.clone(),
-                image_tokens.clone(),
-                image_tokens.select(0, neg_image),
-            ],
-            0,
-        );
+        let (text_rows, image_rows) = itm_pairs(&neg_text, &neg_image);
+        let (text_rows, image_rows) = (pick(&text_rows), pick(&image_rows));
+        let all_words = words.select(0, text_rows.clone());
+        // Through integers: Flex's `select` on a bool tensor returns bytes, which later
+        // operations refuse next to bools ("cat: dtype mismatch: expected Bool(Native), got U8").
+        let all_padding = padding.map(|p| p.int().select(0, text_rows).equal_elem(1));
+        let all_images = image_tokens.select(0, image_rows);
         let logits = model.heads.itm_logits(all_words, all_padding, all_images);
         Ok(itm_loss(logits))
     }
+}
+
+/// The `3n` (text, image) pairs BLIP's matching head scores, as row indices into the batch's
+/// texts and images: the `n` matched pairs, then each image with its drawn text, then each text
+/// with its drawn image (labels 1, 0, 0; [`itm_loss`] expects this order).
+pub fn itm_pairs(neg_text: &[usize], neg_image: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let n = neg_text.len();
+    let texts = (0..n).chain(neg_text.iter().copied()).chain(0..n).collect();
+    let images = (0..n)
+        .chain(0..n)
+        .chain(neg_image.iter().copied())
+        .collect();
+    (texts, images)
 }
 
 fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
@@ -545,6 +566,42 @@ fn key_seed(key: &str) -> u64 {
 mod tests {
     use super::*;
     use crate::model::build_tokenizer;
+
+    #[test]
+    fn matching_pairs_are_matched_then_drawn_text_then_drawn_image() {
+        let (t, i) = itm_pairs(&[2, 0, 1], &[1, 2, 0]);
+        assert_eq!(t, vec![0, 1, 2, 2, 0, 1, 0, 1, 2]);
+        assert_eq!(i, vec![0, 1, 2, 0, 1, 2, 1, 2, 0]);
+    }
+
+    #[test]
+    fn settings_are_checked_naming_the_field() {
+        let cfg = TrainConfig::default();
+        let bad = |f: &dyn Fn(&mut PtpSettings)| {
+            let mut s = PtpSettings::default();
+            f(&mut s);
+            PtpMethod::new(s, &cfg).unwrap_err().to_string()
+        };
+        assert!(bad(&|s| s.grid = 4).contains("grid"));
+        assert!(bad(&|s| s.grid = 0).contains("grid"));
+        assert!(bad(&|s| s.lm_weight = f64::NAN).contains("lm_weight"));
+        assert!(bad(&|s| s.itm_layers = 0).contains("itm_layers"));
+        let e = bad(&|s| s.itc_weight = 0.0);
+        assert!(e.contains("itm_weight") && e.contains("itc_weight"), "{e}");
+        let e = bad(&|s| {
+            s.itc_weight = 0.0;
+            s.itm_weight = 0.0;
+            s.lm_weight = 0.0;
+        });
+        assert!(e.contains("nothing trains"), "{e}");
+        // The decoder alone is a valid run.
+        let lm_only = PtpSettings {
+            itc_weight: 0.0,
+            itm_weight: 0.0,
+            ..PtpSettings::default()
+        };
+        assert!(PtpMethod::new(lm_only, &cfg).is_ok());
+    }
 
     #[test]
     fn every_block_prompt_tokenises_without_unknowns() {

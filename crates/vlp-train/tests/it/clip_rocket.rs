@@ -24,15 +24,13 @@
 
 use std::sync::Arc;
 
-use vlp_data::source::open_source;
-use vlp_tasks::battery::EvalImages;
 use vlp_train::TrainConfig;
 use vlp_train::method::clip::ClipMethod;
 use vlp_train::method::clip_rocket::{ClipRocketMethod, ClipRocketSettings};
 use vlp_train::method::{DataRequest, Method};
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_for, per_seed, tiny, trained, zero_shot};
+use crate::{batches_for, held_out, per_seed, tiny, trained, zero_shot};
 
 /// Steps of each training run.
 const STEPS: usize = 300;
@@ -84,13 +82,7 @@ fn run(seed: u64) -> (f64, f64) {
         Some(32 * 3),
         "each sample carries a weak and two strong texts"
     );
-    let pipe = vlp_data::ImagePipeline::clip(cfg.data.shapes.image_size);
-    let set = EvalImages::load(
-        open_source("shapes:test:400", &cfg.data.shapes).unwrap(),
-        &pipe,
-        1,
-    )
-    .unwrap();
+    let set = held_out(&cfg, "shapes:test:400");
     let r = trained(Arc::clone(&rocket), &cfg, &data);
     let rocket_top1 = zero_shot(rocket.as_ref(), &r, &set, &cfg);
     // Plain CLIP: the runner's default augmentation and captions, the same seeds and steps.

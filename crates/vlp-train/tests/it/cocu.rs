@@ -24,8 +24,6 @@ use vlp_curate::cocu::{
     CONCEPT_PROMPT, ConceptGallery, Selection, concept_archive, pluralize, select_concepts,
 };
 use vlp_data::shapes::{Colour, Shape, ShapesWorld, Split};
-use vlp_data::source::open_source;
-use vlp_tasks::battery::EvalImages;
 use vlp_tasks::embed::embed_texts;
 use vlp_train::TrainConfig;
 use vlp_train::method::clip::ClipMethod;
@@ -96,8 +94,7 @@ fn curate(seed: u64) -> Curated {
     let clip = trained(Arc::new(ClipMethod::clip(&cfg).unwrap()), &cfg, &data);
     let dev = default_device();
     let spec = format!("shapes:train:{IMAGES}");
-    let pipe = vlp_data::ImagePipeline::clip(cfg.data.shapes.image_size);
-    let set = EvalImages::load(open_source(&spec, &cfg.data.shapes).unwrap(), &pipe, 1).unwrap();
+    let set = crate::held_out(&cfg, &spec);
     assert_eq!(set.len(), IMAGES);
     let images = set.embed(&clip, &dev);
     let gallery = gallery();

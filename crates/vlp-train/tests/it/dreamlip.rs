@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use vlp_core::backend::{DefaultBackend, default_device};
-use vlp_data::source::open_source;
 use vlp_tasks::battery::EvalImages;
 use vlp_train::TrainConfig;
 use vlp_train::method::Method;
@@ -25,7 +24,7 @@ use vlp_train::method::dreamlip::{
 };
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_with, per_seed, tiny, trained};
+use crate::{batches_with, held_out, per_seed, tiny, trained};
 
 /// Steps of each training run.
 const STEPS: usize = 120;
@@ -102,13 +101,7 @@ fn run(seed: u64) -> (Outcome, Outcome) {
         Some(32 * 4),
         "each sample carries its caption and 3 sub-captions"
     );
-    let pipe = vlp_data::ImagePipeline::clip(cfg.data.shapes.image_size);
-    let set = EvalImages::load(
-        open_source("shapes:test:300", &cfg.data.shapes).unwrap(),
-        &pipe,
-        1,
-    )
-    .unwrap();
+    let set = held_out(&cfg, "shapes:test:300");
     let delta = method.settings.grouping_delta as f32;
     let d = trained(method, &cfg, &data);
     let dreamlip = outcome(&d.clip, &set, &cfg, delta);

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use vlp_core::backend::default_device;
-use vlp_data::source::open_source;
 use vlp_tasks::battery::EvalImages;
 use vlp_tasks::battery::clip_retrieval;
 use vlp_tasks::retrieval::retrieval_scored;
@@ -54,13 +53,7 @@ struct Outcome {
 }
 
 fn held_out(cfg: &TrainConfig) -> EvalImages {
-    let pipe = vlp_data::ImagePipeline::clip(cfg.data.shapes.image_size);
-    EvalImages::load(
-        open_source("shapes:test:300", &cfg.data.shapes).unwrap(),
-        &pipe,
-        1,
-    )
-    .unwrap()
+    crate::held_out(cfg, "shapes:test:300")
 }
 
 fn mean_r5(r: &vlp_tasks::retrieval::RetrievalResult) -> f64 {

@@ -21,7 +21,6 @@
 use std::sync::Arc;
 
 use vlp_core::backend::default_device;
-use vlp_data::source::open_source;
 use vlp_tasks::battery::EvalImages;
 use vlp_train::TrainConfig;
 use vlp_train::method::lxmert::{LxmertMethod, LxmertSettings};
@@ -43,13 +42,7 @@ fn config(seed: u64, steps: usize) -> TrainConfig {
 }
 
 fn held_out(cfg: &TrainConfig) -> EvalImages {
-    let pipe = vlp_data::ImagePipeline::clip(cfg.data.shapes.image_size);
-    EvalImages::load(
-        open_source("shapes:test:200", &cfg.data.shapes).unwrap(),
-        &pipe,
-        1,
-    )
-    .unwrap()
+    crate::held_out(cfg, "shapes:test:200")
 }
 
 /// Trains `method` from `model` on `data`; returns the autodiff model.

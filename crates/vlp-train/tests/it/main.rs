@@ -111,6 +111,13 @@ pub fn evaluated<M: Method>(
     method.evaluate(model, &ctx).unwrap()
 }
 
+/// The ShapesWorld images of `spec` (`shapes:test:300`, ...) at `cfg`'s size through CLIP's
+/// preprocessing, as the held-out sets of the claim tests.
+pub fn held_out(cfg: &TrainConfig, spec: &str) -> EvalImages {
+    let pipe = vlp_data::ImagePipeline::clip(cfg.data.shapes.image_size);
+    EvalImages::load(open_source(spec, &cfg.data.shapes).unwrap(), &pipe, 1).unwrap()
+}
+
 /// The first `n` training batches of `cfg`.
 pub fn batches(cfg: &TrainConfig, n: usize) -> Vec<Batch> {
     batches_with(cfg, n, None)

@@ -20,15 +20,13 @@
 use std::sync::Arc;
 
 use vlp_core::backend::default_device;
-use vlp_data::source::open_source;
-use vlp_tasks::battery::EvalImages;
 use vlp_train::TrainConfig;
 use vlp_train::method::clip::ClipMethod;
 use vlp_train::method::ptp::{PtpMethod, PtpSettings, block_filling};
 use vlp_train::method::{Method, Metrics};
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_with, evaluated, per_seed, tiny, trained};
+use crate::{batches_with, evaluated, held_out, per_seed, tiny, trained};
 
 /// Steps of each training run.
 const STEPS: usize = 300;
@@ -64,13 +62,7 @@ fn run(seed: u64) -> (f64, f64, f64) {
         first.contains(". The block "),
         "no position prompt in {first:?}"
     );
-    let pipe = vlp_data::ImagePipeline::clip(cfg.data.shapes.image_size);
-    let set = EvalImages::load(
-        open_source("shapes:test:300", &cfg.data.shapes).unwrap(),
-        &pipe,
-        1,
-    )
-    .unwrap();
+    let set = held_out(&cfg, "shapes:test:300");
     let p = trained(Arc::clone(&method), &cfg, &data);
     let m = evaluated(method.as_ref(), &p, &set, &cfg);
     let tok = build_tokenizer(&cfg).unwrap();
