@@ -132,9 +132,22 @@ pub fn device_count() -> Result<usize, String> {
     })
 }
 
-/// Seeds the random number generator of the selected backend on `device`.
-pub fn seed(device: &DefaultDevice, seed: u64) {
-    <DefaultBackend as Backend>::seed(device, seed);
+/// Seeds backend `B`'s random generator and runs `draw` while no other caller of this function
+/// can seed or draw.
+///
+/// Burn's backends keep one generator per process (Flex: a static behind a mutex, consumed and
+/// put back by each random op), so two threads that seed and then draw (parallel tests, seeds
+/// trained side by side, ranks that are threads) interleave: a model initialised from seed 0 in
+/// one thread can take values from another thread's seed. Every seeded draw in vlp (model
+/// initialisation, the trainer's per-step seed) goes through here, so the same seed gives the
+/// same values whatever runs beside it. Draws made outside (an unlocked `Tensor::random`,
+/// dropout inside a forward) still share the generator; our methods train without dropout.
+pub fn seeded<B: Backend, T>(device: &B::Device, seed: u64, draw: impl FnOnce() -> T) -> T {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A panic while drawing leaves nothing half-written that a later caller could read.
+    let _turn = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    B::seed(device, seed);
+    draw()
 }
 
 /// Expands its input when the wgpu backend is compiled in (used by [`backend_tests!`]; the
@@ -266,5 +279,49 @@ mod tests {
         let b = a.clone().matmul(a);
         let v: Vec<f32> = b.into_data().to_vec().unwrap();
         assert_eq!(v, vec![7.0, 10.0, 15.0, 22.0]);
+    }
+
+    /// Eight draws after seeding, as a model's lazy initialisation makes them.
+    fn draws(seed: u64) -> Vec<f32> {
+        use burn::tensor::{Distribution, Tensor};
+        let dev = default_device();
+        seeded::<DefaultBackend, _>(&dev, seed, || {
+            (0..8)
+                .flat_map(|_| {
+                    Tensor::<DefaultBackend, 1>::random([16], Distribution::Default, &dev)
+                        .into_data()
+                        .to_vec::<f32>()
+                        .unwrap()
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn seeded_draws_do_not_depend_on_threads_drawing_beside_them() {
+        let alone: Vec<Vec<f32>> = (0..4).map(draws).collect();
+        assert_ne!(alone[0], alone[1], "different seeds must draw differently");
+        assert_eq!(
+            alone[0],
+            draws(0),
+            "one seed must draw the same values twice"
+        );
+        // Four threads, each seeding and drawing 20 times: every draw equals the lone one.
+        let together: Vec<Vec<Vec<f32>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4u64)
+                .map(|seed| s.spawn(move || (0..20).map(|_| draws(seed)).collect::<Vec<_>>()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(together.len(), 4);
+        for (seed, runs) in together.iter().enumerate() {
+            assert_eq!(runs.len(), 20);
+            for run in runs {
+                assert_eq!(
+                    run, &alone[seed],
+                    "seed {seed} drew other values in a thread"
+                );
+            }
+        }
     }
 }

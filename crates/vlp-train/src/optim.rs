@@ -355,6 +355,21 @@ pub fn grads_to_f32<B: AutodiffBackend, M: AutodiffModule<B>>(
     });
 }
 
+/// Builds a model from `seed`: `build` and the draws of its lazily initialised parameters
+/// (`materialize`) run under [`vlp_core::backend::seeded`], so its weights depend on the seed
+/// alone, not on other threads drawing at the same time.
+pub fn seeded_model<B: Backend, M: Module<B>, E>(
+    device: &B::Device,
+    seed: u64,
+    build: impl FnOnce() -> Result<M, E>,
+) -> Result<M, E> {
+    vlp_core::backend::seeded::<B, _>(device, seed, || {
+        let model = build()?;
+        materialize(&model);
+        Ok(model)
+    })
+}
+
 /// Makes every lazily-initialised parameter concrete, so clones share values (a clone of an
 /// uninitialised parameter would draw its own).
 pub fn materialize<B: Backend, M: Module<B>>(model: &M) {

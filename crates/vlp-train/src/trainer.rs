@@ -147,12 +147,13 @@ where
     /// A non-finite loss skips the update (counted in `state.skipped_steps`); more than
     /// `optim.max_nonfinite` in a row is an error.
     pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
-        B::seed(
-            &self.device,
-            self.seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(self.state.step as u64),
-        );
+        // Under the process-wide generator lock, so that another run's step cannot reseed in
+        // the middle of a model's initialisation (see `vlp_core::backend::seeded`).
+        let step_seed = self
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(self.state.step as u64);
+        vlp_core::backend::seeded::<B, _>(&self.device, step_seed, || ());
         let n = batch.len();
         let method = self.method.clone();
         let fwd = match self.half {

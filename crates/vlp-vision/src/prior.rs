@@ -183,8 +183,9 @@ mod tests {
 
     fn rand(shape: [usize; 3], seed: u64) -> (Tensor<B, 3>, Vec<f32>) {
         let dev = default_device();
-        B::seed(&dev, seed);
-        let t = Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+        let t = vlp_core::backend::seeded::<B, _>(&dev, seed, || {
+            Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), &dev)
+        });
         let v = t.to_data().to_vec::<f32>().unwrap();
         (t, v)
     }

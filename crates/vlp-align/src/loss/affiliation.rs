@@ -61,8 +61,9 @@ mod tests {
 
     fn unit_rows(n: usize, d: usize, seed: u64) -> Vec<Vec<f64>> {
         let dev = default_device();
-        B::seed(&dev, seed);
-        let t = Tensor::<B, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &dev);
+        let t = vlp_core::backend::seeded::<B, _>(&dev, seed, || {
+            Tensor::<B, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &dev)
+        });
         let v = t.into_data().to_vec::<f32>().unwrap();
         v.chunks(d)
             .map(|r| {

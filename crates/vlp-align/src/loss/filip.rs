@@ -187,8 +187,9 @@ mod tests {
 
     fn unit(shape: [usize; 3], seed: u64) -> Tensor<B, 3> {
         let dev = default_device();
-        <B as burn::tensor::backend::Backend>::seed(&dev, seed);
-        crate::normalize_last(Tensor::random(shape, Distribution::Normal(0.0, 1.0), &dev))
+        crate::normalize_last(vlp_core::backend::seeded::<B, _>(&dev, seed, || {
+            Tensor::random(shape, Distribution::Normal(0.0, 1.0), &dev)
+        }))
     }
 
     fn pad(rows: &[&[bool]]) -> Tensor<B, 2, Bool> {

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use vlp_data::loader::{Loader, LoaderConfig};
 use vlp_data::source::open_source;
 use vlp_tasks::battery::EvalImages;
@@ -21,7 +21,7 @@ use crate::error::{Result, TrainError};
 use crate::method::{BuildContext, EvalContext, ExportContext, Method, Metrics};
 use crate::metrics::{MetricsLog, plot};
 use crate::model::{BuiltTokenizer, build_tokenizer};
-use crate::optim::materialize;
+use crate::optim::seeded_model;
 use crate::trainer::{StepReport, Trainer};
 
 /// Everything a rank builds before its first step.
@@ -59,18 +59,10 @@ where
         tokenizer: &tok,
     };
     let pipe = method.pipeline(&ctx)?;
-    // Seeding and initialising (Burn's parameters draw lazily, on first use: `materialize`)
-    // under one lock: ranks that are threads of one process share the backend's generator, and
-    // interleaved draws would make rank 0's weights, which every rank takes, depend on thread
-    // timing.
-    let model = {
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        <B as Backend>::seed(&device, cfg.run.seed);
-        let model = method.build::<B>(&ctx, &device)?;
-        materialize(&model);
-        model
-    };
+    // Ranks that are threads of one process share the backend's generator: rank 0's weights,
+    // which every rank takes, must not depend on thread timing.
+    let model =
+        seeded_model::<B, _, _>(&device, cfg.run.seed, || method.build::<B>(&ctx, &device))?;
     let model = comm.sync_model(model)?;
 
     let source = open_source(&cfg.data.train, &cfg.data.shapes)?;

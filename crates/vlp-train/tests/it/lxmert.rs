@@ -70,10 +70,12 @@ fn fresh(
     seed: u64,
 ) -> vlp_align::model::lxmert::Lxmert<vlp_core::backend::TrainBackend> {
     let dev = default_device();
-    <vlp_core::backend::TrainBackend as burn::tensor::backend::Backend>::seed(&dev, seed);
-    let m = method.architecture().init(&dev);
-    vlp_train::optim::materialize(&m);
-    m
+    crate::seeded_model::<vlp_core::backend::TrainBackend, _, std::convert::Infallible>(
+        &dev,
+        seed,
+        || Ok(method.architecture().init(&dev)),
+    )
+    .unwrap()
 }
 
 /// Pretraining steps, fine-tuning steps, and the baseline's steps (module doc).

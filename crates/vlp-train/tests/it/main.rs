@@ -24,6 +24,7 @@ use vlp_train::TrainConfig;
 use vlp_train::method::clip::{ClipMethod, architecture, pipeline_of};
 use vlp_train::method::{BuildContext, EvalContext, Method};
 use vlp_train::model::build_tokenizer;
+use vlp_train::optim::seeded_model;
 
 /// `burn::collective` is one registry per process: tests that register ranks take turns.
 pub fn collective_lock() -> std::sync::MutexGuard<'static, ()> {
@@ -202,15 +203,15 @@ pub fn per_seed<T: Send>(seeds: &[u64], run: impl Fn(u64) -> T + Sync) -> Vec<T>
 pub fn model(cfg: &TrainConfig, seed: u64) -> vlp_align::ClipModel<TrainBackend> {
     let arch = arch(cfg);
     let dev = default_device();
-    <TrainBackend as burn::tensor::backend::Backend>::seed(&dev, seed);
-    let m = arch.init::<TrainBackend>(&dev);
-    vlp_train::optim::materialize(&m);
-    m
+    seeded_model::<TrainBackend, _, std::convert::Infallible>(&dev, seed, || {
+        Ok(arch.init::<TrainBackend>(&dev))
+    })
+    .unwrap()
 }
 
 /// Trains `method` on `data` from `cfg`'s seed (one rank), returning the inference model. Seeds
-/// may train in parallel threads sharing the backend's generator: the initial weights are drawn
-/// (lazily, hence `materialize`) under one lock so each seed's model does not depend on thread
+/// may train in parallel threads sharing the backend's generator: `seeded_model` draws the
+/// initial weights under the process-wide lock, so each seed's model does not depend on thread
 /// timing.
 pub fn trained<M: vlp_train::method::Method>(
     method: Arc<M>,
@@ -230,14 +231,10 @@ where
         tokenizer: &tok,
     };
     let dev = default_device();
-    let model = {
-        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        <TrainBackend as burn::tensor::backend::Backend>::seed(&dev, cfg.run.seed);
-        let model = method.build::<TrainBackend>(&ctx, &dev).unwrap();
-        vlp_train::optim::materialize(&model);
-        model
-    };
+    let model = seeded_model::<TrainBackend, _, _>(&dev, cfg.run.seed, || {
+        method.build::<TrainBackend>(&ctx, &dev)
+    })
+    .unwrap();
     let mut t = vlp_train::trainer::Trainer::new(cfg, method, model, dev, vlp_train::comm::Single);
     for b in data {
         t.step(b).unwrap();
