@@ -63,6 +63,16 @@ pub fn load_captioner<B: Backend>(dir: &Path, device: &B::Device) -> Result<Capt
             p.model.embed_dim()
         )));
     }
+    // A decoder that places the image tokens by index reads exactly the tower's tokens.
+    let v = &p.model.vision_model;
+    let tokens = v.grid() * v.grid() + usize::from(v.has_class_token());
+    if config.context_positions > 0 && config.context_positions != tokens {
+        return Err(invalid(format!(
+            "{}: the decoder places {} image tokens, the image tower writes {tokens}",
+            dir.display(),
+            config.context_positions
+        )));
+    }
     let tokenizer = resolve_for_model(dir, None, config.max_len, Padding::Zero)
         .map_err(|e| invalid(e.to_string()))?;
     if tokenizer.vocab_size != config.vocab_size {

@@ -39,6 +39,10 @@ pub struct CausalDecoderConfig {
     /// tokens projected to `d_model`) after its self-attention.
     #[config(default = false)]
     pub cross_attention: bool,
+    /// Learned embeddings added to the context's tokens by index before the blocks read them
+    /// (0: none, as BLIP's decoder; otherwise the most context tokens it accepts).
+    #[config(default = 0)]
+    pub context_positions: usize,
     /// Feed-forward non-linearity.
     #[config(default = "Activation::Gelu")]
     pub activation: Activation,
@@ -73,6 +77,8 @@ pub struct CausalDecoder<B: Backend> {
     pub token_embedding: Embedding<B>,
     /// Absolute positions, `[max_len, d_model]`.
     pub position_embedding: Embedding<B>,
+    /// Position of each context token (`context_positions` rows), when configured.
+    pub context_position_embedding: Option<Embedding<B>>,
     /// The blocks, first to last.
     pub layers: Vec<DecoderLayer<B>>,
     /// Norm on every output token.
@@ -143,6 +149,8 @@ impl CausalDecoderConfig {
         CausalDecoder {
             token_embedding: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
             position_embedding: EmbeddingConfig::new(self.max_len, self.d_model).init(device),
+            context_position_embedding: (self.cross_attention && self.context_positions > 0)
+                .then(|| EmbeddingConfig::new(self.context_positions, self.d_model).init(device)),
             layers,
             final_layer_norm: norm(),
             lm_head: LinearConfig::new(self.d_model, self.vocab_size).init(device),
@@ -202,6 +210,24 @@ impl<B: Backend> CausalDecoder<B> {
         self.token_embedding.forward(input_ids) + self.position_embedding.forward(positions)
     }
 
+    /// The context with its position embeddings added, when the decoder has them.
+    ///
+    /// # Panics
+    /// If the context has more tokens than the decoder has context positions.
+    fn place(&self, context: Tensor<B, 3>) -> Tensor<B, 3> {
+        let Some(pos) = &self.context_position_embedding else {
+            return context;
+        };
+        let [_, p, d] = context.dims();
+        let max = pos.weight.dims()[0];
+        assert!(
+            p <= max,
+            "decoder: a context of {p} tokens, the decoder places at most {max}"
+        );
+        let table = pos.weight.val().slice([0..p, 0..d]).reshape([1, p, d]);
+        context + table
+    }
+
     fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         linear_2d(&self.lm_head, self.final_layer_norm.forward(x))
     }
@@ -235,6 +261,8 @@ impl<B: Backend> CausalDecoder<B> {
     ) -> Tensor<B, 3> {
         let n = input_ids.dims()[1];
         let causal = AttentionMask::causal(n, &input_ids.device());
+        let placed = context.map(|(c, m)| (self.place(c.clone()), m));
+        let context = placed.as_ref().map(|(c, m)| (c, *m));
         let mut x = self.embed(input_ids, 0);
         for layer in &self.layers {
             x = x.clone()
@@ -273,6 +301,14 @@ impl<B: Backend> CausalDecoder<B> {
         context: Option<(&Tensor<B, 3>, Option<&AttentionMask<B>>)>,
         cache: &mut DecoderCache<B>,
     ) -> Tensor<B, 3> {
+        // Only the first call reads the context (later ones find its keys in the cache).
+        let placed = context
+            .filter(|_| cache.is_empty())
+            .map(|(c, m)| (self.place(c.clone()), m));
+        let context = match &placed {
+            Some((c, m)) => Some((c, *m)),
+            None => context,
+        };
         let mut x = self.embed(new_ids, cache.len());
         for (layer, (self_cache, cross_cache)) in self.layers.iter().zip(&mut cache.layers) {
             x = x.clone()
@@ -569,6 +605,69 @@ mod tests {
         assert_eq!(cache.len(), 6);
         let err = max_err(Tensor::cat(got, 1), want);
         assert!(err < 1e-5, "cached logits differ by {err}");
+    }
+
+    #[test]
+    fn placed_context_is_the_context_plus_its_position_table() {
+        let dev = default_device();
+        let plain = decoder(true);
+        let mut placed = CausalDecoderConfig::new(23, 16, 12, 2, 3, 20)
+            .with_cross_attention(true)
+            .with_context_positions(5)
+            .init::<B>(&dev);
+        // The same blocks: only the position table differs. Parameters are drawn lazily and a
+        // clone of an undrawn one draws its own: a forward draws them all first.
+        let _ = plain.forward(ids(&[&[1]]), Some((&context(1, 1), None)));
+        placed.token_embedding = plain.token_embedding.clone();
+        placed.position_embedding = plain.position_embedding.clone();
+        placed.layers = plain.layers.clone();
+        placed.final_layer_norm = plain.final_layer_norm.clone();
+        placed.lm_head = plain.lm_head.clone();
+        let table = placed
+            .context_position_embedding
+            .as_ref()
+            .unwrap()
+            .weight
+            .val();
+        let seq = ids(&[&[3, 9, 1, 22]]);
+        // 4 of the 5 positions: the first 4 rows of the table.
+        let ctx = context(1, 4);
+        let by_hand = ctx.clone() + table.slice([0..4, 0..12]).reshape([1, 4, 12]);
+        let err = max_err(
+            placed.forward(seq.clone(), Some((&ctx, None))),
+            plain.forward(seq.clone(), Some((&by_hand, None))),
+        );
+        assert!(
+            err < 1e-5,
+            "placed context differs from context + table by {err}"
+        );
+        // Without positions cross-attention cannot tell the context's order; with them it can.
+        let reversed = ctx.clone().flip([1]);
+        let order = |d: &CausalDecoder<B>| {
+            max_err(
+                d.forward(seq.clone(), Some((&ctx, None))),
+                d.forward(seq.clone(), Some((&reversed, None))),
+            )
+        };
+        assert!(order(&plain) < 1e-5, "unplaced: {}", order(&plain));
+        assert!(order(&placed) > 1e-3, "placed: {}", order(&placed));
+        // The cache places the context once, as the full forward does.
+        let mut cache = placed.new_autoregressive_cache();
+        let a = placed.forward_autoregressive_inference(
+            ids(&[&[3, 9]]),
+            Some((&ctx, None)),
+            &mut cache,
+        );
+        let b = placed.forward_autoregressive_inference(
+            ids(&[&[1, 22]]),
+            Some((&ctx, None)),
+            &mut cache,
+        );
+        let err = max_err(
+            Tensor::cat(vec![a, b], 1),
+            placed.forward(seq, Some((&ctx, None))),
+        );
+        assert!(err < 1e-5, "cached placed logits differ by {err}");
     }
 
     /// A decoder whose logits are far from flat, so that decoding paths differ by token.

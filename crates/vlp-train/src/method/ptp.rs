@@ -61,6 +61,10 @@ pub struct PtpSettings {
     pub d_hidden: usize,
     /// Held-out images whose prompt the decoder fills in at evaluation (0: none).
     pub eval_prompts: usize,
+    /// Whether the decoder adds learned position embeddings to the image tokens (not in BLIP
+    /// or PTP: a tower trained from scratch loses where its tokens came from; see
+    /// `vlp_align::model::ptp`).
+    pub image_positions: bool,
 }
 
 impl Default for PtpSettings {
@@ -75,6 +79,7 @@ impl Default for PtpSettings {
             n_heads: 4,
             d_hidden: 256,
             eval_prompts: 500,
+            image_positions: true,
         }
     }
 }
@@ -142,9 +147,16 @@ impl PtpMethod {
         })
     }
 
-    /// The heads' architecture for a dual encoder of joint width `d_model`.
-    pub fn heads_config(&self, d_model: usize, ctx: &BuildContext<'_>) -> Result<PtpConfig> {
+    /// The heads' architecture for `clip` (its joint width and image tokens).
+    pub fn heads_config<B: Backend>(
+        &self,
+        clip: &ClipModel<B>,
+        ctx: &BuildContext<'_>,
+    ) -> Result<PtpConfig> {
         let s = &self.settings;
+        let d_model = clip.embed_dim();
+        let v = &clip.vision_model;
+        let image_tokens = v.grid() * v.grid() + usize::from(v.has_class_token());
         if !d_model.is_multiple_of(s.n_heads) {
             return Err(Checks::new("ptp").fail(
                 "n_heads",
@@ -159,7 +171,8 @@ impl PtpMethod {
         .with_itm_layers(s.itm_layers)
         .with_decoder_layers(s.decoder_layers)
         .with_n_heads(s.n_heads)
-        .with_d_hidden(s.d_hidden))
+        .with_d_hidden(s.d_hidden)
+        .with_image_positions(if s.image_positions { image_tokens } else { 0 }))
     }
 
     /// The position prompt it trains with.
@@ -209,7 +222,7 @@ impl Method for PtpMethod {
 
     fn build<B: Backend>(&self, ctx: &BuildContext<'_>, device: &B::Device) -> Result<PtpModel<B>> {
         let clip = build_clip::<B>(ctx, false, device)?;
-        let config = self.heads_config(clip.embed_dim(), ctx)?;
+        let config = self.heads_config(&clip, ctx)?;
         let mut heads = config.init::<B>(device);
         // Fine-tuning from a PTP run's final/ keeps its decoder (the matching head is not
         // exported: it is a pretraining device).
@@ -219,17 +232,21 @@ impl Method for PtpMethod {
             let dir = std::path::Path::new(dir);
             let (decoder, c) = load_decoder::<B>(dir, device)?;
             let want = config.decoder();
-            if (c.vocab_size, c.max_len, c.d_model) != (want.vocab_size, want.max_len, want.d_model)
-            {
+            let shape = |c: &vlp_text::decoder::CausalDecoderConfig| {
+                (c.vocab_size, c.max_len, c.d_model, c.context_positions)
+            };
+            if shape(&c) != shape(&want) {
                 return Err(TrainError::Config(format!(
-                    "{}: its decoder reads {} tokens of {} ids at width {}, this run {} of {} at {}",
+                    "{}: its decoder reads {} tokens of {} ids at width {} and places {} image                      tokens, this run {} of {} at {} and {} (`image_positions`)",
                     dir.display(),
                     c.max_len,
                     c.vocab_size,
                     c.d_model,
+                    c.context_positions,
                     want.max_len,
                     want.vocab_size,
-                    want.d_model
+                    want.d_model,
+                    want.context_positions
                 )));
             }
             heads.decoder = decoder;
@@ -365,7 +382,7 @@ impl Method for PtpMethod {
             config: ctx.config,
             tokenizer: ctx.tokenizer,
         };
-        let config = self.heads_config(model.clip.embed_dim(), &build)?;
+        let config = self.heads_config(&model.clip, &build)?;
         save_decoder(&model.heads.decoder, &config.decoder(), ctx.dir)?;
         Ok(())
     }

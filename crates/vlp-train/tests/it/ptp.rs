@@ -2,21 +2,21 @@
 //! vision-language model where objects are, without costing retrieval): PTP and CLIP trained
 //! in this test on the same batches from the same seeds (mean of 3 seeds).
 //!
-//! Asserted: PTP's retrieval R@5 on held-out images is not below CLIP's (within 0.02, the
-//! spread between seeds). **Not met, printed**: the issue's ≥ 0.7 for filling
-//! "… The block [?] has a red circle." with the decoder. Measured (seeds 1–3, 300 steps,
-//! 2026-11-30): block filling 0.227 on every seed, which is always answering block 4, the
-//! most frequent block of the training prompts (0.20 of them; uniform chance 0.11). The
-//! decoder does read the image (a caption's log-likelihood drops by about 3 nats with another
-//! image's tokens) but not where objects are: after 600, 1000 and 2000 steps, at 64 px, without
-//! augmentation, without the class token in the decoder's context, with the language-model loss
-//! alone, at lr 7e-4, with one object per image (0.240), and even with the object named before
-//! the block ("The red circle has a block [?]"), the score of each block stays the same for
-//! every image. The training prompts are right (a pixel-difference heuristic finds the named
-//! object's block in each checked sample). What does learn, in 2000 steps: one object per image
-//! with the decoder reading the tower's *input* tokens (patch and position embeddings): 0.72.
-//! Not with its output tokens (0.24), nor from input tokens with several objects (0.23).
-
+//! Asserted: the decoder fills "… The block [?] has a red circle." in (the block scored best
+//! among the 9 holds an object of that name) on at least 0.35 of the held-out prompts (chance
+//! 0.111; always answering the most frequent block, 4, scores 0.227), and PTP's retrieval R@5
+//! is not below CLIP's (within 0.02, the spread between seeds). **The issue's ≥ 0.7 is not
+//! met.** Measured (2026-11-30, 2-core AMD EPYC, 844 s): block filling 0.490, 0.553, 0.493
+//! (mean 0.512); R@5 PTP 0.217, 0.225, 0.210 (0.217) against CLIP 0.197, 0.260, 0.205 (0.221).
+//!
+//! The decoder places the image tokens with learned position embeddings
+//! (`PtpSettings::image_positions`; BLIP has none, its pretrained ViT's tokens keep their
+//! positions). Without them the decoder never tells the blocks apart here: 0.227 on every seed
+//! after 300 to 2000 steps, at 64 px, without augmentation, with the language-model loss alone,
+//! at lr 7e-4, with one object per image, and with the object named before the block. With
+//! them (seed 1 unless said, 2026-11-30): 0.227 after 300 steps, 0.49 after 1500, seed 2 0.60
+//! after 3000; at 1500 steps lr 6e-3 0.39, lr 1.5e-3 0.47, without the matching loss 0.52, three
+//! decoder blocks 0.54.
 use std::sync::Arc;
 
 use vlp_core::backend::default_device;
@@ -29,7 +29,7 @@ use vlp_train::model::build_tokenizer;
 use crate::{batches_with, evaluated, held_out, per_seed, tiny, trained};
 
 /// Steps of each training run.
-const STEPS: usize = 300;
+const STEPS: usize = 1500;
 
 fn config(seed: u64) -> TrainConfig {
     tiny(&[
@@ -91,9 +91,9 @@ fn run(seed: u64) -> (f64, f64, f64) {
 }
 
 #[test]
-#[ignore = "trains 6 models of 300 steps (about 2 min on 2 cores, 4 under load); run with \
+#[ignore = "trains 6 models of 1500 steps (about 16 min on 2 cores); run with \
             `cargo test -p vlp-train --test it ptp -- --ignored --nocapture`"]
-fn position_prompted_pretraining_keeps_clip_retrieval() {
+fn position_prompted_pretraining_learns_where_objects_are_and_keeps_clip_retrieval() {
     let seeds = [1u64, 2, 3];
     let n = seeds.len() as f64;
     let (mut block, mut ptp, mut clip) = (0.0, 0.0, 0.0);
@@ -104,8 +104,12 @@ fn position_prompted_pretraining_keeps_clip_retrieval() {
         clip += c / n;
     }
     println!(
-        "mean: block filling {block:.3} (the issue asks 0.7, not met; chance 0.111); \
-         R@5 PTP {ptp:.3} CLIP {clip:.3}"
+        "mean: block filling {block:.3} (the issue asks 0.7; chance 0.111, most frequent \
+         block 0.227); R@5 PTP {ptp:.3} CLIP {clip:.3}"
+    );
+    assert!(
+        block >= 0.35,
+        "block filling {block:.3}: the decoder does not tell the blocks apart"
     );
     assert!(
         ptp >= clip - 0.02,
