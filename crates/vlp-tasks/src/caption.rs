@@ -64,8 +64,7 @@ pub fn load_captioner<B: Backend>(dir: &Path, device: &B::Device) -> Result<Capt
         )));
     }
     // A decoder that places the image tokens by index reads exactly the tower's tokens.
-    let v = &p.model.vision_model;
-    let tokens = v.grid() * v.grid() + usize::from(v.has_class_token());
+    let tokens = p.model.vision_model.num_positions();
     if config.context_positions > 0 && config.context_positions != tokens {
         return Err(invalid(format!(
             "{}: the decoder places {} image tokens, the image tower writes {tokens}",

@@ -124,4 +124,24 @@ fn a_trained_ptp_model_captions_from_the_command_line() {
         "has no decoder",
     );
     bad(&["caption", "--model", m, "--beams", "0", a], "--beams 0");
+    // A decoder whose stored table does not fit its configuration: the load names the key.
+    let cfg = model.join("decoder_config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let other = text.replace("\"context_positions\": 17", "\"context_positions\": 5");
+    assert_ne!(other, text, "the decoder places the tower's 17 tokens");
+    std::fs::write(&cfg, &other).unwrap();
+    bad(
+        &["caption", "--model", m, a],
+        "\"context_position_embedding.weight\" has shape [17, 16], expected [5, 16]",
+    );
+    // A whole decoder that places 5 image tokens, where the tower writes 17 (16 patches at
+    // 32 px, patch 8, and the class token).
+    use vlp_core::backend::{DefaultBackend, default_device};
+    let c: vlp_text::decoder::CausalDecoderConfig = serde_json::from_str(&other).unwrap();
+    let decoder = c.init::<DefaultBackend>(&default_device());
+    vlp_align::model::ptp::save_decoder(&decoder, &c, &model).unwrap();
+    bad(
+        &["caption", "--model", m, a],
+        "the decoder places 5 image tokens, the image tower writes 17",
+    );
 }

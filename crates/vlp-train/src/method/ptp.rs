@@ -155,8 +155,7 @@ impl PtpMethod {
     ) -> Result<PtpConfig> {
         let s = &self.settings;
         let d_model = clip.embed_dim();
-        let v = &clip.vision_model;
-        let image_tokens = v.grid() * v.grid() + usize::from(v.has_class_token());
+        let image_tokens = clip.vision_model.num_positions();
         if !d_model.is_multiple_of(s.n_heads) {
             return Err(Checks::new("ptp").fail(
                 "n_heads",

@@ -159,6 +159,12 @@ impl<B: Backend> Vit<B> {
         self.embeddings.grid()
     }
 
+    /// Tokens of its output at its own resolution: the patches and the class token, if any
+    /// (as [`VitConfig::num_positions`]).
+    pub fn num_positions(&self) -> usize {
+        self.grid() * self.grid() + usize::from(self.has_class_token())
+    }
+
     /// Width of the token features.
     pub fn hidden_size(&self) -> usize {
         self.post_layernorm.weight.lazy_shape().dims::<1>()[0]
@@ -184,7 +190,9 @@ mod tests {
         let dev = default_device();
         let px = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Normal(0.0, 1.0), &dev);
         for (layout, tokens) in [(VitLayout::Clip, 17), (VitLayout::Siglip, 16)] {
-            let out = vit(layout).forward_with(px.clone(), true);
+            let m = vit(layout);
+            assert_eq!(m.num_positions(), tokens);
+            let out = m.forward_with(px.clone(), true);
             assert_eq!(out.last_hidden_state.dims(), [2, tokens, 16]);
             assert_eq!(out.pooler_output.dims(), [2, 16]);
             assert_eq!(out.hidden_states.unwrap().len(), 2);
