@@ -30,27 +30,21 @@ use vlp_train::method::clip_rocket::{ClipRocketMethod, ClipRocketSettings};
 use vlp_train::method::{DataRequest, Method};
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_for, held_out, per_seed, tiny, trained, zero_shot};
+use crate::{batches_for, claim_config, held_out, per_seed, tiny, trained, zero_shot};
 
 /// Steps of each training run.
 const STEPS: usize = 300;
 
 fn config(seed: u64) -> TrainConfig {
-    tiny(&[
-        "model.width=64",
-        "model.layers=2",
-        "model.heads=2",
-        "model.embed_dim=64",
-        "model.patch_size=8",
-        "data.batch_size=32",
-        &format!("optim.steps={}", STEPS),
-        "optim.warmup_steps=20",
-        "optim.lr=0.003",
-        &format!("run.seed={seed}"),
-        // 640 images seen 15 times: the paper's regime (CC3M, 32 epochs), where CLIP starts to
-        // overfit its captions and the views and label smoothing regularise.
-        "data.train=\"shapes:train:640\"",
-    ])
+    claim_config(
+        seed,
+        STEPS,
+        &[
+            // 640 images seen 15 times: the paper's regime (CC3M, 32 epochs), where CLIP starts to
+            // overfit its captions and the views and label smoothing regularise.
+            "data.train=\"shapes:train:640\"",
+        ],
+    )
 }
 
 /// The official recipe with `configs/clip-rocket.toml`'s two ShapesWorld changes (no hue

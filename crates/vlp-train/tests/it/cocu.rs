@@ -29,24 +29,13 @@ use vlp_train::TrainConfig;
 use vlp_train::method::clip::ClipMethod;
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_with, per_seed, tiny, trained};
+use crate::{batches_with, claim_config, per_seed, trained};
 
 const STEPS: usize = 150;
 const IMAGES: usize = 1000;
 
 fn config(seed: u64) -> TrainConfig {
-    tiny(&[
-        "model.width=64",
-        "model.layers=2",
-        "model.heads=2",
-        "model.embed_dim=64",
-        "model.patch_size=8",
-        "data.batch_size=32",
-        &format!("optim.steps={STEPS}"),
-        "optim.warmup_steps=20",
-        "optim.lr=0.003",
-        &format!("run.seed={seed}"),
-    ])
+    claim_config(seed, STEPS, &[])
 }
 
 /// "red circle" for every colour and shape, and the generic nouns any caption gallery holds.

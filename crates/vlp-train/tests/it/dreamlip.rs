@@ -24,24 +24,13 @@ use vlp_train::method::dreamlip::{
 };
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_with, held_out, per_seed, tiny, trained};
+use crate::{batches_with, claim_config, held_out, per_seed, trained};
 
 /// Steps of each training run.
 const STEPS: usize = 120;
 
 fn config(seed: u64) -> TrainConfig {
-    tiny(&[
-        "model.width=64",
-        "model.layers=2",
-        "model.heads=2",
-        "model.embed_dim=64",
-        "model.patch_size=8",
-        "data.batch_size=32",
-        &format!("optim.steps={STEPS}"),
-        "optim.warmup_steps=20",
-        "optim.lr=0.003",
-        &format!("run.seed={seed}"),
-    ])
+    claim_config(seed, STEPS, &[])
 }
 
 /// The official defaults with 3 sub-captions (ShapesWorld's long captions have 1–7 sentences)

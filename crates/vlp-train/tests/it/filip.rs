@@ -18,25 +18,14 @@ use vlp_train::method::clip::ClipMethod;
 use vlp_train::method::filip::{FilipMethod, FilipSettings};
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches, tiny, trained};
+use crate::{batches, claim_config, trained};
 
 /// Steps of each training run: pointing is well above chance after ~50, long-caption retrieval
 /// separates after ~90 (measured on seeds other than these).
 const STEPS: usize = 120;
 
 fn config(seed: u64) -> TrainConfig {
-    tiny(&[
-        "model.width=64",
-        "model.layers=2",
-        "model.heads=2",
-        "model.embed_dim=64",
-        "model.patch_size=8",
-        "data.batch_size=32",
-        &format!("optim.steps={STEPS}"),
-        "optim.warmup_steps=20",
-        "optim.lr=0.003",
-        &format!("run.seed={seed}"),
-    ])
+    claim_config(seed, STEPS, &[])
 }
 
 /// What the test measures on the held-out images.

@@ -32,6 +32,26 @@ pub fn collective_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The model the claim tests train (64 wide, 2 layers, 32 px in patches of 8, batch 32, lr
+/// 3e-3) for `steps` from `seed`, then `extra` overrides.
+pub fn claim_config(seed: u64, steps: usize, extra: &[&str]) -> TrainConfig {
+    let (steps, seed) = (format!("optim.steps={steps}"), format!("run.seed={seed}"));
+    let mut o = vec![
+        "model.width=64",
+        "model.layers=2",
+        "model.heads=2",
+        "model.embed_dim=64",
+        "model.patch_size=8",
+        "data.batch_size=32",
+        "optim.warmup_steps=20",
+        "optim.lr=0.003",
+        &steps,
+        &seed,
+    ];
+    o.extend_from_slice(extra);
+    tiny(&o)
+}
+
 /// A config small enough to train in seconds.
 pub fn tiny(overrides: &[&str]) -> TrainConfig {
     let mut o: Vec<String> = [

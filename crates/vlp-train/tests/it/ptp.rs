@@ -26,26 +26,20 @@ use vlp_train::method::ptp::{PtpMethod, PtpSettings, block_filling};
 use vlp_train::method::{Method, Metrics};
 use vlp_train::model::build_tokenizer;
 
-use crate::{batches_with, evaluated, held_out, per_seed, tiny, trained};
+use crate::{batches_with, claim_config, evaluated, held_out, per_seed, trained};
 
 /// Steps of each training run.
 const STEPS: usize = 1500;
 
 fn config(seed: u64) -> TrainConfig {
-    tiny(&[
-        "model.width=64",
-        "model.layers=2",
-        "model.heads=2",
-        "model.embed_dim=64",
-        "model.patch_size=8",
-        "data.batch_size=32",
-        // Caption and prompt: ShapesWorld's longest captions and 9 prompt tokens.
-        "tokenizer.context_length=40",
-        &format!("optim.steps={STEPS}"),
-        "optim.warmup_steps=20",
-        "optim.lr=0.003",
-        &format!("run.seed={seed}"),
-    ])
+    claim_config(
+        seed,
+        STEPS,
+        &[
+            // Caption and prompt: ShapesWorld's longest captions and 9 prompt tokens.
+            "tokenizer.context_length=40",
+        ],
+    )
 }
 
 /// (PTP block filling, PTP R@5, CLIP R@5), R@5 the mean of both directions.
