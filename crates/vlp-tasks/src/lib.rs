@@ -9,6 +9,7 @@
 pub mod battery;
 pub mod bundle;
 pub mod caption;
+pub mod compositional;
 pub mod embed;
 pub mod error;
 pub mod fewshot;

@@ -126,6 +126,10 @@ pub struct ModelConfig {
     pub config: Option<String>,
     /// A model directory (transformers or open_clip layout) to start from.
     pub init: Option<String>,
+    /// A training configuration whose exported model to start from, trained first (or resumed)
+    /// when its `<run.dir>/<run.name>/final.json` is missing: a two-stage recipe in one command
+    /// (pretrain, then fine-tune). Excludes `init`; the run records the resolved `init`.
+    pub init_from: Option<String>,
     /// `shapes-tiny` only: residual width of both towers.
     pub width: usize,
     /// `shapes-tiny` only: blocks per tower.
@@ -146,6 +150,7 @@ impl Default for ModelConfig {
             preset: "shapes-tiny".into(),
             config: None,
             init: None,
+            init_from: None,
             width: 128,
             layers: 3,
             heads: 4,
@@ -605,6 +610,12 @@ impl TrainConfig {
             );
         }
         let m = &self.model;
+        if m.init.is_some() && m.init_from.is_some() {
+            return bad(
+                "model.init_from",
+                "set together with `model.init`: start from one or the other".into(),
+            );
+        }
         if m.preset == "shapes-tiny" && m.config.is_none() && m.init.is_none() {
             for (f, v) in [
                 ("model.width", m.width),

@@ -32,13 +32,17 @@ pub struct StepReport {
     pub skipped: bool,
 }
 
-/// Casts every parameter to a half type, keeping ids, as fresh leaves.
+/// Casts every parameter to a half type, keeping ids, as fresh leaves; frozen parameters
+/// (locked towers, everything but LoRA adapters) stay frozen.
 struct CastParams(FloatDType);
 
 impl<B: Backend> ModuleMapper<B> for CastParams {
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let dtype = self.0;
-        p.map(|t| t.cast(dtype).detach().require_grad())
+        p.map(|t| {
+            let train = t.is_require_grad();
+            t.cast(dtype).detach().set_require_grad(train)
+        })
     }
 }
 

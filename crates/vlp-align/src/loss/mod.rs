@@ -21,7 +21,7 @@ pub use filip::{filip_loss, late_interaction, select_image_tokens};
 pub use info_nce::{MAX_LOGIT_SCALE, clip_loss};
 pub use itm::{hard_negatives, itm_loss};
 pub use lxmert::{cross_entropy_per_position, smooth_l1_per_position};
-pub use multi_label::multi_label_loss;
+pub use multi_label::{multi_label_loss, multi_label_loss_with_negatives};
 pub use sigmoid::siglip_loss;
 
 use serde::{Deserialize, Serialize};

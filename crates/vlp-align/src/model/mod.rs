@@ -9,7 +9,7 @@ pub use config::{ClipConfig, ModelKind};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
-use vlp_core::nn::linear_2d;
+use vlp_core::nn::{LoraConfig, linear_2d};
 use vlp_text::{TextOutput, TextTransformer};
 use vlp_vision::{Vit, VitOutput};
 
@@ -78,6 +78,42 @@ pub fn normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 impl<B: Backend> ClipModel<B> {
+    /// Adds LoRA updates to the attention of every block of the chosen towers
+    /// ([`vlp_core::nn::Attention::add_lora`]); freeze the rest with
+    /// [`vlp_core::nn::train_only_lora`].
+    pub fn add_lora(
+        mut self,
+        config: &LoraConfig,
+        image: bool,
+        text: bool,
+        device: &B::Device,
+    ) -> Self {
+        if image {
+            self.vision_model.encoder = self.vision_model.encoder.add_lora(config, device);
+        }
+        if text {
+            self.text_model.encoder = self.text_model.encoder.add_lora(config, device);
+        }
+        self
+    }
+
+    /// Folds `weight` times the LoRA updates into the towers' weights and drops the adapters:
+    /// 1 gives the adapted model, λ the weight average `(1 − λ)·θ₀ + λ·θ` with the model the
+    /// adapters started from. No-op without adapters.
+    pub fn merge_lora(mut self, weight: f64) -> Self {
+        self.vision_model.encoder = self.vision_model.encoder.merge_lora(weight);
+        self.text_model.encoder = self.text_model.encoder.merge_lora(weight);
+        self
+    }
+
+    /// Whether any attention layer carries LoRA adapters.
+    pub fn has_lora(&self) -> bool {
+        let adapted = |layers: &[vlp_core::nn::EncoderLayer<B>]| {
+            layers.iter().any(|l| l.self_attn.lora.is_some())
+        };
+        adapted(&self.vision_model.encoder.layers) || adapted(&self.text_model.encoder.layers)
+    }
+
     /// Image features in the joint space, not normalised (open_clip `encode_image`).
     ///
     /// # Shapes

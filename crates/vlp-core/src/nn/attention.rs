@@ -6,11 +6,12 @@
 //! saved in, without splitting or concatenating weights.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
+use super::lora::{Lora, LoraConfig};
 use super::mask::AttentionMask;
 use super::mlp::linear_2d;
 
@@ -49,6 +50,18 @@ pub struct Attention<B: Backend> {
     pub dropout: Dropout,
     /// Number of heads.
     pub n_heads: usize,
+    /// Low-rank updates of the query and value projections, when adapted
+    /// ([`Attention::add_lora`]); absent from every checkpoint layout.
+    pub lora: Option<AttentionLora<B>>,
+}
+
+/// LoRA updates of an attention layer's query and value projections.
+#[derive(Module, Debug)]
+pub struct AttentionLora<B: Backend> {
+    /// Added to the query projection.
+    pub q: Lora<B>,
+    /// Added to the value projection.
+    pub v: Lora<B>,
 }
 
 /// What [`Attention::forward_with_weights`] returns.
@@ -96,6 +109,7 @@ impl AttentionConfig {
             out_proj: lin(self.d_model),
             dropout: DropoutConfig::new(self.dropout).init(),
             n_heads: self.n_heads,
+            lora: None,
         }
     }
 }
@@ -213,8 +227,72 @@ impl<B: Backend> Attention<B> {
         self.attend(q, k, v, mask, false).0
     }
 
+    /// Adds zero-initialised LoRA updates to the query and value projections (replacing any
+    /// present). Only the adapters train once [`crate::nn::lora::train_only_lora`] freezes the
+    /// rest.
+    pub fn add_lora(mut self, config: &LoraConfig, device: &B::Device) -> Self {
+        let d = self.d_model();
+        self.lora = Some(AttentionLora {
+            q: config.init(d, d, device),
+            v: config.init(d, d, device),
+        });
+        self
+    }
+
+    /// Folds `weight` times the LoRA updates into the projection weights and drops the
+    /// adapters: `weight` 1 gives the adapted layer as plain weights, `weight` λ the average
+    /// `(1 − λ)·θ₀ + λ·θ` of the original and the adapted layer. No-op without adapters.
+    pub fn merge_lora(mut self, weight: f64) -> Self {
+        let Some(lora) = self.lora.take() else {
+            return self;
+        };
+        let dq = lora.q.delta().detach() * weight;
+        let dv = lora.v.delta().detach() * weight;
+        let add = |p: Param<Tensor<B, 2>>, delta: Tensor<B, 2>| p.map(|w| w + delta);
+        match self.in_proj.take() {
+            Some(mut fused) => {
+                // Burn stores `[d_in, d_out]`: q, k, v are column blocks of the fused weight.
+                let dk = dq.zeros_like();
+                fused.weight = add(fused.weight, Tensor::cat(vec![dq, dk, dv], 1));
+                self.in_proj = Some(fused);
+            }
+            None => {
+                let (mut q, mut v) = (
+                    self.q_proj
+                        .take()
+                        .expect("attention has either q/k/v or in_proj"),
+                    self.v_proj
+                        .take()
+                        .expect("attention has either q/k/v or in_proj"),
+                );
+                q.weight = add(q.weight, dq);
+                v.weight = add(v.weight, dv);
+                self.q_proj = Some(q);
+                self.v_proj = Some(v);
+            }
+        }
+        self
+    }
+
+    /// Adds the LoRA update of projection `which` (0 = q, 2 = v) of input `x` to `out`.
+    fn adapted(&self, out: Tensor<B, 3>, x: Tensor<B, 3>, which: usize) -> Tensor<B, 3> {
+        match (&self.lora, which) {
+            (Some(l), 0) => out + l.q.forward(x),
+            (Some(l), 2) => out + l.v.forward(x),
+            _ => out,
+        }
+    }
+
     /// q, k, v for self-attention: one matmul in the fused layout.
     fn project_self(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
+        if self.lora.is_some() {
+            let (q, k, v) = self.project_self_plain(x.clone());
+            return (self.adapted(q, x.clone(), 0), k, self.adapted(v, x, 2));
+        }
+        self.project_self_plain(x)
+    }
+
+    fn project_self_plain(&self, x: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
         match &self.in_proj {
             Some(in_proj) => {
                 let d = self.d_model();
@@ -226,9 +304,9 @@ impl<B: Backend> Attention<B> {
                 (q, k, v)
             }
             None => (
-                self.project(x.clone(), 0),
-                self.project(x.clone(), 1),
-                self.project(x, 2),
+                self.project_plain(x.clone(), 0),
+                self.project_plain(x.clone(), 1),
+                self.project_plain(x, 2),
             ),
         }
     }
@@ -239,6 +317,13 @@ impl<B: Backend> Attention<B> {
     /// slicing the weight instead gives a strided matrix, which CubeCL's matmul on wgpu
     /// multiplied wrongly (found by the SigLIP parity test on lavapipe).
     fn project(&self, x: Tensor<B, 3>, which: usize) -> Tensor<B, 3> {
+        if self.lora.is_some() {
+            return self.adapted(self.project_plain(x.clone(), which), x, which);
+        }
+        self.project_plain(x, which)
+    }
+
+    fn project_plain(&self, x: Tensor<B, 3>, which: usize) -> Tensor<B, 3> {
         let separate = [&self.q_proj, &self.k_proj, &self.v_proj][which];
         if let Some(p) = separate {
             return linear_2d(p, x);

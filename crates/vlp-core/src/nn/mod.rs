@@ -8,6 +8,7 @@ pub mod activation;
 pub mod attention;
 pub mod cross_modal;
 pub mod ema;
+pub mod lora;
 pub mod mask;
 pub mod mlp;
 pub mod norm;
@@ -16,11 +17,12 @@ pub mod roi_align;
 pub mod transformer;
 
 pub use activation::Activation;
-pub use attention::{Attention, AttentionConfig, AttentionOutput, KvCache};
+pub use attention::{Attention, AttentionConfig, AttentionLora, AttentionOutput, KvCache};
 pub use cross_modal::{
     CrossAttentionLayer, CrossModalityLayer, GroundedLayer, PostNormConfig, PostNormLayer,
 };
 pub use ema::{ema_update, frozen_copy};
+pub use lora::{Lora, LoraConfig, num_trainable, train_only_lora};
 pub use mask::AttentionMask;
 pub use mlp::{Mlp, MlpConfig, linear_2d};
 pub use norm::{LayerNorm, LayerNormConfig};

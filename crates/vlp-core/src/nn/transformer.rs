@@ -6,6 +6,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::activation::Activation;
 use super::attention::{Attention, AttentionConfig};
+use super::lora::LoraConfig;
 use super::mask::AttentionMask;
 use super::mlp::{Mlp, MlpConfig};
 use super::norm::{LayerNorm, LayerNormConfig};
@@ -204,6 +205,33 @@ impl TransformerEncoderConfig {
 }
 
 impl<B: Backend> TransformerEncoder<B> {
+    /// Adds LoRA updates to every block's attention ([`Attention::add_lora`]).
+    pub fn add_lora(mut self, config: &LoraConfig, device: &B::Device) -> Self {
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|mut l| {
+                l.self_attn = l.self_attn.add_lora(config, device);
+                l
+            })
+            .collect();
+        self
+    }
+
+    /// Folds `weight` times every block's LoRA updates into its weights
+    /// ([`Attention::merge_lora`]).
+    pub fn merge_lora(mut self, weight: f64) -> Self {
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|mut l| {
+                l.self_attn = l.self_attn.merge_lora(weight);
+                l
+            })
+            .collect();
+        self
+    }
+
     /// Runs every block.
     ///
     /// # Shapes

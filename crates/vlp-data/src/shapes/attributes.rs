@@ -174,6 +174,14 @@ pub enum Relation {
     BiggerThan,
     /// At most two thirds of the area.
     SmallerThan,
+    /// The two footprints overlap, one lying on the other (an action; only with
+    /// `ShapesWorldConfig::actions`).
+    Overlapping,
+    /// A triangle (triangles point up) whose tip faces the other object's centre, within 30° of
+    /// straight up (an action; only with `ShapesWorldConfig::actions`).
+    PointingAt,
+    /// The converse of [`Relation::PointingAt`].
+    PointedAtBy,
 }
 
 impl Relation {
@@ -186,7 +194,18 @@ impl Relation {
             Relation::Below => "below",
             Relation::BiggerThan => "bigger than",
             Relation::SmallerThan => "smaller than",
+            Relation::Overlapping => "overlapping",
+            Relation::PointingAt => "pointing at",
+            Relation::PointedAtBy => "pointed at by",
         }
+    }
+
+    /// Whether it is one of the actions of the compositional mode.
+    pub fn is_action(self) -> bool {
+        matches!(
+            self,
+            Relation::Overlapping | Relation::PointingAt | Relation::PointedAtBy
+        )
     }
 
     /// The relation with subject and object swapped.
@@ -198,6 +217,9 @@ impl Relation {
             Relation::Below => Relation::Above,
             Relation::BiggerThan => Relation::SmallerThan,
             Relation::SmallerThan => Relation::BiggerThan,
+            Relation::Overlapping => Relation::Overlapping,
+            Relation::PointingAt => Relation::PointedAtBy,
+            Relation::PointedAtBy => Relation::PointingAt,
         }
     }
 }

@@ -20,6 +20,71 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 
+/// The actions between objects (both directions): footprints that share at least 5 % of the
+/// smaller one's pixels overlap; a triangle points at an object whose centre lies at least a
+/// tenth of the image above the triangle's centre and within 30° of straight up.
+fn actions(
+    specs: &[(Shape, Colour, f32, Texture, f32)],
+    centres: &[(f32, f32)],
+    size: usize,
+) -> Vec<RelationFact> {
+    let n = specs.len();
+    let s = size as f32;
+    // Each object's full footprint (occlusion ignored), as pixel indices.
+    let footprint: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            let (shape, r) = (specs[i].0, specs[i].2 * s);
+            let (cx, cy) = (centres[i].0 * s, centres[i].1 * s);
+            let lo = |c: f32| ((c - r).floor().max(0.0)) as usize;
+            let hi = |c: f32| ((c + r).ceil().min(s)) as usize;
+            let mut px = Vec::new();
+            for y in lo(cy)..hi(cy) {
+                for x in lo(cx)..hi(cx) {
+                    let (u, v) = ((x as f32 + 0.5 - cx) / r, (y as f32 + 0.5 - cy) / r);
+                    if render::inside(shape, u, v) {
+                        px.push(y * size + x);
+                    }
+                }
+            }
+            px
+        })
+        .collect();
+    let mut out = Vec::new();
+    let fact = |subject, relation, object| RelationFact {
+        subject,
+        relation,
+        object,
+    };
+    for i in 0..n {
+        for j in 0..n {
+            if i == j {
+                continue;
+            }
+            if i < j {
+                let shared = footprint[i]
+                    .iter()
+                    .filter(|p| footprint[j].binary_search(p).is_ok())
+                    .count();
+                let smaller = footprint[i].len().min(footprint[j].len());
+                if shared > 0 && shared as f32 >= 0.05 * smaller as f32 {
+                    out.push(fact(i, Relation::Overlapping, j));
+                    out.push(fact(j, Relation::Overlapping, i));
+                }
+            }
+            if specs[i].0 == Shape::Triangle {
+                let up = centres[i].1 - centres[j].1;
+                let side = (centres[j].0 - centres[i].0).abs();
+                // tan 30° ≈ 0.577.
+                if up >= 0.1 && side <= 0.577 * up {
+                    out.push(fact(i, Relation::PointingAt, j));
+                    out.push(fact(j, Relation::PointedAtBy, i));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A deterministic split of the world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,6 +180,10 @@ pub struct ShapesWorldConfig {
     pub palette: Palette,
     /// (shape, colour) combinations kept out of training, for compositional zero-shot tests.
     pub held_out: Vec<(Shape, Colour)>,
+    /// The compositional mode's actions: objects overlapping and triangles pointing at objects
+    /// become relations, and long captions state every action besides up to three spatial
+    /// relations (SyViC's dense captions). Off, the world is exactly the plain one.
+    pub actions: bool,
 }
 
 impl Default for ShapesWorldConfig {
@@ -136,6 +205,7 @@ impl Default for ShapesWorldConfig {
                 (Shape::Star, Colour::Green),
                 (Shape::Cross, Colour::Red),
             ],
+            actions: false,
         }
     }
 }
@@ -493,6 +563,9 @@ impl ShapesWorld {
                     add(Relation::SmallerThan);
                 }
             }
+        }
+        if self.config.actions {
+            relations.extend(actions(specs, centres, size));
         }
         let mut counts = Counts {
             total: n,

@@ -152,7 +152,11 @@ pub(super) fn captions(
     let mut long = per_object.clone();
     let mut facts: Vec<&RelationFact> = relations.iter().filter(|r| r.subject < r.object).collect();
     rng.shuffle(&mut facts);
-    for f in facts.iter().take(3) {
+    // Actions (the compositional mode's) are all stated; spatial relations up to three. Without
+    // actions this is the shuffled list itself.
+    let (acts, facts): (Vec<&RelationFact>, Vec<&RelationFact>) =
+        facts.into_iter().partition(|f| f.relation.is_action());
+    for f in facts.iter().take(3).chain(&acts) {
         long.push(format!(
             "The {} is {} {}.",
             &refs[f.subject][4..],
@@ -333,6 +337,12 @@ pub fn vocabulary() -> Vec<&'static str> {
         "bigger",
         "smaller",
         "than",
+        // The compositional mode's actions.
+        "overlapping",
+        "pointing",
+        "pointed",
+        "at",
+        "by",
         "leftmost",
         "rightmost",
         "middle",

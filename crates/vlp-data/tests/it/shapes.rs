@@ -89,6 +89,9 @@ fn ground_truth_is_consistent() {
                     Relation::Below => a.center[1] > b.center[1],
                     Relation::BiggerThan => a.full_area > b.full_area,
                     Relation::SmallerThan => a.full_area < b.full_area,
+                    Relation::Overlapping | Relation::PointingAt | Relation::PointedAtBy => {
+                        panic!("{}: an action in the plain world", s.key)
+                    }
                 };
                 assert!(ok, "{}: {r:?} false", s.key);
             }
@@ -219,4 +222,82 @@ fn bad_configs_name_the_field() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("image_sise"), "{e}");
+}
+
+/// The compositional mode adds actions true by geometry, states them all in the long caption,
+/// and leaves the images and every other relation as the plain world draws them.
+#[test]
+fn actions_are_true_by_geometry_and_change_nothing_else() {
+    let cfg = ShapesWorldConfig {
+        texture_prob: 0.3,
+        ..Default::default()
+    };
+    let plain = ShapesWorld::new(cfg.clone()).unwrap();
+    let acting = ShapesWorld::new(ShapesWorldConfig {
+        actions: true,
+        ..cfg
+    })
+    .unwrap();
+    let (mut overlaps, mut points) = (0, 0);
+    for i in 0..300 {
+        let (p, a) = (
+            plain.sample(Split::Train, i),
+            acting.sample(Split::Train, i),
+        );
+        assert_eq!(p.image, a.image);
+        assert_eq!(p.captions.short, a.captions.short);
+        let kept: Vec<_> = a
+            .relations
+            .iter()
+            .filter(|r| !r.relation.is_action())
+            .copied()
+            .collect();
+        assert_eq!(kept, p.relations, "{}", a.key);
+        for r in a.relations.iter().filter(|r| r.relation.is_action()) {
+            let (s, o) = (&a.objects[r.subject], &a.objects[r.object]);
+            // Every action has its converse.
+            assert!(a.relations.contains(&vlp_data::shapes::RelationFact {
+                subject: r.object,
+                relation: r.relation.converse(),
+                object: r.subject,
+            }));
+            match r.relation {
+                Relation::Overlapping => {
+                    overlaps += 1;
+                    // The footprints are within reach of each other.
+                    let d = ((s.center[0] - o.center[0]).powi(2)
+                        + (s.center[1] - o.center[1]).powi(2))
+                    .sqrt();
+                    assert!(d < s.radius + o.radius, "{}: {r:?} {d}", a.key);
+                }
+                Relation::PointingAt => {
+                    points += 1;
+                    assert_eq!(s.shape, Shape::Triangle);
+                    let up = s.center[1] - o.center[1];
+                    assert!(up >= 0.1 && (s.center[0] - o.center[0]).abs() <= 0.58 * up);
+                }
+                Relation::PointedAtBy => assert_eq!(o.shape, Shape::Triangle),
+                _ => unreachable!(),
+            }
+            // Stated in the long caption, with the referring expressions.
+            if r.subject < r.object {
+                let sentence = format!(
+                    "The {} is {} {}.",
+                    &a.captions.referring[r.subject][4..],
+                    r.relation.phrase(),
+                    a.captions.referring[r.object]
+                );
+                assert!(a.captions.long.contains(&sentence), "{}: {sentence}", a.key);
+            }
+        }
+    }
+    assert!(
+        overlaps > 20 && points > 10,
+        "{overlaps} overlaps, {points} pointings"
+    );
+    // The actions' words are in the vocabulary.
+    let v = vlp_data::shapes::vocabulary();
+    for w in ["overlapping", "pointing", "pointed", "at", "by"] {
+        assert!(v.contains(&w), "{w}");
+    }
 }

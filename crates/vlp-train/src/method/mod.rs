@@ -22,6 +22,7 @@ pub mod lxmert;
 pub mod priorclip;
 pub mod ptp;
 pub mod registry;
+pub mod syvic;
 
 pub use embeddings::{Embeddings, Entry, Tokens};
 

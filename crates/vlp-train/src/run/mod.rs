@@ -95,6 +95,14 @@ where
     M: Method,
     M::Model<B>: AutodiffModule<B, InnerModule = M::Model<B::InnerBackend>>,
 {
+    // A first stage named by `model.init_from` trains (or is found) before anything else.
+    let staged;
+    let cfg = if cfg.model.init_from.is_some() {
+        staged = resolve_init_from::<B>(cfg, &devices)?;
+        &staged
+    } else {
+        cfg
+    };
     // Automatic devices (0): the caller chose them; the run records how many.
     let resolved;
     let cfg = if cfg.distributed.devices == 0 && !devices.is_empty() {
@@ -207,4 +215,76 @@ pub fn shared_config(cfg: &TrainConfig) -> String {
     c.distributed.rank = 0;
     c.distributed.node_address = String::new();
     toml::to_string(&c).expect("config serialises")
+}
+
+/// Resolves `[model] init_from`: the run the named configuration describes is trained (or
+/// resumed from its last checkpoint) unless its `final.json` exists, and `cfg` is returned
+/// with `model.init` at that run's exported model and `init_from` cleared, so the run records
+/// where it started. Chains (a first stage with its own `init_from`) resolve in turn, at most
+/// four deep. Progress goes to stderr; nothing is printed to stdout.
+///
+/// A stage trains on `devices` like the run itself; multi-process runs must resolve it
+/// beforehand (every process would train the stage at once), so they are refused.
+pub fn resolve_init_from<B>(cfg: &TrainConfig, devices: &[B::Device]) -> Result<TrainConfig>
+where
+    B: AutodiffBackend,
+{
+    resolve_stage::<B>(cfg, devices, 0)
+}
+
+fn resolve_stage<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    devices: &[B::Device],
+    depth: usize,
+) -> Result<TrainConfig> {
+    let Some(path) = cfg.model.init_from.clone() else {
+        return Ok(cfg.clone());
+    };
+    if depth >= 4 {
+        return Err(TrainError::Config(format!(
+            "`model.init_from` = {path:?}: more than four stages chained (a cycle?)"
+        )));
+    }
+    if cfg.distributed.world_size > 1 {
+        return Err(TrainError::Config(format!(
+            "`model.init_from` = {path:?} in a multi-process run: train that configuration \
+             first and set `model.init` to its `final` directory"
+        )));
+    }
+    let mut stage = TrainConfig::load(Some(Path::new(&path)), &[])
+        .map_err(|e| TrainError::Config(format!("`model.init_from` = {path:?}: {e}")))?;
+    stage.distributed.devices = devices.len();
+    stage.validate()?;
+    let stage = resolve_stage::<B>(&stage, devices, depth + 1)?;
+    let dir = Path::new(&stage.run.dir).join(&stage.run.name);
+    if dir.join("final.json").is_file() {
+        eprintln!(
+            "starting from {} (the run of {path}, already trained)",
+            dir.join("final").display()
+        );
+    } else {
+        let resume = crate::checkpoint::list(&dir.join("checkpoints"))
+            .map(|c| !c.is_empty())
+            .unwrap_or(false);
+        eprintln!(
+            "training the first stage {path} into {} ({})",
+            dir.display(),
+            if resume { "resumed" } else { "fresh" }
+        );
+        let opts = RunOptions {
+            run_dir: Some(dir.clone()),
+            resume: resume.then(|| dir.clone()),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let report = crate::train::<B>(&stage, devices.to_vec(), opts)?;
+        eprintln!(
+            "first stage done: {}",
+            serde_json::to_string(&report).expect("serialises")
+        );
+    }
+    let mut out = cfg.clone();
+    out.model.init = Some(dir.join("final").display().to_string());
+    out.model.init_from = None;
+    out.validate()?;
+    Ok(out)
 }

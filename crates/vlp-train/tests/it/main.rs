@@ -12,6 +12,7 @@ mod filip;
 mod lxmert;
 mod ptp;
 mod steps;
+mod syvic;
 mod toy;
 
 use std::sync::Arc;
