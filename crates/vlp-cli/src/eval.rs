@@ -37,6 +37,10 @@ pub enum Task {
     /// Visual question answering (a question-answering model; data with questions and boxes,
     /// e.g. `shapes:test:N`): accuracy overall and per question type.
     Vqa,
+    /// The ARO-like compositional benchmark (data with named boxes, e.g. `shapes:test:N`):
+    /// how often each image's true caption beats its attribute-, relation- or object-swapped
+    /// twin, per kind (chance 0.5).
+    Swaps,
 }
 
 /// Arguments of `vlp eval`.
@@ -265,6 +269,31 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             result["per_class"] = serde_json::to_value(&r.per_class)?;
             result["confusion"] = serde_json::to_value(&r.confusion)?;
             result["count"] = r.count.into();
+        }
+        Task::Swaps => {
+            let workers = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let set = vlp_tasks::battery::EvalImages::load(source, &bundle.pipeline, workers)?;
+            let r = vlp_tasks::compositional::clip_swaps(
+                &bundle.model,
+                bundle.tokenizer.as_ref(),
+                &set,
+                0,
+                &device,
+            )?
+            .with_context(|| {
+                format!(
+                    "{}: no image has a named box to build swapped captions from (the benchmark \
+                     needs boxes named `[attribute ...] noun`, as ShapesWorld's)",
+                    args.data
+                )
+            })?;
+            println!("compositional swaps on {} images (chance 0.5)", set.len());
+            for (kind, k) in &r.kinds {
+                println!("  {kind:<10} {:.4}  ({} items)", k.accuracy, k.items);
+            }
+            result["swaps"] = serde_json::to_value(&r)?;
         }
         Task::Retrieval => {
             let set = images(&bundle, source, args.batch_size, "images")?;

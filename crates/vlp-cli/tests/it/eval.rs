@@ -371,3 +371,57 @@ fn bench_harness_runs_a_tiny_model() {
         assert!(v["samples_per_s"].as_f64().unwrap() > 0.0);
     }
 }
+
+/// `--task swaps`: the ARO-like benchmark on ShapesWorld's named boxes reports what the library
+/// computes; data without named boxes is a clear error.
+#[test]
+fn compositional_swaps_run_from_the_command_line() {
+    use vlp_core::backend::{DefaultBackend, default_device};
+    let model = reference("clip_hf");
+    let args = |data: &str| {
+        vlp(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--task",
+            "swaps",
+            "--data",
+            data,
+        ])
+    };
+    let o = args("shapes:test:40");
+    assert!(o.status.success(), "{}", text(&o));
+    let v = last_json(&o);
+    let dev = default_device();
+    let bundle = vlp_tasks::bundle::load_bundle::<DefaultBackend>(&model, None, &dev).unwrap();
+    let shapes = ShapesWorldConfig {
+        image_size: bundle.config.vision.image_size,
+        ..Default::default()
+    };
+    let source = vlp_data::source::open_source("shapes:test:40", &shapes).unwrap();
+    let set = vlp_tasks::battery::EvalImages::load(source, &bundle.pipeline, 1).unwrap();
+    let want = vlp_tasks::compositional::clip_swaps(
+        &bundle.model,
+        bundle.tokenizer.as_ref(),
+        &set,
+        0,
+        &dev,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(v["swaps"], serde_json::to_value(&want).unwrap());
+    // Every image with a box gives an object item; those with two objects more.
+    assert_eq!(v["swaps"]["kinds"]["object"]["items"], 40);
+    for k in ["attribute", "relation"] {
+        assert!(v["swaps"]["kinds"][k]["items"].as_u64().unwrap() > 5, "{v}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let folder = image_folder(dir.path());
+    let o = args(&format!("imagefolder:{}", folder.display()));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no image has a named box"),
+        "{}",
+        text(&o)
+    );
+}

@@ -281,6 +281,21 @@ pub fn texts_per_sample<B: Backend>(
     Ok(texts.reshape([nk / per_sample, per_sample, d]))
 }
 
+/// Normalised pooled image features (`image`, `[n, embed_dim]`) and each image's `per_sample`
+/// texts of the method's text transform (`texts`, `[n, per_sample, embed_dim]`), in f32: the
+/// features of methods that contrast an image with several texts (CoCu, SyViC).
+pub fn image_and_texts<B: Backend>(
+    clip: &ClipModel<B>,
+    input: &StepInput<'_, B>,
+    per_sample: usize,
+) -> Result<Embeddings<B>> {
+    let texts = texts_per_sample(clip, input, per_sample)?;
+    let image = normalize(clip.encode_image(input.images()).cast(FloatDType::F32));
+    Ok(Embeddings::new()
+        .with_rows("image", image)
+        .with_tokens("texts", texts, None))
+}
+
 /// A learnable log inverse temperature, `[1]`, starting at `init` (methods' own scales
 /// beside CLIP's; clamp it after each update with [`clamp_logit_scale`]).
 pub fn log_scale_param<B: Backend>(init: f64, device: &B::Device) -> Param<Tensor<B, 1>> {

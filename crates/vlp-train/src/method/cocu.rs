@@ -27,8 +27,8 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, FloatDType, Tensor};
 use serde::Deserialize;
+use vlp_align::ClipModel;
 use vlp_align::loss::{clip_loss, multi_label_loss};
-use vlp_align::{ClipModel, normalize};
 use vlp_core::rng::Rng;
 use vlp_curate::cocu::ConceptArchive;
 use vlp_data::preprocess::ImagePipeline;
@@ -37,8 +37,8 @@ use vlp_data::{TextInput, TextTransform};
 use vlp_tasks::templates::OPENAI_IMAGENET_TEMPLATES;
 
 use super::clip::{
-    architecture, build_clip, clamp_logit_scale, evaluate_pooled, export_clip, lock_towers,
-    log_scale_param, logged_scales, pipeline_of, texts_per_sample,
+    architecture, build_clip, clamp_logit_scale, evaluate_pooled, export_clip, image_and_texts,
+    lock_towers, log_scale_param, logged_scales, pipeline_of,
 };
 use super::{
     BuildContext, Checks, DataRequest, Embeddings, EvalContext, ExportContext, Method, Metrics,
@@ -248,12 +248,7 @@ impl Method for CocuMethod {
         model: &CocuModel<B>,
         input: &StepInput<'_, B>,
     ) -> Result<Embeddings<B>> {
-        let clip = &model.clip;
-        let texts = texts_per_sample(clip, input, self.texts_per_image())?;
-        let image = normalize(clip.encode_image(input.images()).cast(FloatDType::F32));
-        Ok(Embeddings::new()
-            .with_rows("image", image)
-            .with_tokens("texts", texts, None))
+        image_and_texts(&model.clip, input, self.texts_per_image())
     }
 
     fn objective<B: Backend>(

@@ -49,4 +49,5 @@ methods! {
     "clip_rocket" => super::clip_rocket::ClipRocketMethod::from_config,
     "lxmert" => super::lxmert::LxmertMethod::from_config,
     "ptp" => super::ptp::PtpMethod::from_config,
+    "syvic" => super::syvic::SyvicMethod::from_config,
 }
