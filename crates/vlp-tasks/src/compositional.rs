@@ -304,25 +304,40 @@ pub fn swap_accuracy<B: Backend>(
     items: &[SwapItem],
     device: &B::Device,
 ) -> Result<SwapReport> {
-    if let Some(bad) = items.iter().find(|i| i.image >= images.rows) {
-        return Err(TaskError::Invalid {
-            task: "compositional swaps".into(),
-            reason: format!(
-                "an item names image {} but {} images were embedded",
-                bad.image, images.rows
-            ),
-        });
-    }
     let texts: Vec<&str> = items
         .iter()
         .flat_map(|i| [i.positive.as_str(), i.negative.as_str()])
         .collect();
     let t = embed_texts(model, tokenizer, &texts, 256, device)?;
+    score_swaps(images, &t, items)
+}
+
+/// Accuracy per kind from embeddings: item `k`'s true caption is row `2k` of `texts`, its
+/// swapped twin row `2k + 1`; an item is right when the true one's dot product with its image
+/// is strictly larger (a tie is wrong).
+pub fn score_swaps(images: &Features, texts: &Features, items: &[SwapItem]) -> Result<SwapReport> {
+    let bad = |reason: String| TaskError::Invalid {
+        task: "compositional swaps".into(),
+        reason,
+    };
+    if let Some(i) = items.iter().find(|i| i.image >= images.rows) {
+        return Err(bad(format!(
+            "an item names image {} but {} images were embedded",
+            i.image, images.rows
+        )));
+    }
+    if texts.rows != 2 * items.len() {
+        return Err(bad(format!(
+            "{} text embeddings for {} items (two each)",
+            texts.rows,
+            items.len()
+        )));
+    }
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     let mut tally: BTreeMap<SwapKind, (usize, usize)> = BTreeMap::new();
     for (k, item) in items.iter().enumerate() {
         let img = images.row(item.image);
-        let right = dot(img, t.row(2 * k)) > dot(img, t.row(2 * k + 1));
+        let right = dot(img, texts.row(2 * k)) > dot(img, texts.row(2 * k + 1));
         let e = tally.entry(item.kind).or_default();
         e.0 += usize::from(right);
         e.1 += 1;
@@ -443,6 +458,66 @@ mod tests {
                 "{p} / {n}"
             );
         }
+    }
+
+    #[test]
+    fn scores_count_per_kind_ties_are_wrong_and_bad_indices_are_errors() {
+        let feats = |rows: Vec<[f32; 2]>| Features {
+            rows: rows.len(),
+            dim: 2,
+            data: rows.concat(),
+        };
+        let item = |image, kind| SwapItem {
+            image,
+            positive: String::new(),
+            negative: String::new(),
+            kind,
+        };
+        let images = feats(vec![[1.0, 0.0], [0.0, 1.0]]);
+        let items = [
+            item(0, SwapKind::Attribute), // right: 1 > 0
+            item(1, SwapKind::Attribute), // wrong: 0 < 1
+            item(1, SwapKind::Relation),  // tie: wrong
+            item(0, SwapKind::Relation),  // right
+            item(1, SwapKind::Relation),  // right
+        ];
+        let texts = feats(vec![
+            [1.0, 0.0],
+            [0.0, 1.0],
+            [1.0, 0.0],
+            [0.0, 1.0],
+            [0.5, 0.5],
+            [0.5, 0.5],
+            [0.9, 0.1],
+            [0.2, 0.8],
+            [0.1, 0.9],
+            [0.9, 0.1],
+        ]);
+        let r = score_swaps(&images, &texts, &items).unwrap();
+        assert_eq!(r.kinds.len(), 2, "kinds without items are left out");
+        assert_eq!(
+            r.kinds["attribute"],
+            KindScore {
+                accuracy: 0.5,
+                items: 2
+            }
+        );
+        assert_eq!(r.kinds["relation"].items, 3);
+        assert!((r.kinds["relation"].accuracy - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            r.metrics(),
+            vec![
+                ("swap_attribute".to_string(), 0.5),
+                ("swap_relation".to_string(), r.kinds["relation"].accuracy)
+            ]
+        );
+        let e = score_swaps(&images, &texts, &[item(2, SwapKind::Object)]).unwrap_err();
+        assert!(e.to_string().contains("image 2 but 2 images"), "{e}");
+        let e = score_swaps(&images, &texts, &items[..2]).unwrap_err();
+        assert!(
+            e.to_string().contains("10 text embeddings for 2 items"),
+            "{e}"
+        );
     }
 
     #[test]

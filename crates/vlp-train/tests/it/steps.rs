@@ -128,7 +128,18 @@ fn accumulation_gives_the_same_update_as_one_big_batch() {
 
 #[test]
 fn locked_image_tower_does_not_move() {
-    let cfg = tiny(&["optim.lock_image=true"]);
+    locked_tower_stays(&tiny(&["optim.lock_image=true"]));
+}
+
+/// Under mixed precision the step casts every parameter to a compute copy; frozen ones must
+/// stay frozen there (the cast once made every copy require gradients).
+#[test]
+fn locked_image_tower_does_not_move_under_mixed_precision() {
+    locked_tower_stays(&tiny(&["optim.lock_image=true", "precision.mode=\"bf16\""]));
+}
+
+fn locked_tower_stays(cfg: &vlp_train::TrainConfig) {
+    let cfg = cfg.clone();
     let data = batches(&cfg, 2);
     let mut t = Trainer::new(&cfg, method(&cfg), model(&cfg, 4), default_device(), Single);
     let before = params(&t.model);

@@ -206,6 +206,25 @@ fn syvic_fine_tunes_the_first_stage_and_exports_plain_averaged_weights() {
         .to_string();
     assert!(e.contains("model.init_from"), "{e}");
 
+    // A first stage that does not exist is an error naming the field and the file.
+    let mut lost = crate::tiny(&["optim.steps=4"]);
+    let missing = root.path().join("missing.toml");
+    lost.model.init_from = Some(missing.to_str().unwrap().into());
+    let e = vlp_train::train::<TrainBackend>(
+        &lost,
+        crate::devices(&lost),
+        RunOptions {
+            run_dir: Some(root.path().join("lost")),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("model.init_from") && e.contains("missing.toml"),
+        "{e}"
+    );
+
     // A configuration that names itself as its first stage is a cycle, refused before training.
     let cyc = root.path().join("cycle.toml");
     let mut looped = crate::tiny(&["optim.steps=4"]);
