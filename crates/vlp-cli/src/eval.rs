@@ -444,12 +444,72 @@ pub struct EmbedArgs {
     batch_size: usize,
 }
 
+/// Lines of a `--texts` file (blank ones skipped); an error naming the file when none is left.
+fn text_lines(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    if lines.is_empty() {
+        bail!("{}: no text lines", path.display());
+    }
+    Ok(lines)
+}
+
+/// `vlp embed --texts` with a pixel text encoder (Pixel-Linguist's export): the lines are
+/// rendered and encoded; texts cut at the strip's end and characters the font lacks are counted
+/// in the summary line.
+fn embed_pixel_texts(
+    args: &EmbedArgs,
+    device: &vlp_core::backend::DefaultDevice,
+) -> anyhow::Result<()> {
+    if args.data.is_some() {
+        bail!(
+            "{} is a pixel text encoder: it embeds texts (--texts), not images (--data)",
+            args.model.display()
+        );
+    }
+    let Some(path) = &args.texts else {
+        bail!("give --texts (a file of lines) to embed with a pixel text encoder");
+    };
+    let start = std::time::Instant::now();
+    let (model, config) = vlp_vision::pixel_text::load_pixel_text::<B>(&args.model, device)?;
+    let lines = text_lines(path)?;
+    let (f, lost) =
+        vlp_tasks::embed::embed_rendered_texts(&model, &config, &lines, args.batch_size, device)?;
+    let mut tensors = BTreeMap::new();
+    tensors.insert(
+        "text_embeds".to_string(),
+        HostTensor::new(vec![f.rows, f.dim], f.data),
+    );
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("texts".into(), serde_json::to_string(&lines)?);
+    write_safetensors(&args.out, &tensors, StoredDType::F32, Some(meta))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "out": args.out,
+            "tensors": {"text_embeds": [f.rows, f.dim]},
+            "cut_texts": lost.cut_texts,
+            "unsupported_chars": lost.unsupported_chars,
+            "seconds": start.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(())
+}
+
 /// Embeds images and/or texts into one safetensors file.
 pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
     if args.data.is_none() && args.texts.is_none() {
         bail!("give --data (images) and/or --texts (a file of lines)");
     }
     let device = default_device();
+    if vlp_vision::pixel_text::is_pixel_text_dir(&args.model) {
+        return embed_pixel_texts(&args, &device);
+    }
     let bundle = load_bundle::<B>(&args.model, args.tokenizer.as_deref(), &device)?;
     let mut tensors = BTreeMap::new();
     let mut meta = std::collections::HashMap::new();
@@ -482,12 +542,8 @@ pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
         tensors.insert("image_embeds".into(), put(set.features));
     }
     if let Some(p) = &args.texts {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        if lines.is_empty() {
-            bail!("{}: no text lines", p.display());
-        }
+        let owned = text_lines(p)?;
+        let lines: Vec<&str> = owned.iter().map(String::as_str).collect();
         tensors.insert(
             "text_embeds".into(),
             put(embed_texts(

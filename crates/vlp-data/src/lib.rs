@@ -11,6 +11,7 @@ pub mod augment;
 pub mod error;
 pub mod loader;
 pub mod preprocess;
+pub mod render;
 pub mod sample;
 pub mod scenes;
 pub mod shapes;

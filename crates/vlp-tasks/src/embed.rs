@@ -3,7 +3,9 @@
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use vlp_align::{ClipModel, normalize};
 use vlp_data::loader::Loader;
+use vlp_data::render::TextRenderer;
 use vlp_text::Tokenizer;
+use vlp_vision::pixel_text::{PixelTextEncoder, PixelTextEncoderConfig};
 
 use crate::error::{Result, TaskError};
 
@@ -114,6 +116,64 @@ pub fn embed_images<B: Backend>(
     out.skipped_count = epoch.stats().skipped_count();
     out.skip_stats = epoch.stats().clone();
     Ok(out)
+}
+
+/// The renderer whose strips a pixel text encoder reads.
+pub fn renderer_for(config: &PixelTextEncoderConfig) -> TextRenderer {
+    TextRenderer {
+        height: config.height,
+        patch_width: config.patch_width,
+        max_patches: config.max_patches,
+    }
+}
+
+/// What rendering lost on the way to a pixel text encoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderLoss {
+    /// Texts longer than a strip (their tail was cut).
+    pub cut_texts: usize,
+    /// Characters the font lacks (drawn as boxes).
+    pub unsupported_chars: usize,
+}
+
+/// L2-normalised embeddings of `texts` rendered as pixels (`vlp_data::render`) and read by a
+/// pixel text encoder, `batch` at a time, with what rendering lost.
+pub fn embed_rendered_texts<B: Backend, S: AsRef<str>>(
+    model: &PixelTextEncoder<B>,
+    config: &PixelTextEncoderConfig,
+    texts: &[S],
+    batch: usize,
+    device: &B::Device,
+) -> Result<(Features, RenderLoss)> {
+    let r = renderer_for(config);
+    let mut out = Features::default();
+    let mut loss = RenderLoss::default();
+    for chunk in texts.chunks(batch.max(1)) {
+        let mut pixels = Vec::with_capacity(chunk.len() * r.height * r.width());
+        let mut patches = Vec::with_capacity(chunk.len());
+        for t in chunk {
+            let s = r.render(t.as_ref());
+            loss.cut_texts += usize::from(s.cut > 0);
+            loss.unsupported_chars += s.unsupported;
+            pixels.extend_from_slice(&s.pixels);
+            patches.push(s.patches);
+        }
+        let strips = Tensor::<B, 3>::from_data(
+            TensorData::new(pixels, [chunk.len(), r.height, r.width()]),
+            device,
+        );
+        let f = model
+            .forward(strips, &patches)
+            .map_err(|e| TaskError::Invalid {
+                task: "pixel text embedding".into(),
+                reason: e.to_string(),
+            })?;
+        let f = Features::from_tensor(normalize(f));
+        let names: Vec<String> = chunk.iter().map(|t| t.as_ref().to_string()).collect();
+        f.check_finite("pixel text embedding", Some(&names))?;
+        out.extend(f);
+    }
+    Ok((out, loss))
 }
 
 /// L2-normalised embeddings of `texts`, `batch` at a time.

@@ -18,6 +18,7 @@ pub mod probe;
 pub mod report;
 pub mod retrieval;
 pub mod scoring;
+pub mod sts;
 pub mod templates;
 pub mod vqa;
 pub mod zeroshot;

@@ -7,6 +7,7 @@
 //! per-frame video encoding. What does not: projections into a joint embedding space, losses and
 //! anything text-related (`vlp-align`, `vlp-text`), image decoding and preprocessing (`vlp-data`).
 
+pub mod pixel_text;
 pub mod prior;
 pub mod vit;
 

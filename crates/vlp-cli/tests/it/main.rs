@@ -8,6 +8,7 @@ mod eval;
 mod inputs;
 mod nodes;
 mod parity;
+mod pixel;
 mod vqa;
 
 use std::path::PathBuf;

@@ -8,10 +8,12 @@
 
 mod attributes;
 mod render;
+mod statement;
 mod text;
 
 pub use attributes::{Colour, NUMBERS, Relation, Shape, Size, Texture};
 pub use render::inside;
+pub use statement::{STYLES, Statement, Thing};
 pub use text::{Captions, Qa, QaKind, vocabulary};
 pub use vlp_core::rng::Rng;
 

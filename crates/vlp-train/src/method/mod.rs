@@ -19,6 +19,7 @@ pub mod dreamlip;
 mod embeddings;
 pub mod filip;
 pub mod lxmert;
+pub mod pixel_linguist;
 pub mod priorclip;
 pub mod ptp;
 pub mod registry;

@@ -50,4 +50,5 @@ methods! {
     "lxmert" => super::lxmert::LxmertMethod::from_config,
     "ptp" => super::ptp::PtpMethod::from_config,
     "syvic" => super::syvic::SyvicMethod::from_config,
+    "pixel_linguist" => super::pixel_linguist::PixelLinguistMethod::from_config,
 }

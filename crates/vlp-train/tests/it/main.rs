@@ -10,6 +10,7 @@ mod dreamlip;
 mod eval;
 mod filip;
 mod lxmert;
+mod pixel_linguist;
 mod ptp;
 mod steps;
 mod syvic;
