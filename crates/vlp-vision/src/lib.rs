@@ -9,6 +9,7 @@
 
 pub mod pixel_text;
 pub mod prior;
+pub mod semaim;
 pub mod vit;
 
 pub use vit::{Vit, VitConfig, VitLayout, VitOutput};

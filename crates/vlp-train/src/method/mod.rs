@@ -23,6 +23,7 @@ pub mod pixel_linguist;
 pub mod priorclip;
 pub mod ptp;
 pub mod registry;
+pub mod semaim;
 pub mod syvic;
 
 pub use embeddings::{Embeddings, Entry, Tokens};

@@ -12,6 +12,7 @@ mod filip;
 mod lxmert;
 mod pixel_linguist;
 mod ptp;
+mod semaim;
 mod steps;
 mod syvic;
 mod toy;
