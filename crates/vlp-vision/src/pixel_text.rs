@@ -185,7 +185,8 @@ impl<B: Backend> PixelTextEncoder<B> {
             .forward(x, Some(&mask), false)
             .last_hidden_state;
         let h = self.post_layernorm.forward(h);
-        let keep = keep.reshape([n, p, 1]);
+        // Under mixed precision the hidden states are in the compute type; the weights follow.
+        let keep = keep.cast(h.dtype()).reshape([n, p, 1]);
         let counts = keep.clone().sum_dim(1).reshape([n, 1]);
         let mean = (h * keep).sum_dim(1).reshape([n, d]) / counts;
         Ok(self.pooler_norm.forward(mean))

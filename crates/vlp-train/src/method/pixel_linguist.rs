@@ -29,7 +29,7 @@
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 use serde::Deserialize;
 use vlp_align::loss::multi_label_loss_with_negatives;
 use vlp_core::rng::Rng;
@@ -263,19 +263,24 @@ impl PixelLinguistMethod {
         }
     }
 
-    /// Sentence embeddings of `texts` (not normalised), `[texts, width]`.
+    /// Sentence embeddings of `texts` (not normalised), `[texts, width]`; the strips are cast
+    /// to `dtype` (mixed precision: the parameters' compute type).
     pub fn encode<B: Backend>(
         &self,
         model: &PixelTextEncoder<B>,
         texts: &[String],
         device: &B::Device,
+        dtype: Option<FloatDType>,
     ) -> Result<Tensor<B, 2>> {
         let r = self.renderer();
         let (pixels, patches) = r.render_batch(texts);
-        let strips = Tensor::<B, 3>::from_data(
+        let mut strips = Tensor::<B, 3>::from_data(
             TensorData::new(pixels, [texts.len(), r.height, r.width()]),
             device,
         );
+        if let Some(dt) = dtype {
+            strips = strips.cast(dt);
+        }
         Ok(model.forward(strips, &patches)?)
     }
 
@@ -351,10 +356,7 @@ impl Method for PixelLinguistMethod {
             )));
         }
         let flat: Vec<String> = batch.texts.iter().flatten().cloned().collect();
-        let mut e = self.encode(model, &flat, input.device)?;
-        if let Some(dt) = input.dtype {
-            e = e.cast(dt);
-        }
+        let e = self.encode(model, &flat, input.device, input.dtype)?;
         let d = e.dims()[1];
         let e = e.reshape([n, k, d]);
         let row = |j: usize| e.clone().slice([0..n, j..j + 1, 0..d]).reshape([n, d]);

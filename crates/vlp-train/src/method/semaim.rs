@@ -407,8 +407,10 @@ impl Method for SemAimMethod {
             .val()
             .dims()[2];
         let s = &self.settings;
+        // Targets from the f32 pixels (under mixed precision `images` are in the compute type).
+        let pixels = input.batch.view_tensor::<B>(0, input.device);
         let mut target =
-            patchify(gaussian_blur(images, s.blur_kernel, s.blur_sigma), patch).detach();
+            patchify(gaussian_blur(pixels, s.blur_kernel, s.blur_sigma), patch).detach();
         if s.norm_pix_loss {
             // The code's `(target - mean) / (var + 1e-6) ** .5` with torch's unbiased variance.
             let k = target.dims()[2] as f64;

@@ -158,3 +158,37 @@ fn pixel_sentence_encoder_learns_typo_robust_graded_similarity() {
     assert_eq!(cfg.d_model, 64);
     assert!(model.num_params() > 0);
 }
+
+/// Mixed precision: the rendered strips go in in the compute type (they were f32 against bf16
+/// weights before, and the first matmul refused them).
+#[test]
+fn pixel_linguist_trains_under_bf16() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = config(
+        0,
+        root.path(),
+        &[
+            "precision.mode=\"bf16\"".into(),
+            "data.batch_size=8".into(),
+            "optim.steps=3".into(),
+            "optim.warmup_steps=1".into(),
+            "method.pixel_linguist.width=16".into(),
+            "method.pixel_linguist.heads=2".into(),
+            "method.pixel_linguist.eval_pairs=20".into(),
+            "method.pixel_linguist.eval_sentences=20".into(),
+        ],
+    );
+    let r = vlp_train::train_method::<TrainBackend, _>(
+        &cfg,
+        PixelLinguistMethod::from_config(&cfg).unwrap(),
+        crate::devices(&cfg),
+        vlp_train::RunOptions {
+            run_dir: Some(root.path().join("bf16")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.steps, 3);
+    assert_eq!(r.skipped_steps, 0);
+    assert!(r.final_loss.is_finite() && r.final_loss > 0.0);
+}

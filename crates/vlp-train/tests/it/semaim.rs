@@ -170,3 +170,27 @@ fn semaim_claim_pretraining_helps_the_probe_and_orders_start_on_objects() {
         "first patch {start} vs raster {raster}"
     );
 }
+
+/// Mixed precision: the model reads the images in the compute type, the targets come from the
+/// f32 pixels (the blur's f32 kernel met bf16 images before).
+#[test]
+fn semaim_trains_under_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        0,
+        3,
+        &[
+            "precision.mode=\"bf16\"",
+            "model.width=16",
+            "model.layers=2",
+            "model.heads=2",
+            "data.batch_size=8",
+            "data.train=\"shapes:train:64\"",
+            "data.eval=\"\"",
+            "optim.warmup_steps=1",
+        ],
+    );
+    let r = train(&cfg, dir.path());
+    assert_eq!((r.steps, r.skipped_steps), (3, 0));
+    assert!(r.final_loss.is_finite() && r.final_loss > 0.0);
+}
