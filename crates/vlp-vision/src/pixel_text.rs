@@ -235,12 +235,22 @@ pub fn load_pixel_text<B: Backend>(
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    // Every field is bounded before anything is allocated from it.
-    if config.height * config.strip_width() > 1 << 20 || config.d_model > 1 << 14 {
-        return Err(CoreError::Checkpoint {
-            path,
-            reason: "strip or width too large for a pixel text encoder".into(),
-        });
+    // Every field is bounded before anything is allocated from it (the file is untrusted).
+    for (field, value, max) in [
+        ("height", config.height, 256),
+        ("patch_width", config.patch_width, 256),
+        ("max_patches", config.max_patches, 4096),
+        ("d_model", config.d_model, 1 << 14),
+        ("n_layers", config.n_layers, 128),
+        ("n_heads", config.n_heads, 256),
+        ("d_hidden", config.d_hidden, 1 << 16),
+    ] {
+        if value > max {
+            return Err(CoreError::Checkpoint {
+                path,
+                reason: format!("`{field}` = {value} is above {max}"),
+            });
+        }
     }
     let file = TensorFile::open(dir.join(WEIGHTS_FILE))?;
     let model = load_params(
@@ -384,7 +394,17 @@ mod tests {
         let a = m.forward(x.clone(), &[2, 6]).unwrap().into_data();
         let b = back.forward(x, &[2, 6]).unwrap().into_data();
         assert_eq!(a, b);
-        std::fs::write(dir.join(CONFIG_FILE), "{\"d_model\": 0}").unwrap();
+        // A width the heads cannot split, a size too large to allocate, a truncated file: each
+        // is an error naming the file (and the field).
+        let write = |c: PixelTextEncoderConfig| {
+            std::fs::write(dir.join(CONFIG_FILE), c.to_string()).unwrap();
+            load_pixel_text::<B>(&dir, &dev).unwrap_err().to_string()
+        };
+        let e = write(small().with_d_model(15));
+        assert!(e.contains(CONFIG_FILE) && e.contains("n_heads"), "{e}");
+        let e = write(small().with_d_hidden(1 << 40));
+        assert!(e.contains(CONFIG_FILE) && e.contains("d_hidden"), "{e}");
+        std::fs::write(dir.join(CONFIG_FILE), "{\"d_model\": 16").unwrap();
         let e = load_pixel_text::<B>(&dir, &dev).unwrap_err().to_string();
         assert!(e.contains(CONFIG_FILE), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -240,9 +240,10 @@ pub fn order_report<B: Backend>(
     for t in set.tensors::<B>(device) {
         let orders = method.orders(model, t, &mut rng);
         for pi in orders {
-            let a = &set.annotations[index];
+            let a = set.annotations.get(index);
             index += 1;
-            let (Some(inst), Some(sem)) = (&a.instance_mask, &a.semantic_mask) else {
+            let Some((Some(inst), Some(sem))) = a.map(|a| (&a.instance_mask, &a.semantic_mask))
+            else {
                 continue;
             };
             r.images += 1;
@@ -518,6 +519,23 @@ pub fn load_semaim<B: Backend>(
         .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
     cfg.validate()
         .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    // Sizes from the file are bounded before anything is allocated from them.
+    let v = &cfg.vit;
+    for (field, value, max) in [
+        ("vit.hidden_size", v.hidden_size, 1 << 14),
+        ("vit.intermediate_size", v.intermediate_size, 1 << 16),
+        ("vit.num_hidden_layers", v.num_hidden_layers, 128),
+        ("vit.image_size", v.image_size, 4096),
+        ("vit.num_channels", v.num_channels, 16),
+        ("blur_kernel", cfg.blur_kernel, 63),
+    ] {
+        if value > max {
+            return Err(TrainError::Config(format!(
+                "{}: `{field}` = {value} is above {max}",
+                path.display()
+            )));
+        }
+    }
     let aim = cfg.init::<B>(device);
     let teacher = cfg.vit.init::<B>(device);
     let file = TensorFile::open(dir.join(WEIGHTS_FILE))?;

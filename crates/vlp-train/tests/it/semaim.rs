@@ -103,6 +103,21 @@ fn semaim_trains_without_captions_and_exports() {
     let set = crate::held_out(&cfg, "shapes:test:40");
     let again = crate::evaluated(&method, &model, &set, &cfg);
     assert_eq!(again["probe_shape"], report.metric("probe_shape").unwrap());
+    // Sizes in the exported config are bounded before anything is allocated from them.
+    let mut bad = got.clone();
+    bad.vit.intermediate_size = 1 << 40;
+    let file = dir
+        .path()
+        .join("final")
+        .join(vlp_train::method::semaim::CONFIG_FILE);
+    std::fs::write(&file, serde_json::to_string(&bad).unwrap()).unwrap();
+    let e = load_semaim::<DefaultBackend>(&dir.path().join("final"), &default_device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("vit.intermediate_size") && e.contains("semaim_config.json"),
+        "{e}"
+    );
 }
 
 /// The claims in miniature, averaged over seeds 1–3 (a 64-wide 2-layer tower, 400 steps at
