@@ -475,6 +475,12 @@ fn embed_pixel_texts(
     let Some(path) = &args.texts else {
         bail!("give --texts (a file of lines) to embed with a pixel text encoder");
     };
+    if let Some(t) = &args.tokenizer {
+        bail!(
+            "{} is a pixel text encoder: it reads rendered text, --tokenizer {t} does not apply",
+            args.model.display()
+        );
+    }
     let start = std::time::Instant::now();
     let (model, config) = vlp_vision::pixel_text::load_pixel_text::<B>(&args.model, device)?;
     let lines = text_lines(path)?;

@@ -146,6 +146,10 @@ pub fn embed_rendered_texts<B: Backend, S: AsRef<str>>(
     device: &B::Device,
 ) -> Result<(Features, RenderLoss)> {
     let r = renderer_for(config);
+    r.validate().map_err(|reason| TaskError::Invalid {
+        task: "pixel text embedding".into(),
+        reason: format!("the encoder's strips cannot be drawn: {reason}"),
+    })?;
     let mut out = Features::default();
     let mut loss = RenderLoss::default();
     for chunk in texts.chunks(batch.max(1)) {
@@ -203,4 +207,46 @@ pub fn embed_texts<B: Backend>(
         out.extend(f);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vlp_core::backend::{DefaultBackend as B, default_device};
+
+    fn small() -> PixelTextEncoderConfig {
+        PixelTextEncoderConfig::new()
+            .with_patch_width(4)
+            .with_max_patches(6)
+            .with_d_model(16)
+            .with_n_heads(2)
+            .with_d_hidden(32)
+    }
+
+    #[test]
+    fn rendered_texts_embed_to_unit_rows_and_report_what_rendering_lost() {
+        let dev = default_device();
+        let cfg = small();
+        let m = cfg.init::<B>(&dev);
+        // Six patches of 4 pixels hold 4 characters: the second text is cut, "é" is unknown.
+        let (f, lost) = embed_rendered_texts(&m, &cfg, &["ab", "abcdefg", "é"], 2, &dev).unwrap();
+        assert_eq!((f.rows, f.dim), (3, 16));
+        for i in 0..3 {
+            let n: f32 = f.row(i).iter().map(|x| x * x).sum();
+            assert!((n - 1.0).abs() < 1e-4);
+        }
+        assert_eq!(
+            lost,
+            RenderLoss {
+                cut_texts: 1,
+                unsupported_chars: 1
+            }
+        );
+        // A strip lower than the font's glyphs is an error, not a half-drawn text.
+        let low = small().with_height(6);
+        let e = embed_rendered_texts(&low.init::<B>(&dev), &low, &["ab"], 2, &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("height 6"), "{e}");
+    }
 }

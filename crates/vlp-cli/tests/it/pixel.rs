@@ -168,6 +168,15 @@ fn pixel_linguist_trains_from_its_config_and_embeds_texts() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("pixel text encoder"), "{}", text(&o));
+    let mut with_tokenizer = args.to_vec();
+    with_tokenizer.extend(["--tokenizer", "clip"]);
+    let o = vlp(&with_tokenizer);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--tokenizer clip does not apply"),
+        "{}",
+        text(&o)
+    );
     std::fs::write(&lines, "\n \n").unwrap();
     let o = vlp(&args);
     assert!(!o.status.success());

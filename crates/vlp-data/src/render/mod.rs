@@ -181,7 +181,8 @@ impl TextRenderer {
             let (rows, known) = glyph(c);
             unsupported += usize::from(!known);
             let x0 = i * ADVANCE;
-            for (y, row) in rows.iter().enumerate() {
+            // A strip lower than the glyph (refused by `validate`) keeps its top rows.
+            for (y, row) in rows.iter().enumerate().take(self.height) {
                 for x in 0..GLYPH_WIDTH {
                     if row >> (GLYPH_WIDTH - 1 - x) & 1 == 1 {
                         pixels[y * width + x0 + x] = 1.0;
