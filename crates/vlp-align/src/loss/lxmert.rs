@@ -5,10 +5,11 @@
 //! (the runner gathers per-sample sums across ranks before dividing).
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData, backend::Backend};
 
 /// Cross-entropy of `logits` at every position against `labels` (row-major over
-/// `[batch, positions]`; a negative label means "no target" and gives 0 there).
+/// `[batch, positions]`; a negative label means "no target" and gives 0 there). Computed in
+/// f32 whatever the logits' type (half-precision logits under mixed precision).
 ///
 /// # Shapes
 /// - `logits`: `[batch, positions, classes]`
@@ -35,12 +36,14 @@ pub fn cross_entropy_per_position<B: Backend>(
         .collect();
     let index = Tensor::<B, 3, Int>::from_data(TensorData::new(index, [n, t, 1]), &device);
     let keep = Tensor::<B, 2>::from_data(TensorData::new(keep, [n, t]), &device);
-    let nll = -log_softmax(logits, 2).gather(2, index).reshape([n, t]);
+    let nll = -log_softmax(logits.cast(FloatDType::F32), 2)
+        .gather(2, index)
+        .reshape([n, t]);
     nll * keep
 }
 
 /// PyTorch's `SmoothL1Loss` (β = 1: `0.5 x²` below 1, `|x| − 0.5` above) averaged over the last
-/// axis, as LXMERT's feature regression takes `.mean(1)`.
+/// axis, as LXMERT's feature regression takes `.mean(1)`; computed in f32.
 ///
 /// # Shapes
 /// - `pred`, `target`: `[batch, positions, dims]`
@@ -50,7 +53,7 @@ pub fn smooth_l1_per_position<B: Backend>(
     target: Tensor<B, 3>,
 ) -> Tensor<B, 2> {
     let [n, t, _] = pred.dims();
-    let diff = (pred - target).abs();
+    let diff = (pred.cast(FloatDType::F32) - target.cast(FloatDType::F32)).abs();
     let small = diff.clone().lower_elem(1.0);
     let quadratic = diff.clone().powf_scalar(2.0) * 0.5;
     let linear = diff - 0.5;

@@ -280,7 +280,8 @@ impl<B: Backend> Lxmert<B> {
         let pooled = roi_align(map, &rois, &cfg)?.reshape([rois.len(), k]);
         // Scatter the boxes into padded slots: slot (i, j) takes box j of image i, padding a
         // zero row (index `rois.len()` of the extended table).
-        let table = Tensor::cat(vec![pooled, Tensor::zeros([1, k], &device)], 0);
+        let zero = Tensor::<B, 2>::zeros([1, k], &device).cast(pooled.dtype());
+        let table = Tensor::cat(vec![pooled, zero], 0);
         let mut index = Vec::with_capacity(boxes.len() * objects);
         let mut next = 0i64;
         for bs in boxes {
@@ -374,7 +375,9 @@ impl<B: Backend> Lxmert<B> {
                 }
             }
         }
-        let pos = Tensor::<B, 3>::from_data(TensorData::new(pos, [b, objects, 4]), &device);
+        // In the images' type (half precision under mixed precision), like the features.
+        let pos = Tensor::<B, 3>::from_data(TensorData::new(pos, [b, objects, 4]), &device)
+            .cast(feats.dtype());
         let object_padding =
             Tensor::<B, 2, Bool>::from_data(TensorData::new(padding, [b, objects]), &device);
         let x = self

@@ -23,7 +23,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, backend::Backend};
 use vlp_core::checkpoint::{
     Source, StoredDType, TensorFile, collect_params, load_params, write_safetensors,
 };
@@ -109,6 +109,12 @@ pub struct PtpHeads<B: Backend> {
 }
 
 impl<B: Backend> PtpHeads<B> {
+    /// The heads' parameter type: their inputs are cast to it (half precision under mixed
+    /// precision, where the towers' tokens arrive in f32) and their outputs come back in f32.
+    fn dtype(&self) -> DType {
+        self.itm_head.weight.val().dtype()
+    }
+
     /// Matching logits of text `i` with image `i`: the grounded encoding of the text's first
     /// token through the head; index 1 is "matched".
     ///
@@ -123,12 +129,12 @@ impl<B: Backend> PtpHeads<B> {
         image: Tensor<B, 3>,
     ) -> Tensor<B, 2> {
         let mask = padding.map(AttentionMask::key_padding);
-        let mut x = text;
+        let (mut x, image) = (text.cast(self.dtype()), image.cast(self.dtype()));
         for layer in &self.itm_layers {
             x = layer.forward(x, mask.as_ref(), image.clone(), None);
         }
         let [n, _, d] = x.dims();
-        linear_2d(&self.itm_head, x.slice([0..n, 0..1, 0..d]).reshape([n, d]))
+        linear_2d(&self.itm_head, x.slice([0..n, 0..1, 0..d]).reshape([n, d])).cast(FloatDType::F32)
     }
 
     /// The decoder's loss at every position of the captions: token `t + 1` predicted from the
@@ -148,8 +154,9 @@ impl<B: Backend> PtpHeads<B> {
         let inputs = ids.clone().slice([0..n, 0..t - 1]);
         let targets = ids.slice([0..n, 1..t]);
         let keep = mask.slice([0..n, 1..t]).float();
+        let image = image.cast(self.dtype());
         let logits = self.decoder.forward(inputs, Some((&image, None)));
-        let nll = -log_softmax(logits, 2)
+        let nll = -log_softmax(logits.cast(FloatDType::F32), 2)
             .gather(2, targets.reshape([n, t - 1, 1]))
             .reshape([n, t - 1]);
         nll * keep

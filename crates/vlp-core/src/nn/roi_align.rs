@@ -160,8 +160,10 @@ pub fn roi_align<B: Backend>(
         }
     }
     let device = features.device();
+    // The sampling weights follow the features' type (half precision under mixed precision).
+    let dtype = features.dtype();
     if boxes.is_empty() {
-        return Ok(Tensor::zeros([0, c, oh, ow], &device));
+        return Ok(Tensor::<B, 4>::zeros([0, c, oh, ow], &device).cast(dtype));
     }
     // [n, h·w, c]: each image's pixels as rows.
     let pixels = features.reshape([n, c, h * w]).swap_dims(1, 2);
@@ -181,7 +183,8 @@ pub fn roi_align<B: Backend>(
         let wt = Tensor::<B, 2>::from_data(
             TensorData::new(weights, [mine.len() * oh * ow, h * w]),
             &device,
-        );
+        )
+        .cast(dtype);
         let img = pixels
             .clone()
             .slice([image..image + 1, 0..h * w, 0..c])

@@ -257,15 +257,20 @@ fn resolve_stage<B: AutodiffBackend>(
     stage.validate()?;
     let stage = resolve_stage::<B>(&stage, devices, depth + 1)?;
     let dir = Path::new(&stage.run.dir).join(&stage.run.name);
+    let resume = crate::checkpoint::list(&dir.join("checkpoints"))
+        .map(|c| !c.is_empty())
+        .unwrap_or(false);
+    if resume || dir.join("final.json").is_file() {
+        // A run of an edited stage configuration would otherwise be reused (or continued) as
+        // if it were this one's.
+        stage_matches(&path, &dir, &stage)?;
+    }
     if dir.join("final.json").is_file() {
         eprintln!(
             "starting from {} (the run of {path}, already trained)",
             dir.join("final").display()
         );
     } else {
-        let resume = crate::checkpoint::list(&dir.join("checkpoints"))
-            .map(|c| !c.is_empty())
-            .unwrap_or(false);
         eprintln!(
             "training the first stage {path} into {} ({})",
             dir.display(),
@@ -287,4 +292,78 @@ fn resolve_stage<B: AutodiffBackend>(
     out.model.init_from = None;
     out.validate()?;
     Ok(out)
+}
+
+/// Checks that the run in `dir` (finished or checkpointed) was started from `stage`, the
+/// configuration `path` describes now. Settings that do not change what is trained are left
+/// out: the number of rank threads (the trajectory is the same for any number), rank and node
+/// address, and logging.
+fn stage_matches(path: &str, dir: &Path, stage: &TrainConfig) -> Result<()> {
+    let file = dir.join("config.toml");
+    let recorded = TrainConfig::load(Some(&file), &[]).map_err(|e| {
+        TrainError::Config(format!(
+            "`model.init_from` = {path:?}: cannot tell whether the run in {} was trained from \
+             it: {e}",
+            dir.display()
+        ))
+    })?;
+    let (a, b) = (comparable(&recorded), comparable(stage));
+    let differs = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| (k, Some(v), b.get(k)))
+        .chain(
+            b.iter()
+                .filter(|(k, _)| !a.contains_key(*k))
+                .map(|(k, v)| (k, None, Some(v))),
+        )
+        .next();
+    match differs {
+        None => Ok(()),
+        Some((key, then, now)) => {
+            let show = |v: Option<&String>| v.map_or("unset".to_string(), String::clone);
+            Err(TrainError::Config(format!(
+                "`model.init_from` = {path:?}: the run in {} was trained from another \
+                 configuration ({key} = {} there, {} now); remove that directory to train the \
+                 stage again, or give the stage another `run.name`",
+                dir.display(),
+                show(then),
+                show(now)
+            )))
+        }
+    }
+}
+
+/// `cfg` as `key.path = value` pairs, without the settings [`stage_matches`] ignores.
+fn comparable(cfg: &TrainConfig) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(
+        "",
+        &toml::Value::try_from(cfg).expect("config serialises"),
+        &mut out,
+    );
+    out.retain(|k, _| {
+        !(k.starts_with("log.")
+            || k == "distributed.devices"
+            || k == "distributed.rank"
+            || k == "distributed.node_address")
+    });
+    out
 }

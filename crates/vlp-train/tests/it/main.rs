@@ -11,6 +11,7 @@ mod eval;
 mod filip;
 mod lxmert;
 mod pixel_linguist;
+mod precision;
 mod ptp;
 mod semaim;
 mod steps;

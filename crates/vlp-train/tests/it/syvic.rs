@@ -199,6 +199,29 @@ fn syvic_fine_tunes_the_first_stage_and_exports_plain_averaged_weights() {
         std::fs::metadata(&first).unwrap().modified().unwrap(),
         stamp
     );
+    // An edited first stage is not mistaken for the trained one: the run says which setting
+    // differs and leaves the stage's run as it was.
+    let edited = crate::tiny(&["optim.steps=5", &runs, "run.name=\"base\""]);
+    std::fs::write(&stage, toml::to_string_pretty(&edited).unwrap()).unwrap();
+    let e = vlp_train::train::<TrainBackend>(
+        &cfg,
+        crate::devices(&cfg),
+        RunOptions {
+            run_dir: Some(root.path().join("edited")),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("model.init_from") && e.contains("optim.steps = 4 there, 5 now"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::metadata(&first).unwrap().modified().unwrap(),
+        stamp
+    );
+    std::fs::write(&stage, toml::to_string_pretty(&base).unwrap()).unwrap();
 
     // `init` and `init_from` together are refused, naming the field.
     let e = TrainConfig::load(None, &[from.clone(), "model.init=\"somewhere\"".into()])
@@ -242,4 +265,57 @@ fn syvic_fine_tunes_the_first_stage_and_exports_plain_averaged_weights() {
     .to_string();
     assert!(e.contains("four stages"), "{e}");
     assert!(!root.path().join("never").exists());
+}
+
+/// A SyViC run interrupted after its first step and resumed from its checkpoint follows the
+/// uninterrupted run's losses exactly: the LoRA adapters (an optional field of the attention
+/// record), their optimiser state and the frozen weights all come back.
+#[test]
+fn an_interrupted_syvic_run_resumes_on_the_same_trajectory() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use vlp_core::backend::TrainBackend;
+    use vlp_train::metrics::MetricsLog;
+    use vlp_train::{RunOptions, TrainError};
+
+    let root = tempfile::tempdir().unwrap();
+    let runs = format!("run.dir={:?}", root.path().to_str().unwrap());
+    let base = crate::tiny(&["optim.steps=3", &runs, "run.name=\"base\""]);
+    let stage = root.path().join("base.toml");
+    std::fs::write(&stage, toml::to_string_pretty(&base).unwrap()).unwrap();
+    let from = format!("model.init_from={:?}", stage.to_str().unwrap());
+    let cfg = crate::tiny(&[
+        "optim.steps=5",
+        "checkpoint.every=1",
+        "method.kind=\"syvic\"",
+        "method.syvic.swap_pairs=1",
+        "method.syvic.lora_rank=2",
+        &from,
+    ]);
+    let run = |dir: &std::path::Path, stop: bool, resume: bool| {
+        vlp_train::train::<TrainBackend>(
+            &cfg,
+            crate::devices(&cfg),
+            RunOptions {
+                run_dir: Some(dir.to_path_buf()),
+                resume: resume.then(|| dir.to_path_buf()),
+                stop: Arc::new(AtomicBool::new(stop)),
+            },
+        )
+    };
+    let (full, part) = (root.path().join("full"), root.path().join("part"));
+    run(&full, false, false).unwrap();
+    let e = run(&part, true, false).unwrap_err();
+    assert!(matches!(e, TrainError::Interrupted { step: 1, .. }), "{e}");
+    run(&part, false, true).unwrap();
+    let losses = |d: &std::path::Path| -> Vec<(u64, f64)> {
+        MetricsLog::read(d)
+            .iter()
+            .filter(|r| r["kind"] == "train")
+            .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap()))
+            .collect()
+    };
+    let (a, b) = (losses(&full), losses(&part));
+    assert_eq!(a.len(), 5);
+    assert_eq!(a, b, "resumed trajectory differs");
 }
