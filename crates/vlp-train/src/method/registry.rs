@@ -51,4 +51,5 @@ methods! {
     "ptp" => super::ptp::PtpMethod::from_config,
     "syvic" => super::syvic::SyvicMethod::from_config,
     "pixel_linguist" => super::pixel_linguist::PixelLinguistMethod::from_config,
+    "semaim" => super::semaim::SemAimMethod::from_config,
 }
