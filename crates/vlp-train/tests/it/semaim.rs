@@ -126,11 +126,11 @@ fn semaim_trains_without_captions_and_exports() {
 /// attention-centre orders start on objects — their first quarter of patches covers objects more
 /// than a random quarter, their first patch lies on the main object more often than raster's.
 ///
-/// Measured (2026-12-01, 208 s on 2 cores, seeds side by side): probe shape 0.253 → 0.328
-/// (+0.074, +0.070, +0.080), colour 0.481 → 0.576; first quarter on objects 0.216 against 0.132
-/// for a random quarter (1.6×); first patch on the main object 0.223 against raster's 0.003. The
-/// issue's bars (+15 points, 2×) are not reached; the asserted ones are about half the measured
-/// effects.
+/// Measured (2026-12-01, 219 s on 2 cores, seeds side by side, two-fold probe): probe shape
+/// 0.269 → 0.322 (+0.050, +0.043, +0.065), colour 0.490 → 0.577; first quarter on objects 0.216
+/// against 0.132 for a random quarter (1.6×); first patch on the main object 0.223 against
+/// raster's 0.003. The bars (+15 points, 2×) are not reached; the asserted ones are
+/// about half the measured effects.
 #[test]
 #[ignore = "claim test: about 4 minutes on 2 cores; cargo test -p vlp-train --test it semaim_claim -- --ignored --nocapture"]
 fn semaim_claim_pretraining_helps_the_probe_and_orders_start_on_objects() {
@@ -175,7 +175,7 @@ fn semaim_claim_pretraining_helps_the_probe_and_orders_start_on_objects() {
     eprintln!(
         "mean: shape {shape0:.3} -> {shape:.3}; first quarter {first:.3} vs {random:.3}; start {start:.3} vs raster {raster:.3}"
     );
-    assert!(shape >= shape0 + 0.035, "probe shape {shape0} -> {shape}");
+    assert!(shape >= shape0 + 0.025, "probe shape {shape0} -> {shape}");
     assert!(
         first >= 1.3 * random,
         "first quarter {first} vs random {random}"
