@@ -130,6 +130,14 @@ pub struct ModelConfig {
     /// when its `<run.dir>/<run.name>/final.json` is missing: a two-stage recipe in one command
     /// (pretrain, then fine-tune). Excludes `init`; the run records the resolved `init`.
     pub init_from: Option<String>,
+    /// A pretrained model directory the method learns from (a teacher whose features are its
+    /// targets, e.g. SemAIM's `predict_feature = 'clip'`); not trained, not exported. Methods
+    /// without a teacher refuse it.
+    pub teacher: Option<String>,
+    /// A training configuration whose exported model is the teacher, trained first (or
+    /// resumed) like `init_from`'s when its run is missing. Excludes `teacher`; the run records
+    /// the resolved `teacher`.
+    pub teacher_from: Option<String>,
     /// `shapes-tiny` only: residual width of both towers.
     pub width: usize,
     /// `shapes-tiny` only: blocks per tower.
@@ -151,6 +159,8 @@ impl Default for ModelConfig {
             config: None,
             init: None,
             init_from: None,
+            teacher: None,
+            teacher_from: None,
             width: 128,
             layers: 3,
             heads: 4,
@@ -614,6 +624,12 @@ impl TrainConfig {
             return bad(
                 "model.init_from",
                 "set together with `model.init`: start from one or the other".into(),
+            );
+        }
+        if m.teacher.is_some() && m.teacher_from.is_some() {
+            return bad(
+                "model.teacher_from",
+                "set together with `model.teacher`: name the teacher one way".into(),
             );
         }
         if m.preset == "shapes-tiny" && m.config.is_none() && m.init.is_none() {

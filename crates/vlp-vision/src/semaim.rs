@@ -9,7 +9,8 @@
 //! - The query stream starts from the position embeddings alone and, after every
 //!   `depth / query_depth` content blocks, cross-attends to the content stream's tokens with the
 //!   query mask π(j) < π(i) ([`QueryBlock`], the code's `Block_SelfCrossMask` with k = v = h).
-//!   A LayerNorm and an MLP head turn each query into its patch's pixels.
+//!   A LayerNorm and an MLP head turn each query into its patch's pixels (or a teacher's
+//!   feature of the patch, `target_dim`).
 //! - Orders ([`Order`]): `attention_center` (the patch whose feature is most similar to the
 //!   class token's in a teacher encoder is the centre; π is the grid distance to it plus 1e-3
 //!   noise), `center_out` (the same around the grid's centre), `stochastic`, `raster`.
@@ -128,6 +129,10 @@ pub struct SemAimConfig {
     /// Standard deviation of the blur, in pixels.
     #[config(default = 1.0)]
     pub blur_sigma: f64,
+    /// Width of each prediction: 0 for a patch's pixels (`patch² · channels`), otherwise the
+    /// width of the teacher features predicted instead (the code's `predict_feature`).
+    #[config(default = 0)]
+    pub target_dim: usize,
 }
 
 /// A pre-norm cross-attention block: `g + attn(ln1(g), ln1(h))`, then `+ mlp(ln2(·))`.
@@ -175,7 +180,7 @@ pub struct SemAim<B: Backend> {
     pub norm: LayerNorm<B>,
     /// Head, first layer (`d → 4d`).
     pub head_fc1: Linear<B>,
-    /// Head, second layer (`4d → patch² · channels`).
+    /// Head, second layer (`4d → patch² · channels`, or `target_dim`).
     pub head_fc2: Linear<B>,
 }
 
@@ -222,7 +227,10 @@ impl SemAimConfig {
                 .with_eps(v.layer_norm_eps)
                 .init(device)
         };
-        let out = v.patch_size * v.patch_size * v.num_channels;
+        let out = match self.target_dim {
+            0 => v.patch_size * v.patch_size * v.num_channels,
+            d => d,
+        };
         SemAim {
             encoder: v.init(device),
             query_blocks: (0..self.query_depth)
@@ -312,7 +320,16 @@ impl<B: Backend> SemAim<B> {
 /// - `pixels`: `[batch, channels, size, size]`
 pub fn attention_centres<B: Backend>(teacher: &Vit<B>, pixels: Tensor<B, 4>) -> Vec<usize> {
     let out = teacher.forward(pixels);
-    let x = teacher.token_features(&out);
+    token_centres(teacher.token_features(&out))
+}
+
+/// The patch whose feature has the highest cosine with the class token's, per image (the code's
+/// `calculate_similarity` over a feature teacher's tokens: its min–max scaling keeps the argmax).
+///
+/// # Shapes
+/// - `tokens`: `[batch, 1 + patches, d]`, the class token first
+pub fn token_centres<B: Backend>(tokens: Tensor<B, 3>) -> Vec<usize> {
+    let x = tokens;
     let [n, t, d] = x.dims();
     let x = x.clone() / (x.powf_scalar(2.0).sum_dim(2).sqrt().clamp_min(1e-12));
     let cls = x.clone().slice([0..n, 0..1, 0..d]);

@@ -66,6 +66,12 @@ pub trait Method: Send + Sync + 'static {
         vec![Field::Captions]
     }
 
+    /// Whether the method learns from `[model] teacher` (or `teacher_from`); the runner refuses
+    /// a teacher given to a method that would ignore it.
+    fn uses_teacher(&self) -> bool {
+        false
+    }
+
     /// Views, texts and captions the loader must produce.
     fn data(&self) -> DataRequest {
         DataRequest::default()

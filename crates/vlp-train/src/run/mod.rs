@@ -95,9 +95,16 @@ where
     M: Method,
     M::Model<B>: AutodiffModule<B, InnerModule = M::Model<B::InnerBackend>>,
 {
-    // A first stage named by `model.init_from` trains (or is found) before anything else.
+    if (cfg.model.teacher.is_some() || cfg.model.teacher_from.is_some()) && !method.uses_teacher() {
+        return Err(TrainError::Config(format!(
+            "`model.teacher`: method {:?} does not learn from a teacher",
+            cfg.method.kind
+        )));
+    }
+    // First stages named by `model.init_from` / `teacher_from` train (or are found) before
+    // anything else.
     let staged;
-    let cfg = if cfg.model.init_from.is_some() {
+    let cfg = if cfg.model.init_from.is_some() || cfg.model.teacher_from.is_some() {
         staged = resolve_init_from::<B>(cfg, &devices)?;
         &staged
     } else {
@@ -237,22 +244,53 @@ fn resolve_stage<B: AutodiffBackend>(
     devices: &[B::Device],
     depth: usize,
 ) -> Result<TrainConfig> {
-    let Some(path) = cfg.model.init_from.clone() else {
-        return Ok(cfg.clone());
-    };
+    let mut out = cfg.clone();
+    if let Some(path) = &cfg.model.init_from {
+        out.model.init = Some(stage_final::<B>(
+            cfg,
+            "model.init_from",
+            path,
+            devices,
+            depth,
+        )?);
+        out.model.init_from = None;
+    }
+    if let Some(path) = &cfg.model.teacher_from {
+        out.model.teacher = Some(stage_final::<B>(
+            cfg,
+            "model.teacher_from",
+            path,
+            devices,
+            depth,
+        )?);
+        out.model.teacher_from = None;
+    }
+    out.validate()?;
+    Ok(out)
+}
+
+/// The exported model of the run the configuration `path` (named by `field` of `cfg`)
+/// describes: found, or trained (resumed from its last checkpoint) first.
+fn stage_final<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    field: &str,
+    path: &str,
+    devices: &[B::Device],
+    depth: usize,
+) -> Result<String> {
     if depth >= 4 {
         return Err(TrainError::Config(format!(
-            "`model.init_from` = {path:?}: more than four stages chained (a cycle?)"
+            "`{field}` = {path:?}: more than four stages chained (a cycle?)"
         )));
     }
     if cfg.distributed.world_size > 1 {
         return Err(TrainError::Config(format!(
-            "`model.init_from` = {path:?} in a multi-process run: train that configuration \
-             first and set `model.init` to its `final` directory"
+            "`{field}` = {path:?} in a multi-process run: train that configuration first and \
+             name its `final` directory instead"
         )));
     }
-    let mut stage = TrainConfig::load(Some(Path::new(&path)), &[])
-        .map_err(|e| TrainError::Config(format!("`model.init_from` = {path:?}: {e}")))?;
+    let mut stage = TrainConfig::load(Some(Path::new(path)), &[])
+        .map_err(|e| TrainError::Config(format!("`{field}` = {path:?}: {e}")))?;
     stage.distributed.devices = devices.len();
     stage.validate()?;
     let stage = resolve_stage::<B>(&stage, devices, depth + 1)?;
@@ -263,7 +301,7 @@ fn resolve_stage<B: AutodiffBackend>(
     if resume || dir.join("final.json").is_file() {
         // A run of an edited stage configuration would otherwise be reused (or continued) as
         // if it were this one's.
-        stage_matches(&path, &dir, &stage)?;
+        stage_matches(field, path, &dir, &stage)?;
     }
     if dir.join("final.json").is_file() {
         eprintln!(
@@ -287,23 +325,18 @@ fn resolve_stage<B: AutodiffBackend>(
             serde_json::to_string(&report).expect("serialises")
         );
     }
-    let mut out = cfg.clone();
-    out.model.init = Some(dir.join("final").display().to_string());
-    out.model.init_from = None;
-    out.validate()?;
-    Ok(out)
+    Ok(dir.join("final").display().to_string())
 }
 
 /// Checks that the run in `dir` (finished or checkpointed) was started from `stage`, the
 /// configuration `path` describes now. Settings that do not change what is trained are left
 /// out: the number of rank threads (the trajectory is the same for any number), rank and node
 /// address, and logging.
-fn stage_matches(path: &str, dir: &Path, stage: &TrainConfig) -> Result<()> {
+fn stage_matches(field: &str, path: &str, dir: &Path, stage: &TrainConfig) -> Result<()> {
     let file = dir.join("config.toml");
     let recorded = TrainConfig::load(Some(&file), &[]).map_err(|e| {
         TrainError::Config(format!(
-            "`model.init_from` = {path:?}: cannot tell whether the run in {} was trained from \
-             it: {e}",
+            "`{field}` = {path:?}: cannot tell whether the run in {} was trained from it: {e}",
             dir.display()
         ))
     })?;
@@ -323,7 +356,7 @@ fn stage_matches(path: &str, dir: &Path, stage: &TrainConfig) -> Result<()> {
         Some((key, then, now)) => {
             let show = |v: Option<&String>| v.map_or("unset".to_string(), String::clone);
             Err(TrainError::Config(format!(
-                "`model.init_from` = {path:?}: the run in {} was trained from another \
+                "`{field}` = {path:?}: the run in {} was trained from another \
                  configuration ({key} = {} there, {} now); remove that directory to train the \
                  stage again, or give the stage another `run.name`",
                 dir.display(),

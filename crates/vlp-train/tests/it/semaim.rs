@@ -120,6 +120,127 @@ fn semaim_trains_without_captions_and_exports() {
     );
 }
 
+/// Teacher features as targets (`[model] teacher`, the code's `predict_feature =
+/// 'clip'`): the head predicts the teacher's token width, the export leaves the teacher out and
+/// reloads, and a teacher whose patch grid differs from the run's is refused naming the setting.
+#[test]
+fn semaim_predicts_a_teachers_features_and_checks_its_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = format!("run.dir={:?}", dir.path().to_str().unwrap());
+    let clip = |name: &str, patch: usize| {
+        crate::tiny(&[
+            "optim.steps=2",
+            "optim.warmup_steps=1",
+            "model.embed_dim=24",
+            &format!("model.patch_size={patch}"),
+            &runs,
+            &format!("run.name={name:?}"),
+        ])
+    };
+    // The coarse teacher is trained here; the fine one is a first stage (`teacher_from`).
+    let coarse = clip("coarse", 8);
+    vlp_train::train::<TrainBackend>(
+        &coarse,
+        crate::devices(&coarse),
+        vlp_train::RunOptions {
+            run_dir: Some(dir.path().join("coarse")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let coarse = dir
+        .path()
+        .join("coarse/final")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let stage = dir.path().join("teacher.toml");
+    std::fs::write(&stage, toml::to_string_pretty(&clip("teacher", 4)).unwrap()).unwrap();
+    let fine = dir
+        .path()
+        .join("teacher/final")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let small = |teacher: String| {
+        config(
+            0,
+            3,
+            &[
+                "model.width=16",
+                "model.layers=2",
+                "model.heads=2",
+                "data.batch_size=8",
+                "data.train=\"shapes:train:64\"",
+                "data.eval=\"shapes:test:40\"",
+                "optim.warmup_steps=1",
+                &teacher,
+            ],
+        )
+    };
+    let cfg = small(format!("model.teacher_from={:?}", stage.to_str().unwrap()));
+    let run = dir.path().join("semaim");
+    let report = train(&cfg, &run);
+    assert_eq!((report.steps, report.skipped_steps), (3, 0));
+    // Squared distance of unit vectors: between 0 and 4.
+    assert!(
+        report.final_loss > 0.0 && report.final_loss < 4.0,
+        "{report:?}"
+    );
+    // The run records the teacher the stage exported.
+    let saved: vlp_train::TrainConfig =
+        toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(saved.model.teacher.as_deref(), Some(fine.as_str()));
+    assert_eq!(saved.model.teacher_from, None);
+    // Mixed precision: the teacher's tokens meet the half-precision student as f32 targets.
+    let mut half = small(format!("model.teacher={fine:?}"));
+    half.precision.mode = "bf16".into();
+    let r = train(&half, &dir.path().join("half"));
+    assert_eq!((r.steps, r.skipped_steps), (3, 0));
+    assert!(r.final_loss > 0.0 && r.final_loss < 4.0, "{r:?}");
+    let (model, got) =
+        load_semaim::<DefaultBackend>(&run.join("final"), &default_device()).unwrap();
+    assert_eq!(got.target_dim, 24);
+    assert!(model.features.is_none());
+    let file = vlp_core::checkpoint::TensorFile::open(run.join("final/model.safetensors")).unwrap();
+    let keys: Vec<&str> = file.keys().collect();
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("aim.") || k.starts_with("teacher.")),
+        "{keys:?}"
+    );
+    let bad = small(format!("model.teacher={coarse:?}"));
+    let e = SemAimMethod::from_config(&bad)
+        .and_then(|m| {
+            let tok = vlp_train::model::build_tokenizer(&bad).unwrap();
+            let ctx = vlp_train::method::BuildContext {
+                config: &bad,
+                tokenizer: &tok,
+            };
+            m.architecture(&ctx)
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.teacher") && e.contains("4 × 4") && e.contains("8 × 8"),
+        "{e}"
+    );
+    // A method that would ignore a teacher refuses one.
+    let mut clip = crate::tiny(&[]);
+    clip.model.teacher = Some(fine);
+    let e = vlp_train::train::<TrainBackend>(
+        &clip,
+        crate::devices(&clip),
+        vlp_train::RunOptions {
+            run_dir: Some(dir.path().join("clip")),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("model.teacher") && e.contains("clip"), "{e}");
+}
+
 /// The claims in miniature, averaged over seeds 1–3 (a 64-wide 2-layer tower, 400 steps at
 /// batch 64, 600 held-out images): pretraining raises the linear-probe shape accuracy of the
 /// encoder's mean patch feature over the random encoder probed the same way, and the
@@ -208,4 +329,99 @@ fn semaim_trains_under_bf16() {
     let r = train(&cfg, dir.path());
     assert_eq!((r.steps, r.skipped_steps), (3, 0));
     assert!(r.final_loss.is_finite() && r.final_loss > 0.0);
+}
+
+/// The claim with teacher features as targets (the paper's SemAIM with CLIP targets, the code's
+/// `predict_feature = 'clip'`), at the scale of `configs/semaim-clip.toml`: one teacher, the
+/// default run's CLIP (`configs/shapes-clip.toml`, seed 0, trained in this test), and SemAIM
+/// students of that config's shape (128 wide, 3 layers, patches of 8, 600 steps at batch 128)
+/// from seeds 1–3, each probed against the random encoder of its seed. The teacher's own probe
+/// (its image tower's mean patch feature) is printed for reference.
+///
+/// Measured (2026-12-01, with the release binary: `configs/semaim-clip.toml` and
+/// `--set run.seed=1|2|3` trains exactly this): probe shape 0.220 → 0.422, 0.265 → 0.450,
+/// 0.266 → 0.439 (mean +0.187); asserted: the issue's +0.15. At the miniature scale of the
+/// claim test above (64 wide, 2 layers, 400 steps at batch 64) with a 64-wide teacher of 300 or
+/// 1500 steps (probing 0.31–0.39 itself) the gain is only +0.03: the student is too small and
+/// too short to take the teacher's features in.
+#[test]
+#[ignore = "claim test: about 30 minutes on 2 cores (the teacher 7, each student 8); cargo test -p vlp-train --test it semaim_claim_with -- --ignored --nocapture"]
+fn semaim_claim_with_a_clip_teacher_raises_the_probe_by_fifteen_points() {
+    use vlp_train::method::semaim::probe_halves;
+    let dir = tempfile::tempdir().unwrap();
+    let file =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/shapes-clip.toml");
+    let quiet: Vec<String> = [
+        "log.progress=false",
+        "eval.every=0",
+        "checkpoint.every=0",
+        "data.eval=\"\"",
+        "data.eval_unseen=\"\"",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let clip_cfg = vlp_train::TrainConfig::load(Some(&file), &quiet).unwrap();
+    vlp_train::train::<TrainBackend>(
+        &clip_cfg,
+        crate::devices(&clip_cfg),
+        vlp_train::RunOptions {
+            run_dir: Some(dir.path().join("clip")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let teacher = dir.path().join("clip/final");
+    let runs = per_seed(&[1, 2, 3], |seed| {
+        let cfg = config(
+            seed,
+            600,
+            &[
+                "model.patch_size=8",
+                "data.eval=\"shapes:test:1000\"",
+                &format!("model.teacher={:?}", teacher.to_str().unwrap()),
+            ],
+        );
+        let before = untrained(&cfg);
+        let run = tempfile::tempdir().unwrap();
+        let after = train(&cfg, run.path());
+        // The teacher's image tower, probed the same way.
+        let dev = default_device();
+        let clip = vlp_align::pretrained::load_pretrained::<DefaultBackend>(&teacher, &dev)
+            .unwrap()
+            .model;
+        let method = SemAimMethod::from_config(&cfg).unwrap();
+        let set = crate::held_out(&cfg, &cfg.data.eval);
+        let f = method.features(&clip.vision_model, &set, &dev);
+        let (shapes, _) = vlp_train::method::semaim::shape_and_colour(&set).unwrap();
+        let own = probe_halves::<DefaultBackend>(
+            &f,
+            &shapes,
+            vlp_data::shapes::Shape::ALL.len(),
+            0,
+            &dev,
+        )
+        .unwrap();
+        (before, after, own)
+    });
+    let n = runs.len() as f64;
+    let mut gain = 0.0;
+    for (i, (b, a, own)) in runs.iter().enumerate() {
+        let (s0, s1) = (b["probe_shape"], a.metric("probe_shape").unwrap());
+        eprintln!(
+            "seed {}: probe shape {s0:.3} -> {s1:.3} (teacher {own:.3}), colour {:.3} -> {:.3}; \
+             first quarter on objects {:.3} (random {:.3}); first patch on main object {:.3} \
+             (raster {:.3})",
+            i + 1,
+            b["probe_colour"],
+            a.metric("probe_colour").unwrap(),
+            a.metric("first_quarter_on_objects").unwrap(),
+            a.metric("random_quarter_on_objects").unwrap(),
+            a.metric("first_patch_on_main_object").unwrap(),
+            a.metric("raster_first_patch_on_main_object").unwrap(),
+        );
+        gain += (s1 - s0) / n;
+    }
+    eprintln!("mean probe shape gain {gain:.3}");
+    assert!(gain >= 0.15, "probe shape gain {gain}");
 }
