@@ -92,6 +92,28 @@ pub fn method(cfg: &TrainConfig) -> Arc<ClipMethod> {
     })
 }
 
+/// Trains the method `cfg` names into `dir` through the runner (stages resolved).
+pub fn train_into(cfg: &TrainConfig, dir: &std::path::Path) -> vlp_train::FinalReport {
+    vlp_train::train::<TrainBackend>(
+        cfg,
+        devices(cfg),
+        vlp_train::RunOptions {
+            run_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("training into {}: {e}", dir.display()))
+}
+
+/// `(step, loss)` of every training record the run in `dir` logged.
+pub fn train_losses(dir: &std::path::Path) -> Vec<(u64, f64)> {
+    vlp_train::metrics::MetricsLog::read(dir)
+        .iter()
+        .filter(|r| r["kind"] == "train")
+        .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap()))
+        .collect()
+}
+
 /// One device per rank of `cfg` (the CPU has one; ranks share it).
 pub fn devices(cfg: &TrainConfig) -> Vec<DefaultDevice> {
     vec![default_device(); cfg.distributed.devices.max(1)]

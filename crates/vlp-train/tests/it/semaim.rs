@@ -32,6 +32,17 @@ fn config(seed: u64, steps: usize, extra: &[&str]) -> TrainConfig {
     TrainConfig::load(None, &o).unwrap()
 }
 
+/// A 16-wide 2-layer SemAIM on 64 training and 40 held-out images: seconds per run.
+const TINY: [&str; 7] = [
+    "model.width=16",
+    "model.layers=2",
+    "model.heads=2",
+    "data.batch_size=8",
+    "data.train=\"shapes:train:64\"",
+    "data.eval=\"shapes:test:40\"",
+    "optim.warmup_steps=1",
+];
+
 /// Metrics of the encoder `cfg`'s run starts from.
 fn untrained(cfg: &TrainConfig) -> Metrics {
     use vlp_train::method::{BuildContext, Method};
@@ -68,19 +79,7 @@ fn train(cfg: &TrainConfig, dir: &std::path::Path) -> vlp_train::FinalReport {
 #[test]
 fn semaim_trains_without_captions_and_exports() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        0,
-        3,
-        &[
-            "model.width=16",
-            "model.layers=2",
-            "model.heads=2",
-            "data.batch_size=8",
-            "data.train=\"shapes:train:64\"",
-            "data.eval=\"shapes:test:40\"",
-            "optim.warmup_steps=1",
-        ],
-    );
+    let cfg = config(0, 3, &TINY);
     let report = train(&cfg, dir.path());
     for k in [
         "probe_shape",
@@ -139,15 +138,7 @@ fn semaim_predicts_a_teachers_features_and_checks_its_grid() {
     };
     // The coarse teacher is trained here; the fine one is a first stage (`teacher_from`).
     let coarse = clip("coarse", 8);
-    vlp_train::train::<TrainBackend>(
-        &coarse,
-        crate::devices(&coarse),
-        vlp_train::RunOptions {
-            run_dir: Some(dir.path().join("coarse")),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    crate::train_into(&coarse, &dir.path().join("coarse"));
     let coarse = dir
         .path()
         .join("coarse/final")
@@ -162,22 +153,7 @@ fn semaim_predicts_a_teachers_features_and_checks_its_grid() {
         .to_str()
         .unwrap()
         .to_string();
-    let small = |teacher: String| {
-        config(
-            0,
-            3,
-            &[
-                "model.width=16",
-                "model.layers=2",
-                "model.heads=2",
-                "data.batch_size=8",
-                "data.train=\"shapes:train:64\"",
-                "data.eval=\"shapes:test:40\"",
-                "optim.warmup_steps=1",
-                &teacher,
-            ],
-        )
-    };
+    let small = |teacher: String| config(0, 3, &[&TINY[..], &[teacher.as_str()]].concat());
     let cfg = small(format!("model.teacher_from={:?}", stage.to_str().unwrap()));
     let run = dir.path().join("semaim");
     let report = train(&cfg, &run);
@@ -362,15 +338,7 @@ fn semaim_claim_with_a_clip_teacher_raises_the_probe_by_fifteen_points() {
     .map(|s| s.to_string())
     .collect();
     let clip_cfg = vlp_train::TrainConfig::load(Some(&file), &quiet).unwrap();
-    vlp_train::train::<TrainBackend>(
-        &clip_cfg,
-        crate::devices(&clip_cfg),
-        vlp_train::RunOptions {
-            run_dir: Some(dir.path().join("clip")),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    crate::train_into(&clip_cfg, &dir.path().join("clip"));
     let teacher = dir.path().join("clip/final");
     let runs = per_seed(&[1, 2, 3], |seed| {
         let cfg = config(

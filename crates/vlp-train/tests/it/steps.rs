@@ -253,14 +253,7 @@ fn resumed_run_follows_the_uninterrupted_trajectory() {
         },
     )
     .unwrap();
-    let losses = |d: &std::path::Path| -> Vec<(u64, f64)> {
-        MetricsLog::read(d)
-            .iter()
-            .filter(|r| r["kind"] == "train")
-            .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap()))
-            .collect()
-    };
-    let (a, b) = (losses(&full), losses(&part));
+    let (a, b) = (crate::train_losses(&full), crate::train_losses(&part));
     assert_eq!(a.len(), 6);
     assert_eq!(a, b, "resumed trajectory differs");
 }

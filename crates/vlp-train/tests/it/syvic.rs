@@ -275,7 +275,6 @@ fn an_interrupted_syvic_run_resumes_on_the_same_trajectory() {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     use vlp_core::backend::TrainBackend;
-    use vlp_train::metrics::MetricsLog;
     use vlp_train::{RunOptions, TrainError};
 
     let root = tempfile::tempdir().unwrap();
@@ -308,14 +307,7 @@ fn an_interrupted_syvic_run_resumes_on_the_same_trajectory() {
     let e = run(&part, true, false).unwrap_err();
     assert!(matches!(e, TrainError::Interrupted { step: 1, .. }), "{e}");
     run(&part, false, true).unwrap();
-    let losses = |d: &std::path::Path| -> Vec<(u64, f64)> {
-        MetricsLog::read(d)
-            .iter()
-            .filter(|r| r["kind"] == "train")
-            .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap()))
-            .collect()
-    };
-    let (a, b) = (losses(&full), losses(&part));
+    let (a, b) = (crate::train_losses(&full), crate::train_losses(&part));
     assert_eq!(a.len(), 5);
     assert_eq!(a, b, "resumed trajectory differs");
 }
