@@ -9,7 +9,8 @@
 //! The encoder has the architecture of the run's CLIP vision tower (`[model]`), so the
 //! pretrained encoder can start a CLIP run. Evaluation is a linear probe (CLIP's protocol,
 //! `vlp_tasks::probe`) on the mean of the encoder's patch features, for the shape and the colour
-//! of each held-out image's main object (two-fold over `data.eval`: each half fits, the other tests).
+//! of each held-out image's main object (two-fold over `data.eval`: each half fits, the other
+//! tests).
 //!
 //! With `[model] teacher` (a pretrained dual encoder; `teacher_from` trains one first) the
 //! targets are its image tokens after the final norm and the projection, as the code's
@@ -28,8 +29,11 @@
 //! seed; the issue asks +15 points), colour 0.457 → 0.724, 136–139 s each after the teacher's
 //! 228 s. Its orders come from the teacher's tokens and do not start on objects (first quarter
 //! 0.191 against 0.132 at random: a CLIP's patch tokens are not where its class token looks, and
-//! its 4 × 4 grid is coarse). With pixel targets the claim is reproduced only in part. Measured (2026-12-01, 2-core AMD EPYC, release) with the config (a 128-wide 3-layer
-//! tower in patches of 4 at 32 px, 600 steps at batch 128, 507 s, seed 0) and the two-fold linear
+//! its 4 × 4 grid is coarse).
+//!
+//! With pixel targets the claim is reproduced only in part. Measured (2026-12-01, 2-core AMD
+//! EPYC, release) with `configs/semaim.toml` (a 128-wide 3-layer tower in patches of 4 at
+//! 32 px, 600 steps at batch 128, 507 s, seed 0) and the two-fold linear
 //! probe standardising features as the code does, on 1000 held-out images: shape 0.379 against
 //! 0.321 for the random encoder of the same seed (+6 points; the issue asks +15), colour 0.763
 //! against 0.668. The gain does not grow with the probe's data: 0.328 vs 0.295 on 600 images,
@@ -172,13 +176,15 @@ impl SemAimMethod {
                         "its image tower has no class token to find the attention centre with",
                     ));
                 }
-                if t.vision.grid() != vit.grid() {
+                // The teacher reads the run's images: same size, and one token per patch.
+                let (ts, tp) = (t.vision.image_size, t.vision.patch_size);
+                if (ts, tp) != (vit.image_size, vit.patch_size) {
                     return Err(teacher_error(
                         dir,
                         format!(
-                            "its image tower sees {0} × {0} patches, this run's {1} × {1}",
-                            t.vision.grid(),
-                            vit.grid()
+                            "its image tower reads {ts}-pixel images in patches of {tp}, this \
+                             run's encoder {}-pixel images in patches of {}",
+                            vit.image_size, vit.patch_size
                         ),
                     ));
                 }

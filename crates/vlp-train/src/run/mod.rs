@@ -286,7 +286,8 @@ fn stage_final<B: AutodiffBackend>(
     if cfg.distributed.world_size > 1 {
         return Err(TrainError::Config(format!(
             "`{field}` = {path:?} in a multi-process run: train that configuration first and \
-             name its `final` directory instead"
+             set `{}` to its `final` directory",
+            field.trim_end_matches("_from")
         )));
     }
     let mut stage = TrainConfig::load(Some(Path::new(path)), &[])

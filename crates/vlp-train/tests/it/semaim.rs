@@ -121,7 +121,7 @@ fn semaim_trains_without_captions_and_exports() {
 
 /// Teacher features as targets (`[model] teacher`, the code's `predict_feature =
 /// 'clip'`): the head predicts the teacher's token width, the export leaves the teacher out and
-/// reloads, and a teacher whose patch grid differs from the run's is refused naming the setting.
+/// reloads, and a teacher whose patches differ from the run's is refused naming the setting.
 #[test]
 fn semaim_predicts_a_teachers_features_and_checks_its_grid() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +198,7 @@ fn semaim_predicts_a_teachers_features_and_checks_its_grid() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("model.teacher") && e.contains("4 × 4") && e.contains("8 × 8"),
+        e.contains("model.teacher") && e.contains("patches of 8") && e.contains("patches of 4"),
         "{e}"
     );
     // A method that would ignore a teacher refuses one.
