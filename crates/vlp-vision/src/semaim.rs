@@ -416,6 +416,19 @@ mod tests {
     }
 
     #[test]
+    fn token_centres_pick_the_patch_most_like_the_class_token_whatever_its_length() {
+        let dev = default_device();
+        // Image 0: patch 2 points the class token's way (at 10 times its length); image 1:
+        // patch 0, against a longer patch 1 at 45 degrees.
+        let v: Vec<f32> = vec![
+            1.0, 0.0, 0.0, 1.0, -1.0, 0.0, 10.0, 0.5, // image 0
+            0.0, 2.0, 0.1, 1.0, 3.0, 3.0, -1.0, 0.0, // image 1
+        ];
+        let tokens = Tensor::<B, 3>::from_data(TensorData::new(v, [2, 4, 2]), &dev);
+        assert_eq!(token_centres(tokens), vec![2, 0]);
+    }
+
+    #[test]
     fn later_patches_never_change_earlier_predictions() {
         let dev = default_device();
         let cfg = small();

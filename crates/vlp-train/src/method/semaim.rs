@@ -514,17 +514,7 @@ impl Method for SemAimMethod {
         let orders = self.orders_from(model, images.clone(), tokens.clone(), &mut rng);
         let pred = model.aim.predict(images.clone(), &orders);
         if let Some(feature) = tokens {
-            // The code's `forward_feature_loss`: both sides L2-normalised per patch, squared
-            // distance summed over the width, averaged over the patches.
-            let [_, t, d] = pred.dims();
-            let f = feature.dims()[2];
-            let pred = normalize_last(pred.slice([0..n, 1..t, 0..d]).cast(FloatDType::F32));
-            let target = normalize_last(feature.slice([0..n, 1..t, 0..f]));
-            let per_image = (pred - target)
-                .powf_scalar(2.0)
-                .sum_dim(2)
-                .mean_dim(1)
-                .reshape([n, 1]);
+            let per_image = feature_loss(pred, feature).reshape([n, 1]);
             let ones = Tensor::<B, 2>::ones([n, 1], input.device);
             return Ok(Embeddings::new()
                 .with_rows("prediction_loss", Tensor::cat(vec![per_image, ones], 1)));
@@ -642,6 +632,24 @@ impl Method for SemAimMethod {
     }
 }
 
+/// The code's `forward_feature_loss` per image: predictions and teacher features of every
+/// patch (the class token dropped) L2-normalised, squared distance summed over the width,
+/// averaged over the patches; in f32.
+///
+/// # Shapes
+/// - `pred`, `feature`: `[n, 1 + patches, d]`
+/// - returns: `[n]`
+pub fn feature_loss<B: Backend>(pred: Tensor<B, 3>, feature: Tensor<B, 3>) -> Tensor<B, 1> {
+    let [n, t, d] = pred.dims();
+    let pred = normalize_last(pred.slice([0..n, 1..t, 0..d]).cast(FloatDType::F32));
+    let target = normalize_last(feature.slice([0..n, 1..t, 0..d]).cast(FloatDType::F32));
+    (pred - target)
+        .powf_scalar(2.0)
+        .sum_dim(2)
+        .mean_dim(1)
+        .reshape([n])
+}
+
 /// An error about the feature teacher, naming the setting and the directory.
 fn teacher_error(dir: &str, reason: impl std::fmt::Display) -> TrainError {
     TrainError::Config(format!("`model.teacher` = {dir:?}: {reason}"))
@@ -699,6 +707,52 @@ pub fn load_semaim<B: Backend>(
 mod tests {
     use super::*;
     use vlp_core::backend::{DefaultBackend as B, default_device};
+
+    #[test]
+    fn the_feature_loss_matches_a_loop_and_ignores_the_class_token_and_scale() {
+        // 2 images, a class token and 3 patches, width 5 (odd sizes).
+        let (n, t, d) = (2, 4, 5);
+        let p: Vec<f32> = (0..n * t * d)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.3)
+            .collect();
+        let f: Vec<f32> = (0..n * t * d)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.2)
+            .collect();
+        let dev = default_device();
+        let tensor = |v: &[f32]| {
+            Tensor::<B, 3>::from_data(burn::tensor::TensorData::new(v.to_vec(), [n, t, d]), &dev)
+        };
+        let got: Vec<f32> = feature_loss(tensor(&p), tensor(&f))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(got.len(), n);
+        let unit = |v: &[f32]| {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter().map(|x| x / norm).collect::<Vec<f32>>()
+        };
+        for (i, g) in got.iter().enumerate() {
+            let mut want = 0.0;
+            for j in 1..t {
+                let at = (i * t + j) * d;
+                let (a, b) = (unit(&p[at..at + d]), unit(&f[at..at + d]));
+                want +=
+                    a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f32>() / (t - 1) as f32;
+            }
+            assert!((g - want).abs() < 1e-5, "image {i}: {g} vs {want}");
+        }
+        // A prediction that is the target times 3 (and any class token) costs nothing.
+        let scaled: Vec<f32> = f
+            .iter()
+            .enumerate()
+            .map(|(k, x)| if (k / d) % t == 0 { 9.0 } else { x * 3.0 })
+            .collect();
+        let zero: Vec<f32> = feature_loss(tensor(&scaled), tensor(&f))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert!(zero.iter().all(|z| z.abs() < 1e-5), "{zero:?}");
+    }
 
     #[test]
     fn settings_are_checked_naming_the_field() {

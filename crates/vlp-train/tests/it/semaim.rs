@@ -32,6 +32,23 @@ fn config(seed: u64, steps: usize, extra: &[&str]) -> TrainConfig {
     TrainConfig::load(None, &o).unwrap()
 }
 
+/// One line of a claim test's per-seed report: the probes before and after, and the orders.
+fn describe(before: &Metrics, after: &vlp_train::FinalReport) -> String {
+    let m = |k: &str| after.metric(k).unwrap();
+    format!(
+        "probe shape {:.3} -> {:.3}, colour {:.3} -> {:.3}; first quarter on objects {:.3} \
+         (random {:.3}); first patch on main object {:.3} (raster {:.3})",
+        before["probe_shape"],
+        m("probe_shape"),
+        before["probe_colour"],
+        m("probe_colour"),
+        m("first_quarter_on_objects"),
+        m("random_quarter_on_objects"),
+        m("first_patch_on_main_object"),
+        m("raster_first_patch_on_main_object"),
+    )
+}
+
 /// A 16-wide 2-layer SemAIM on 64 training and 40 held-out images: seconds per run.
 const TINY: [&str; 7] = [
     "model.width=16",
@@ -249,19 +266,7 @@ fn semaim_claim_pretraining_helps_the_probe_and_orders_start_on_objects() {
         runs.iter().map(f).sum::<f64>() / runs.len() as f64
     };
     for (i, (b, a)) in runs.iter().enumerate() {
-        eprintln!(
-            "seed {}: probe shape {:.3} -> {:.3}, colour {:.3} -> {:.3}; first quarter on \
-             objects {:.3} (random {:.3}); first patch on main object {:.3} (raster {:.3})",
-            i + 1,
-            b["probe_shape"],
-            a.metric("probe_shape").unwrap(),
-            b["probe_colour"],
-            a.metric("probe_colour").unwrap(),
-            a.metric("first_quarter_on_objects").unwrap(),
-            a.metric("random_quarter_on_objects").unwrap(),
-            a.metric("first_patch_on_main_object").unwrap(),
-            a.metric("raster_first_patch_on_main_object").unwrap(),
-        );
+        eprintln!("seed {}: {}", i + 1, describe(b, a));
     }
     let shape0 = mean(&|r| r.0["probe_shape"]);
     let shape = mean(&|r| r.1.metric("probe_shape").unwrap());
@@ -380,16 +385,9 @@ fn semaim_claim_with_a_clip_teacher_raises_the_probe_by_fifteen_points() {
     for (i, (b, a, own)) in runs.iter().enumerate() {
         let (s0, s1) = (b["probe_shape"], a.metric("probe_shape").unwrap());
         eprintln!(
-            "seed {}: probe shape {s0:.3} -> {s1:.3} (teacher {own:.3}), colour {:.3} -> {:.3}; \
-             first quarter on objects {:.3} (random {:.3}); first patch on main object {:.3} \
-             (raster {:.3})",
+            "seed {}: {} (teacher probes shape {own:.3})",
             i + 1,
-            b["probe_colour"],
-            a.metric("probe_colour").unwrap(),
-            a.metric("first_quarter_on_objects").unwrap(),
-            a.metric("random_quarter_on_objects").unwrap(),
-            a.metric("first_patch_on_main_object").unwrap(),
-            a.metric("raster_first_patch_on_main_object").unwrap(),
+            describe(b, a)
         );
         gain += (s1 - s0) / n;
     }
