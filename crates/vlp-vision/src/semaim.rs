@@ -31,8 +31,8 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Bool, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use vlp_core::nn::{
-    Activation, Attention, AttentionConfig, AttentionMask, EncoderHook, LayerNorm, LayerNormConfig,
-    Mlp, MlpConfig, linear_2d,
+    Activation, Attention, AttentionConfig, AttentionMask, AttentionRecorder, EncoderHook,
+    LayerNorm, LayerNormConfig, Mlp, MlpConfig, linear_2d,
 };
 use vlp_core::rng::Rng;
 use vlp_core::{CoreError, Result};
@@ -313,14 +313,102 @@ impl<B: Backend> SemAim<B> {
     }
 }
 
-/// The centre an attention-centre order starts from, per image: the patch whose final feature
-/// (after the encoder's last LayerNorm) has the highest cosine with the class token's.
+/// How the attention centre is read from a teacher's forward pass (the code's
+/// `attention_type`, `models_semaim.py` `forward_encoder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionType {
+    /// Cosine of each patch's final feature with the class token's (`calculate_attention_cls`;
+    /// for feature teachers `calculate_similarity`, which the code always uses for them).
+    Cls,
+    /// Cosine of each patch's final feature with the mean patch feature
+    /// (`calculate_attention_gap`).
+    Gap,
+    /// The last block's attention of the class token over the patches, mean over heads (the
+    /// code's `self_attention`).
+    #[serde(rename = "self")]
+    SelfAttention,
+}
+
+/// A teacher's forward pass with what an attention centre is read from.
+#[derive(Debug, Clone)]
+pub struct TeacherPass<B: Backend> {
+    /// Every token normalised as the pooled feature ([`Vit::token_features`]),
+    /// `[batch, 1 + patches, hidden]`.
+    pub tokens: Tensor<B, 3>,
+    /// The last block's class-token attention over the patches, mean over heads,
+    /// `[batch, patches]`; only when asked for.
+    pub class_attention: Option<Tensor<B, 2>>,
+}
+
+/// Runs `teacher` (which must have a class token) on `pixels`, recording the last block's
+/// attention when `kind` is [`AttentionType::SelfAttention`].
 ///
 /// # Shapes
 /// - `pixels`: `[batch, channels, size, size]`
-pub fn attention_centres<B: Backend>(teacher: &Vit<B>, pixels: Tensor<B, 4>) -> Vec<usize> {
-    let out = teacher.forward(pixels);
-    token_centres(teacher.token_features(&out))
+pub fn teacher_pass<B: Backend>(
+    teacher: &Vit<B>,
+    pixels: Tensor<B, 4>,
+    kind: AttentionType,
+) -> TeacherPass<B> {
+    if kind != AttentionType::SelfAttention {
+        let out = teacher.forward(pixels);
+        return TeacherPass {
+            tokens: teacher.token_features(&out),
+            class_attention: None,
+        };
+    }
+    let last = teacher.encoder.layers.len() - 1;
+    let mut rec = AttentionRecorder::new(Some(vec![last]));
+    let out = teacher.forward_hooked(pixels, false, &mut rec);
+    let (_, w) = rec
+        .weights
+        .pop()
+        .expect("the last block reports its attention");
+    let [n, h, t, _] = w.dims();
+    // Row 0 (the class token's query), columns 1.. (the patches), mean over heads.
+    let cls = w
+        .slice([0..n, 0..h, 0..1, 1..t])
+        .mean_dim(1)
+        .reshape([n, t - 1]);
+    TeacherPass {
+        tokens: teacher.token_features(&out),
+        class_attention: Some(cls),
+    }
+}
+
+/// Each image's attention centre from a teacher pass: the argmax over the patches of the map
+/// `kind` names. `tokens` may be the pass's tokens or their projection (a feature teacher's
+/// targets); [`AttentionType::SelfAttention`] needs `class_attention`.
+///
+/// # Panics
+/// If `kind` is [`AttentionType::SelfAttention`] and `class_attention` is `None`.
+pub fn centres_of<B: Backend>(
+    kind: AttentionType,
+    tokens: Tensor<B, 3>,
+    class_attention: Option<Tensor<B, 2>>,
+) -> Vec<usize> {
+    match kind {
+        AttentionType::Cls => token_centres(tokens),
+        AttentionType::Gap => gap_centres(tokens),
+        AttentionType::SelfAttention => argmax_rows(
+            class_attention.expect("a self-attention centre needs the class token's attention"),
+        ),
+    }
+}
+
+/// The centre an attention-centre order starts from, per image, read from the teacher's
+/// forward pass as `kind` says.
+///
+/// # Shapes
+/// - `pixels`: `[batch, channels, size, size]`
+pub fn attention_centres<B: Backend>(
+    teacher: &Vit<B>,
+    pixels: Tensor<B, 4>,
+    kind: AttentionType,
+) -> Vec<usize> {
+    let pass = teacher_pass(teacher, pixels, kind);
+    centres_of(kind, pass.tokens, pass.class_attention)
 }
 
 /// The patch whose feature has the highest cosine with the class token's, per image (the code's
@@ -334,8 +422,25 @@ pub fn token_centres<B: Backend>(tokens: Tensor<B, 3>) -> Vec<usize> {
     let x = x.clone() / (x.powf_scalar(2.0).sum_dim(2).sqrt().clamp_min(1e-12));
     let cls = x.clone().slice([0..n, 0..1, 0..d]);
     let patches = x.slice([0..n, 1..t, 0..d]);
-    let sim = (patches * cls).sum_dim(2).reshape([n, t - 1]);
-    sim.argmax(1)
+    argmax_rows((patches * cls).sum_dim(2).reshape([n, t - 1]))
+}
+
+/// The patch whose feature has the highest cosine with the mean patch feature, per image (the
+/// code's `calculate_attention_gap`: the mean of the unnormalised patches, then normalised).
+///
+/// # Shapes
+/// - `tokens`: `[batch, 1 + patches, d]`, the class token first (ignored)
+pub fn gap_centres<B: Backend>(tokens: Tensor<B, 3>) -> Vec<usize> {
+    let [n, t, d] = tokens.dims();
+    let patches = tokens.slice([0..n, 1..t, 0..d]);
+    let unit = |x: Tensor<B, 3>| x.clone() / x.powf_scalar(2.0).sum_dim(2).sqrt().clamp_min(1e-12);
+    let gap = unit(patches.clone().mean_dim(1));
+    argmax_rows((unit(patches) * gap).sum_dim(2).reshape([n, t - 1]))
+}
+
+/// Index of each row's largest value.
+fn argmax_rows<B: Backend>(x: Tensor<B, 2>) -> Vec<usize> {
+    x.argmax(1)
         .into_data()
         .convert::<i64>()
         .to_vec::<i64>()
@@ -426,6 +531,94 @@ mod tests {
         ];
         let tokens = Tensor::<B, 3>::from_data(TensorData::new(v, [2, 4, 2]), &dev);
         assert_eq!(token_centres(tokens), vec![2, 0]);
+    }
+
+    #[test]
+    fn gap_centres_pick_the_patch_most_like_the_mean_patch() {
+        let dev = default_device();
+        // Patches (the class token, first, is ignored): the mean of the unnormalised patches of
+        // image 0 is (2, 1.5, ...) → patch 1, along it, wins over the longer patch 2; image 1's
+        // mean points along y → patch 0, although the class token points along x.
+        let v: Vec<f32> = vec![
+            9.0, 0.0, 0.0, -1.0, 4.0, 2.0, 2.0, 3.5, // image 0
+            1.0, 0.0, 0.1, 2.0, 1.0, 0.5, -1.0, 0.5, // image 1
+        ];
+        let tokens = Tensor::<B, 3>::from_data(TensorData::new(v, [2, 4, 2]), &dev);
+        assert_eq!(gap_centres(tokens), vec![1, 0]);
+    }
+
+    /// The class token's last-block attention against softmax(q·kᵀ/√d) written out by hand from
+    /// the block's input and its query and key projections, head by head.
+    #[test]
+    fn self_attention_centre_is_the_class_tokens_last_block_attention() {
+        let dev = default_device();
+        let cfg = VitConfig::new(16, 2, 2, 32)
+            .with_image_size(12)
+            .with_patch_size(4);
+        let vit = vlp_core::backend::seeded::<B, _>(&dev, 11, || cfg.init::<B>(&dev));
+        let mut rng = Rng::new(2);
+        let n = 3;
+        let pixels: Vec<f32> = (0..n * 3 * 12 * 12).map(|_| rng.range(-1.0, 1.0)).collect();
+        let pixels = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, 12, 12]), &dev);
+        let pass = teacher_pass(&vit, pixels.clone(), AttentionType::SelfAttention);
+        let got = pass.class_attention.clone().unwrap();
+        assert_eq!(got.dims(), [n, 9]);
+        let got = got.into_data().to_vec::<f32>().unwrap();
+
+        let hidden = vit
+            .forward_with(pixels.clone(), true)
+            .hidden_states
+            .unwrap();
+        let last = &vit.encoder.layers[1];
+        let x = last.layer_norm1.forward(hidden[1].clone());
+        let attn = &last.self_attn;
+        let proj = |l: &Option<Linear<B>>| {
+            linear_2d(l.as_ref().expect("separate projections"), x.clone())
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let (q, k) = (proj(&attn.q_proj), proj(&attn.k_proj));
+        let (t, d, heads) = (10, 16, 2);
+        let dh = d / heads;
+        for img in 0..n {
+            let mut mean = vec![0.0f64; t];
+            for h in 0..heads {
+                let score = |j: usize| -> f64 {
+                    (0..dh)
+                        .map(|c| {
+                            let qi = q[(img * t) * d + h * dh + c] as f64;
+                            let kj = k[(img * t + j) * d + h * dh + c] as f64;
+                            qi * kj
+                        })
+                        .sum::<f64>()
+                        / (dh as f64).sqrt()
+                };
+                let s: Vec<f64> = (0..t).map(score).collect();
+                let top = s.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = s.iter().map(|v| (v - top).exp()).sum();
+                for j in 0..t {
+                    mean[j] += (s[j] - top).exp() / z / heads as f64;
+                }
+            }
+            for j in 1..t {
+                let e = (got[img * 9 + j - 1] as f64 - mean[j]).abs();
+                assert!(e < 1e-5, "image {img}, patch {}: {e}", j - 1);
+            }
+            let best = (1..t).max_by(|a, b| mean[*a].total_cmp(&mean[*b])).unwrap() - 1;
+            let centres = centres_of(
+                AttentionType::SelfAttention,
+                pass.tokens.clone(),
+                pass.class_attention.clone(),
+            );
+            assert_eq!(centres[img], best);
+        }
+        // The class and gap kinds read the same tokens and record no attention (recording runs
+        // the last block's attention unfused: rounding only, 5e-7 measured).
+        let plain = teacher_pass(&vit, pixels, AttentionType::Cls);
+        assert!(plain.class_attention.is_none());
+        let err: f32 = (plain.tokens - pass.tokens).abs().max().into_scalar();
+        assert!(err < 1e-5, "{err}");
     }
 
     #[test]
