@@ -151,11 +151,7 @@ impl<B: Backend> ClipModel<B> {
         pixels: Tensor<B, 4>,
     ) -> (Tensor<B, 2>, TokenFeatures<B>) {
         let out = self.vision_model.forward(pixels);
-        let tokens = self.vision_model.token_features(&out);
-        let tokens = match &self.visual_projection {
-            Some(p) => linear_2d(p, tokens),
-            None => tokens,
-        };
+        let tokens = self.project_image_tokens(self.vision_model.token_features(&out));
         (
             self.project_image(out.pooler_output),
             TokenFeatures {
@@ -199,6 +195,17 @@ impl<B: Backend> ClipModel<B> {
         match &self.visual_projection {
             Some(p) => p.forward(pooled),
             None => pooled,
+        }
+    }
+
+    /// Projects image tokens (as [`Vit::token_features`] returns them) into the joint space.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, tokens, hidden]`; returns `[batch, tokens, embed]`
+    pub fn project_image_tokens(&self, tokens: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.visual_projection {
+            Some(p) => linear_2d(p, tokens),
+            None => tokens,
         }
     }
 

@@ -71,7 +71,7 @@ use vlp_align::{ClipModel, normalize_last};
 use vlp_core::checkpoint::{
     Source, StoredDType, TensorFile, collect_params, load_params, write_safetensors,
 };
-use vlp_core::nn::{ema_update, linear_2d};
+use vlp_core::nn::ema_update;
 use vlp_data::preprocess::ImagePipeline;
 use vlp_data::sample::Field;
 use vlp_data::shapes::{Colour, Shape};
@@ -223,10 +223,7 @@ impl SemAimMethod {
         let clip = model.features.as_ref()?;
         let kind = self.settings.attention_type;
         let pass = teacher_pass(&clip.vision_model, images.clone().detach(), kind);
-        let tokens = match &clip.visual_projection {
-            Some(p) => linear_2d(p, pass.tokens),
-            None => pass.tokens,
-        };
+        let tokens = clip.project_image_tokens(pass.tokens);
         let f32 = |t: Tensor<B, 2>| t.detach().cast(FloatDType::F32);
         Some((
             tokens.detach().cast(FloatDType::F32),
