@@ -169,6 +169,17 @@ impl SemAimMethod {
         }
         c.real_above("blur_sigma", s.blur_sigma, 0.0, 100.0)?;
         c.count("query_depth", s.query_depth, 0..=64)?;
+        // Only the attention-centre order reads a centre; another kind elsewhere would be
+        // silently ignored (and `self` would record attention for nothing).
+        if s.attention_type != AttentionType::Cls && s.order != Order::AttentionCenter {
+            return Err(c.fail(
+                "attention_type",
+                format!(
+                    "is read only by order = \"attention_center\", not {:?}",
+                    s.order
+                ),
+            ));
+        }
         Ok(Self { settings, seed: 0 })
     }
 
@@ -793,6 +804,18 @@ mod tests {
         assert!(bad(&|s| s.blur_kernel = 8).contains("blur_kernel"));
         assert!(bad(&|s| s.blur_sigma = 0.0).contains("blur_sigma"));
         assert!(bad(&|s| s.ema_momentum = 1.5).contains("ema_momentum"));
+        assert!(
+            bad(&|s| {
+                s.order = Order::Raster;
+                s.attention_type = AttentionType::SelfAttention;
+            })
+            .contains("attention_type")
+        );
+        let ok = SemAimSettings {
+            attention_type: AttentionType::Gap,
+            ..SemAimSettings::default()
+        };
+        assert!(SemAimMethod::new(ok).is_ok());
     }
 
     #[test]
