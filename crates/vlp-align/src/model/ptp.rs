@@ -14,7 +14,7 @@
 //! may add learned position embeddings to those tokens (`image_positions`): BLIP's ViT is
 //! pretrained and its tokens keep where they came from, while a tower trained from scratch by
 //! the contrastive loss does not, and the decoder then cannot tell the blocks apart (ShapesWorld
-//! block filling after 1500 steps: 0.512 with them, mean of 3 seeds; without them 0.227, the
+//! block filling after 4000 steps: 0.794 with them, mean of 3 seeds; without them 0.227, the
 //! most frequent block, up to 2000 steps). PTP's paper and code have nothing of this.
 
 use std::path::Path;

@@ -3,20 +3,30 @@
 //! in this test on the same batches from the same seeds (mean of 3 seeds).
 //!
 //! Asserted: the decoder fills "… The block [?] has a red circle." in (the block scored best
-//! among the 9 holds an object of that name) on at least 0.35 of the held-out prompts (chance
-//! 0.111; always answering the most frequent block, 4, scores 0.227), and PTP's retrieval R@5
-//! is not below CLIP's (within 0.02, the spread between seeds). **The issue's ≥ 0.7 is not
-//! met.** Measured (2026-11-30, 2-core AMD EPYC, 844 s): block filling 0.490, 0.553, 0.493
-//! (mean 0.512); R@5 PTP 0.217, 0.225, 0.210 (0.217) against CLIP 0.197, 0.260, 0.205 (0.221).
+//! among the 9 holds an object of that name) on at least 0.7 of the held-out prompts, the
+//! issue's bar (chance 0.111; always answering the most frequent block, 4, scores 0.227), and
+//! PTP's retrieval R@5 is not below CLIP's (within 0.02, the spread between seeds). Measured
+//! (2026-12-01, 2-core AMD EPYC, release build, 1130 s, 7.1 GB): block filling 0.787, 0.807,
+//! 0.790 (mean 0.794); R@5 PTP 0.280, 0.272, 0.288 (0.280) against CLIP 0.275, 0.248, 0.260
+//! (0.261).
+//!
+//! PTP trains here with its contrastive and language-modelling losses; BLIP's matching loss is
+//! off (`itm_weight = 0`): it costs two thirds of every step, and what fills the prompt in is
+//! the decoder. With it on, block filling was the same within the spread of seeds at 1500
+//! steps (0.49 with, 0.52 without), and at 4000 steps seed 1 of the release build
+//! (`vlp train --config configs/ptp.toml` with this test's model) filled 0.817 in (1214 s).
+//!
+//! Steps decide: block filling rises late (2026-12-01, seed 1, release build, this test's
+//! model and losses): 0.57 after 1500 steps, 0.81 after 4000; the language-modelling loss alone reaches 0.67 and 0.82. Small objects (4 to 8 pixels
+//! across at 32 pixels) are the last to be placed: by quarters of object area, 0.33, 0.51, 0.69,
+//! 0.73 after 1500 steps, 0.68, 0.85, 0.88, 0.83 after 4000. Neither a higher resolution (48
+//! pixels, 0.51), smaller patches (4 pixels, 0.51), a CLIP-pretrained tower (0.54), nor a heavier
+//! language-modelling weight (3, 0.52) helped at 1500 steps.
 //!
 //! The decoder places the image tokens with learned position embeddings
 //! (`PtpSettings::image_positions`; BLIP has none, its pretrained ViT's tokens keep their
-//! positions). Without them the decoder never tells the blocks apart here: 0.227 on every seed
-//! after 300 to 2000 steps, at 64 px, without augmentation, with the language-model loss alone,
-//! at lr 7e-4, with one object per image, and with the object named before the block. With
-//! them (seed 1 unless said, 2026-11-30): 0.227 after 300 steps, 0.49 after 1500, seed 2 0.60
-//! after 3000; at 1500 steps lr 6e-3 0.39, lr 1.5e-3 0.47, without the matching loss 0.52, three
-//! decoder blocks 0.54.
+//! positions). Without them the decoder never told the blocks apart here: 0.227 on every seed
+//! after 300 to 2000 steps.
 use std::sync::Arc;
 
 use vlp_core::backend::default_device;
@@ -29,7 +39,7 @@ use vlp_train::model::build_tokenizer;
 use crate::{batches_with, claim_config, evaluated, held_out, per_seed, trained};
 
 /// Steps of each training run.
-const STEPS: usize = 1500;
+const STEPS: usize = 4000;
 
 fn config(seed: u64) -> TrainConfig {
     claim_config(
@@ -47,6 +57,9 @@ fn run(seed: u64) -> (f64, f64, f64) {
     let cfg = config(seed);
     let settings = PtpSettings {
         d_hidden: 128,
+        // See the module comment: the decoder fills the prompt in; matching would triple the
+        // test's time.
+        itm_weight: 0.0,
         ..PtpSettings::default()
     };
     let method = Arc::new(PtpMethod::new(settings, &cfg).unwrap());
@@ -85,8 +98,8 @@ fn run(seed: u64) -> (f64, f64, f64) {
 }
 
 #[test]
-#[ignore = "trains 6 models of 1500 steps (about 16 min on 2 cores); run with \
-            `cargo test -p vlp-train --test it ptp -- --ignored --nocapture`"]
+#[ignore = "trains 6 models of 4000 steps (about 20 min on 2 cores in a release build); run \
+            with `cargo test --release -p vlp-train --test it ptp -- --ignored --nocapture`"]
 fn position_prompted_pretraining_learns_where_objects_are_and_keeps_clip_retrieval() {
     let seeds = [1u64, 2, 3];
     let n = seeds.len() as f64;
@@ -102,8 +115,8 @@ fn position_prompted_pretraining_learns_where_objects_are_and_keeps_clip_retriev
          block 0.227); R@5 PTP {ptp:.3} CLIP {clip:.3}"
     );
     assert!(
-        block >= 0.35,
-        "block filling {block:.3}: the decoder does not tell the blocks apart"
+        block >= 0.7,
+        "block filling {block:.3} is below the issue's 0.7"
     );
     assert!(
         ptp >= clip - 0.02,
