@@ -12,16 +12,18 @@
 //!
 //! PTP trains here with its contrastive and language-modelling losses; BLIP's matching loss is
 //! off (`itm_weight = 0`): it costs two thirds of every step, and what fills the prompt in is
-//! the decoder. With it on, block filling was the same within the spread of seeds at 1500
-//! steps (0.49 with, 0.52 without), and at 4000 steps seed 1 of the release build
-//! (`vlp train --config configs/ptp.toml` with this test's model) filled 0.817 in (1214 s).
+//! the decoder. With it on, block filling stayed within the spread of seeds (1500 steps: 0.49
+//! with, 0.52 without on 2026-11-30; seed 1 on 2026-12-01, 0.597 with, 0.567 without), and the
+//! full method on this test's model, seed 1, 4000 steps (`vlp train --config configs/ptp.toml`,
+//! release build, 1214 s) filled 0.817 in.
 //!
 //! Steps decide: block filling rises late (2026-12-01, seed 1, release build, this test's
-//! model and losses): 0.57 after 1500 steps, 0.81 after 4000; the language-modelling loss alone reaches 0.67 and 0.82. Small objects (4 to 8 pixels
-//! across at 32 pixels) are the last to be placed: by quarters of object area, 0.33, 0.51, 0.69,
-//! 0.73 after 1500 steps, 0.68, 0.85, 0.88, 0.83 after 4000. Neither a higher resolution (48
-//! pixels, 0.51), smaller patches (4 pixels, 0.51), a CLIP-pretrained tower (0.54), nor a heavier
-//! language-modelling weight (3, 0.52) helped at 1500 steps.
+//! model and losses): 0.57 after 1500 steps, 0.81 after 4000; the language-modelling loss
+//! alone reaches 0.67 and 0.82. Small objects (4 to 8 pixels across at 32 pixels) are the last
+//! to be placed: by quarters of object area, 0.33, 0.51, 0.69, 0.73 after 1500 steps, 0.68,
+//! 0.85, 0.88, 0.83 after 4000. Neither a higher resolution (48 pixels, 0.51), smaller patches
+//! (4 pixels, 0.51), a CLIP-pretrained tower (0.54), nor a heavier language-modelling weight
+//! (3, 0.52) helped at 1500 steps.
 //!
 //! The decoder places the image tokens with learned position embeddings
 //! (`PtpSettings::image_positions`; BLIP has none, its pretrained ViT's tokens keep their
