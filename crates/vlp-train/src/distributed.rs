@@ -20,7 +20,11 @@ pub fn multi_node(config: CollectiveConfig, d: &DistributedConfig) -> Result<Col
         return Err(TrainError::Config("`distributed.node_address` is needed in a multi-node run (HOST:PORT this node serves tensors on)".into()));
     }
     let node_port = port(&d.node_address, "node_address")?;
+    // burn's servers bind in a background task whose failure nobody sees: the peers would fail
+    // later, in their first tensor download, naming no port. So the ports are checked here.
+    free_here(node_port, "node_address", &d.node_address)?;
     if d.rank == 0 {
+        free_here(coord_port, "coordinator", &d.coordinator)?;
         std::thread::spawn(move || match tokio_runtime() {
             Ok(rt) => rt.block_on(burn::collective::start_global_orchestrator(coord_port)),
             Err(e) => eprintln!("cannot start the coordinator: {e}"),
@@ -36,6 +40,17 @@ pub fn multi_node(config: CollectiveConfig, d: &DistributedConfig) -> Result<Col
         // than nodes (`RingReduceImpossible`), such as the logit scale and its gradient; a tree
         // reduces any shape.
         .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2)))
+}
+
+/// An error naming the field when `port` cannot be served on this machine now.
+fn free_here(port: u16, field: &str, address: &str) -> Result<()> {
+    std::net::TcpListener::bind(("0.0.0.0", port))
+        .map(drop)
+        .map_err(|e| {
+            TrainError::Distributed(format!(
+                "`distributed.{field}` = \"{address}\": port {port} cannot be served on this machine ({e}); another process holds it"
+            ))
+        })
 }
 
 fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -84,17 +84,25 @@ fn losses(dir: &Path) -> BTreeMap<u64, f64> {
         .collect()
 }
 
+/// A block of four free ports (coordinator, liveness, two data ports), below the kernel's
+/// ephemeral range as `vlp train --nodes` picks them: ports inside it can be taken by any
+/// outgoing connection before the rank binds them (a CI failure on 2026-12-01).
 fn free_port() -> u16 {
-    loop {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if p < 60000 && (1..4).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
-            return p;
-        }
-    }
+    let hi = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = hi.saturating_sub(10004).max(1) as u64;
+    let seed = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    (0..1000u64)
+        .map(|k| 10000 + (seed.wrapping_add(k * 7919) % span) as u16)
+        .find(|&p| (0..4).all(|k| std::net::TcpListener::bind(("0.0.0.0", p + k)).is_ok()))
+        .expect("four free ports")
 }
 
 /// Starts rank `rank` of 2 with the coordinator on `port`.
@@ -253,6 +261,26 @@ fn ranks_with_different_configurations_both_refuse_to_start() {
     assert!(!s0.success() && !s1.success());
     assert!(e0.contains("configuration differs"), "rank 0: {e0}");
     assert!(e1.contains("configuration"), "rank 1: {e1}");
+    assert!(losses(dir.path()).is_empty(), "a step was taken");
+}
+
+/// A data port that another program holds: the rank says so, naming the field and the port,
+/// and rank 0 stops too (before this, the peer failed in its first download, naming neither).
+#[test]
+fn a_node_port_in_use_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _held = std::net::TcpListener::bind(("0.0.0.0", port + 3)).unwrap();
+    let mut r0 = rank(dir.path(), port, 0, &["optim.steps=50"]);
+    let mut r1 = rank(dir.path(), port, 1, &["optim.steps=50"]);
+    let (s1, e1) = wait_for(&mut r1, Duration::from_secs(30));
+    let (s0, e0) = wait_for(&mut r0, Duration::from_secs(30));
+    assert!(!s0.success() && !s1.success());
+    assert!(
+        e1.contains("distributed.node_address") && e1.contains(&format!("port {}", port + 3)),
+        "rank 1: {e1}"
+    );
+    assert!(e0.contains("rank 1"), "rank 0: {e0}");
     assert!(losses(dir.path()).is_empty(), "a step was taken");
 }
 
