@@ -522,26 +522,45 @@ pub fn load_lxmert<B: Backend>(
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    if config.d_model == 0 || config.n_heads == 0 || !config.d_model.is_multiple_of(config.n_heads)
-    {
-        return Err(AlignError::Config {
-            path,
-            reason: format!(
-                "{} heads do not divide width {}",
-                config.n_heads, config.d_model
-            ),
-        });
+    let bad = |reason: String| AlignError::Config {
+        path: path.clone(),
+        reason,
+    };
+    // Sizes come from a file: bounded before anything is allocated from them (the embeddings,
+    // the answer and label heads and the RoI grid are allocated from these at init).
+    let c = &config;
+    for (field, v, max) in [
+        ("vocab_size", c.vocab_size, 1 << 20),
+        ("max_len", c.max_len, 1 << 16),
+        ("num_answers", c.num_answers, 1 << 16),
+        ("num_object_labels", c.num_object_labels, 1 << 16),
+        ("d_model", c.d_model, 1 << 14),
+        ("n_heads", c.n_heads, 1 << 10),
+        ("d_hidden", c.d_hidden, 1 << 16),
+        ("cnn_channels", c.cnn_channels, 1 << 12),
+        ("roi_size", c.roi_size, 64),
+    ] {
+        if v == 0 || v > max {
+            return Err(bad(format!("`{field}` = {v} is not in 1..={max}")));
+        }
     }
-    if config.vocab_size == 0
-        || config.num_answers == 0
-        || config.num_object_labels == 0
-        || config.max_len == 0
-    {
-        return Err(AlignError::Config {
-            path,
-            reason: "vocab_size, max_len, num_answers and num_object_labels must be positive"
-                .into(),
-        });
+    for (field, v) in [
+        ("l_layers", c.l_layers),
+        ("r_layers", c.r_layers),
+        ("x_layers", c.x_layers),
+    ] {
+        if v > 256 {
+            return Err(bad(format!("`{field}` = {v} is above 256")));
+        }
+    }
+    if !c.d_model.is_multiple_of(c.n_heads) {
+        return Err(bad(format!(
+            "{} heads do not divide width {}",
+            c.n_heads, c.d_model
+        )));
+    }
+    if !(c.eps > 0.0 && c.eps < 1.0) {
+        return Err(bad(format!("`eps` = {} is not in (0, 1)", c.eps)));
     }
     let file = TensorFile::open(dir.join(WEIGHTS_FILE))?;
     let model = load_params(
@@ -742,5 +761,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("fc1"), "{e}");
+        // Sizes from the file are bounded before anything is allocated, each error naming
+        // the file and the field.
+        for (bad, field) in [
+            (cfg.clone().with_d_model(1 << 30), "d_model"),
+            (cfg.clone().with_roi_size(0), "roi_size"),
+            (cfg.clone().with_x_layers(1 << 20), "x_layers"),
+            (LxmertConfig::new(1 << 40, 8, 7, 5), "vocab_size"),
+            (cfg.clone().with_eps(0.0), "eps"),
+        ] {
+            std::fs::write(dir.path().join(CONFIG_FILE), bad.to_string()).unwrap();
+            let e = load_lxmert::<B>(dir.path(), &default_device())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field) && e.contains(CONFIG_FILE), "{field}: {e}");
+        }
     }
 }
