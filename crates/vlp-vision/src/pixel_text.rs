@@ -17,7 +17,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Distribution, Tensor, TensorData};
 use vlp_core::checkpoint::{
-    Source, StoredDType, TensorFile, collect_params, load_params, write_safetensors,
+    Source, StoredDType, TensorFile, check_sizes, collect_params, load_params, write_safetensors,
 };
 use vlp_core::nn::{
     Activation, AttentionMask, LayerNorm, LayerNormConfig, TransformerEncoder,
@@ -236,22 +236,16 @@ pub fn load_pixel_text<B: Backend>(
         reason: e.to_string(),
     })?;
     // Every field is bounded before anything is allocated from it (the file is untrusted).
-    for (field, value, max) in [
-        ("height", config.height, 256),
-        ("patch_width", config.patch_width, 256),
-        ("max_patches", config.max_patches, 4096),
-        ("d_model", config.d_model, 1 << 14),
-        ("n_layers", config.n_layers, 128),
-        ("n_heads", config.n_heads, 256),
-        ("d_hidden", config.d_hidden, 1 << 16),
-    ] {
-        if value > max {
-            return Err(CoreError::Checkpoint {
-                path,
-                reason: format!("`{field}` = {value} is above {max}"),
-            });
-        }
-    }
+    check_sizes(&[
+        ("height", config.height, 0..=256),
+        ("patch_width", config.patch_width, 0..=256),
+        ("max_patches", config.max_patches, 0..=4096),
+        ("d_model", config.d_model, 0..=1 << 14),
+        ("n_layers", config.n_layers, 0..=128),
+        ("n_heads", config.n_heads, 0..=256),
+        ("d_hidden", config.d_hidden, 0..=1 << 16),
+    ])
+    .map_err(|reason| CoreError::Checkpoint { path, reason })?;
     let file = TensorFile::open(dir.join(WEIGHTS_FILE))?;
     let model = load_params(
         config.init::<B>(device),

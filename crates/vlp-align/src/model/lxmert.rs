@@ -24,7 +24,7 @@ use vlp_core::nn::{
 use std::path::Path;
 
 use vlp_core::checkpoint::{
-    Source, StoredDType, TensorFile, collect_params, load_params, write_safetensors,
+    Source, StoredDType, TensorFile, check_sizes, collect_params, load_params, write_safetensors,
 };
 
 use crate::error::{AlignError, Result};
@@ -529,30 +529,21 @@ pub fn load_lxmert<B: Backend>(
     // Sizes come from a file: bounded before anything is allocated from them (the embeddings,
     // the answer and label heads and the RoI grid are allocated from these at init).
     let c = &config;
-    for (field, v, max) in [
-        ("vocab_size", c.vocab_size, 1 << 20),
-        ("max_len", c.max_len, 1 << 16),
-        ("num_answers", c.num_answers, 1 << 16),
-        ("num_object_labels", c.num_object_labels, 1 << 16),
-        ("d_model", c.d_model, 1 << 14),
-        ("n_heads", c.n_heads, 1 << 10),
-        ("d_hidden", c.d_hidden, 1 << 16),
-        ("cnn_channels", c.cnn_channels, 1 << 12),
-        ("roi_size", c.roi_size, 64),
-    ] {
-        if v == 0 || v > max {
-            return Err(bad(format!("`{field}` = {v} is not in 1..={max}")));
-        }
-    }
-    for (field, v) in [
-        ("l_layers", c.l_layers),
-        ("r_layers", c.r_layers),
-        ("x_layers", c.x_layers),
-    ] {
-        if v > 256 {
-            return Err(bad(format!("`{field}` = {v} is above 256")));
-        }
-    }
+    check_sizes(&[
+        ("vocab_size", c.vocab_size, 1..=1 << 20),
+        ("max_len", c.max_len, 1..=1 << 16),
+        ("num_answers", c.num_answers, 1..=1 << 16),
+        ("num_object_labels", c.num_object_labels, 1..=1 << 16),
+        ("d_model", c.d_model, 1..=1 << 14),
+        ("n_heads", c.n_heads, 1..=1 << 10),
+        ("d_hidden", c.d_hidden, 1..=1 << 16),
+        ("cnn_channels", c.cnn_channels, 1..=1 << 12),
+        ("roi_size", c.roi_size, 1..=64),
+        ("l_layers", c.l_layers, 0..=256),
+        ("r_layers", c.r_layers, 0..=256),
+        ("x_layers", c.x_layers, 0..=256),
+    ])
+    .map_err(bad)?;
     if !c.d_model.is_multiple_of(c.n_heads) {
         return Err(bad(format!(
             "{} heads do not divide width {}",

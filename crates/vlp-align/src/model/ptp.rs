@@ -25,7 +25,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, backend::Backend};
 use vlp_core::checkpoint::{
-    Source, StoredDType, TensorFile, collect_params, load_params, write_safetensors,
+    Source, StoredDType, TensorFile, check_sizes, collect_params, load_params, write_safetensors,
 };
 use vlp_core::nn::{AttentionMask, GroundedLayer, PostNormConfig, linear_2d};
 use vlp_text::decoder::{CausalDecoder, CausalDecoderConfig};
@@ -234,25 +234,16 @@ pub fn load_decoder<B: Backend>(
     };
     // Sizes come from a file: bounded before anything is allocated.
     let c = &config;
-    for (field, v, max) in [
-        ("vocab_size", c.vocab_size, 1 << 20),
-        ("max_len", c.max_len, 1 << 16),
-        ("d_model", c.d_model, 1 << 14),
-        ("n_layers", c.n_layers, 256),
-        ("n_heads", c.n_heads, 1 << 10),
-        ("d_hidden", c.d_hidden, 1 << 16),
-    ] {
-        if v == 0 || v > max {
-            return Err(bad(format!("{field} = {v} is not in 1..={max}")));
-        }
-    }
-    if c.context_positions > 1 << 16 {
-        return Err(bad(format!(
-            "context_positions = {} is not in 0..={}",
-            c.context_positions,
-            1 << 16
-        )));
-    }
+    check_sizes(&[
+        ("vocab_size", c.vocab_size, 1..=1 << 20),
+        ("max_len", c.max_len, 1..=1 << 16),
+        ("d_model", c.d_model, 1..=1 << 14),
+        ("n_layers", c.n_layers, 1..=256),
+        ("n_heads", c.n_heads, 1..=1 << 10),
+        ("d_hidden", c.d_hidden, 1..=1 << 16),
+        ("context_positions", c.context_positions, 0..=1 << 16),
+    ])
+    .map_err(bad)?;
     if !c.d_model.is_multiple_of(c.n_heads) {
         return Err(bad(format!(
             "{} heads do not divide width {}",

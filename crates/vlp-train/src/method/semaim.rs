@@ -69,7 +69,7 @@ use serde::Deserialize;
 use vlp_align::pretrained::{load_pretrained, read_pretrained_config};
 use vlp_align::{ClipModel, normalize_last};
 use vlp_core::checkpoint::{
-    Source, StoredDType, TensorFile, collect_params, load_params, write_safetensors,
+    Source, StoredDType, TensorFile, check_sizes, collect_params, load_params, write_safetensors,
 };
 use vlp_core::nn::ema_update;
 use vlp_data::preprocess::ImagePipeline;
@@ -711,22 +711,16 @@ pub fn load_semaim<B: Backend>(
         .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
     // Sizes from the file are bounded before anything is allocated from them.
     let v = &cfg.vit;
-    for (field, value, max) in [
-        ("vit.hidden_size", v.hidden_size, 1 << 14),
-        ("vit.intermediate_size", v.intermediate_size, 1 << 16),
-        ("vit.num_hidden_layers", v.num_hidden_layers, 128),
-        ("vit.image_size", v.image_size, 4096),
-        ("vit.num_channels", v.num_channels, 16),
-        ("blur_kernel", cfg.blur_kernel, 63),
-        ("target_dim", cfg.target_dim, 1 << 14),
-    ] {
-        if value > max {
-            return Err(TrainError::Config(format!(
-                "{}: `{field}` = {value} is above {max}",
-                path.display()
-            )));
-        }
-    }
+    check_sizes(&[
+        ("vit.hidden_size", v.hidden_size, 0..=1 << 14),
+        ("vit.intermediate_size", v.intermediate_size, 0..=1 << 16),
+        ("vit.num_hidden_layers", v.num_hidden_layers, 0..=128),
+        ("vit.image_size", v.image_size, 0..=4096),
+        ("vit.num_channels", v.num_channels, 0..=16),
+        ("blur_kernel", cfg.blur_kernel, 0..=63),
+        ("target_dim", cfg.target_dim, 0..=1 << 14),
+    ])
+    .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
     let aim = cfg.init::<B>(device);
     let teacher = cfg.vit.init::<B>(device);
     let file = TensorFile::open(dir.join(WEIGHTS_FILE))?;
