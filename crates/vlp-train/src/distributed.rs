@@ -47,8 +47,12 @@ fn free_here(port: u16, field: &str, address: &str) -> Result<()> {
     std::net::TcpListener::bind(("0.0.0.0", port))
         .map(drop)
         .map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse => "; another process holds it",
+                _ => "",
+            };
             TrainError::Distributed(format!(
-                "`distributed.{field}` = \"{address}\": port {port} cannot be served on this machine ({e}); another process holds it"
+                "`distributed.{field}` = \"{address}\": port {port} cannot be served on this machine ({e}){hint}"
             ))
         })
 }

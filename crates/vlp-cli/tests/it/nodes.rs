@@ -277,7 +277,9 @@ fn a_node_port_in_use_is_an_error_naming_it() {
     let (s0, e0) = wait_for(&mut r0, Duration::from_secs(30));
     assert!(!s0.success() && !s1.success());
     assert!(
-        e1.contains("distributed.node_address") && e1.contains(&format!("port {}", port + 3)),
+        e1.contains("distributed.node_address")
+            && e1.contains(&format!("port {}", port + 3))
+            && e1.contains("another process holds it"),
         "rank 1: {e1}"
     );
     assert!(e0.contains("rank 1"), "rank 0: {e0}");
