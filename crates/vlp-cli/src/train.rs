@@ -130,49 +130,6 @@ fn distributed_overrides(args: &TrainArgs) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// A block of `len` consecutive free TCP ports for `--nodes` (coordinator, liveness service and
-/// one data port per rank), taken *below* the kernel's ephemeral range. Ports from `bind(:0)` lie
-/// inside that range, where the kernel also hands out the local ports of outgoing connections:
-/// between this check and the rank binding its data port, any connection on the machine could
-/// take the port, and the peer's tensor download then fails ("Failed to connect to data
-/// server", seen in CI on 2026-12-01). Below the range only a program that binds it explicitly
-/// can.
-fn free_port_block(len: u16) -> anyhow::Result<u16> {
-    let (lo, hi) = below_ephemeral_range();
-    if hi.saturating_sub(lo) <= len {
-        bail!(
-            "no room for {len} ports between 10000 and the ephemeral port range (starting at {hi}); start the ranks with explicit --coordinator and --node-address instead of --nodes"
-        );
-    }
-    let span = (hi - lo - len) as u64;
-    // A start that differs between processes, so concurrent launches try different blocks.
-    let seed = {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.finish()
-    };
-    for k in 0..200u64 {
-        let p = lo + ((seed.wrapping_add(k.wrapping_mul(7919))) % span) as u16;
-        // 0.0.0.0, as burn's servers bind: stricter than 127.0.0.1.
-        if (0..len).all(|i| std::net::TcpListener::bind(("0.0.0.0", p + i)).is_ok()) {
-            return Ok(p);
-        }
-    }
-    bail!("found no block of {len} free ports on this machine between {lo} and {hi}")
-}
-
-/// Ports `[lo, hi)` that the kernel does not assign on its own: from 10000 up to the start of
-/// `/proc/sys/net/ipv4/ip_local_port_range` on Linux, else up to 32768 (below the IANA dynamic
-/// range, 49152, that macOS and Windows use).
-fn below_ephemeral_range() -> (u16, u16) {
-    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    (10000, start.max(10000))
-}
-
 /// `--nodes N`: N copies of this command, ranks 0..N, over localhost. Rank 0's output is this
 /// command's; when a process fails, the others are stopped (they would stop on their own within
 /// `distributed.timeout_s`).
@@ -180,7 +137,7 @@ fn spawn_local_nodes(n: usize) -> anyhow::Result<()> {
     if n == 0 {
         bail!("--nodes must be at least 1");
     }
-    let base = free_port_block(2 + n as u16)?;
+    let base = vlp_train::distributed::free_port_block(2 + n as u16)?;
     let exe = std::env::current_exe().context("locating the vlp binary")?;
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     // Drop `--nodes N` / `--nodes=N`.

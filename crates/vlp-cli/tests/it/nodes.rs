@@ -84,25 +84,10 @@ fn losses(dir: &Path) -> BTreeMap<u64, f64> {
         .collect()
 }
 
-/// A block of four free ports (coordinator, liveness, two data ports), below the kernel's
-/// ephemeral range as `vlp train --nodes` picks them: ports inside it can be taken by any
-/// outgoing connection before the rank binds them (a CI failure on 2026-12-01).
+/// A block of four free ports (coordinator, liveness, two data ports), chosen as
+/// `vlp train --nodes` chooses them (below the kernel's ephemeral range).
 fn free_port() -> u16 {
-    let hi = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let span = hi.saturating_sub(10004).max(1) as u64;
-    let seed = {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.finish()
-    };
-    (0..1000u64)
-        .map(|k| 10000 + (seed.wrapping_add(k * 7919) % span) as u16)
-        .find(|&p| (0..4).all(|k| std::net::TcpListener::bind(("0.0.0.0", p + k)).is_ok()))
-        .expect("four free ports")
+    vlp_train::distributed::free_port_block(4).unwrap()
 }
 
 /// Starts rank `rank` of 2 with the coordinator on `port`.
