@@ -365,7 +365,6 @@ struct Embedded {
 /// Rows of a `vlp embed` file by key.
 struct StoredEmbeddings {
     path: PathBuf,
-    dim: usize,
     rows: std::collections::HashMap<String, Vec<f32>>,
 }
 
@@ -406,7 +405,6 @@ impl StoredEmbeddings {
             .collect();
         Ok(Self {
             path: path.to_path_buf(),
-            dim,
             rows,
         })
     }
@@ -486,9 +484,8 @@ fn embedded(
 }
 
 fn cocu(a: CocuArgs) -> anyhow::Result<()> {
-    use vlp_curate::cocu::{
-        ArchiveEntry, ArchivedConcept, ConceptArchive, ConceptGallery, concept_archive,
-    };
+    use vlp_curate::cocu::ConceptGallery;
+    use vlp_train::method::cocu::curate::{Curation, rank_archive};
     if a.neighbours == 0 {
         bail!("--neighbours must be at least 1");
     }
@@ -526,62 +523,6 @@ fn cocu(a: CocuArgs) -> anyhow::Result<()> {
             a.min_count
         );
     }
-    let prompts: Vec<String> = gallery
-        .names()
-        .iter()
-        .map(|c| a.prompt.replace("{}", c))
-        .collect();
-    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let concepts = embed_texts(
-        &bundle.model,
-        bundle.tokenizer.as_ref(),
-        &refs,
-        256,
-        &device,
-    )?;
-    let dim = concepts.dim;
-    if let Some(st) = &stored
-        && st.dim != dim
-    {
-        bail!(
-            "{}: embeddings are {} wide, the model's texts {dim}",
-            st.path.display(),
-            st.dim
-        );
-    }
-    let index_concepts: Vec<Vec<usize>> = index_ref
-        .captions
-        .iter()
-        .map(|c| gallery.concepts_in(c))
-        .collect();
-    let archive = concept_archive(
-        &data.rows,
-        &index_ref.rows,
-        &index_concepts,
-        &concepts.data,
-        dim,
-        a.neighbours,
-    );
-    let images: Vec<ArchiveEntry> = data
-        .keys
-        .iter()
-        .zip(&data.captions)
-        .zip(&archive)
-        .map(|((key, caption), ranked)| ArchiveEntry {
-            key: key.clone(),
-            caption: caption.clone(),
-            concepts: ranked
-                .iter()
-                .map(|c| ArchivedConcept {
-                    concept: gallery.name(c.concept).to_string(),
-                    score: c.score,
-                    global: c.global,
-                    local: c.local,
-                })
-                .collect(),
-        })
-        .collect();
-    let mean_archive = archive.iter().map(Vec::len).sum::<usize>() as f64 / archive.len() as f64;
     let summary = serde_json::json!({
         "data": a.data,
         "index": index_spec,
@@ -592,13 +533,34 @@ fn cocu(a: CocuArgs) -> anyhow::Result<()> {
         "gallery": gallery.len(),
         "neighbours": a.neighbours,
         "prompt": a.prompt,
-        "mean_concepts_per_image": mean_archive,
     });
-    ConceptArchive {
-        summary: summary.clone(),
-        images,
-    }
-    .write(&a.out)?;
+    let curation = Curation {
+        keys: &data.keys,
+        captions: &data.captions,
+        rows: &data.rows,
+        index_captions: &index_ref.captions,
+        index_rows: &index_ref.rows,
+    };
+    let mut archive = rank_archive(
+        &bundle.model,
+        bundle.tokenizer.as_ref(),
+        curation,
+        &gallery,
+        &a.prompt,
+        a.neighbours,
+        summary,
+        &device,
+    )
+    .map_err(|e| match &stored {
+        // Rows of the wrong width can only come from the file.
+        Some(st) => anyhow::anyhow!("{}: {e}", st.path.display()),
+        None => anyhow::anyhow!("{}: {e}", a.data),
+    })?;
+    let concepts: usize = archive.images.iter().map(|e| e.concepts.len()).sum();
+    archive.summary["mean_concepts_per_image"] =
+        serde_json::json!(concepts as f64 / archive.images.len().max(1) as f64);
+    archive.write(&a.out)?;
+    let summary = archive.summary;
     let mut line = summary;
     line["out"] = serde_json::json!(a.out);
     line["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::CocuError;
+use super::{CocuError, ConceptGallery, ScoredConcept};
 
 /// One concept of an image's archive, by name, with its scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +59,46 @@ impl ConceptArchive {
         Ok(archive)
     }
 
+    /// The archive of images `keys` with `captions`, from their ranked concepts
+    /// ([`concept_archive`](super::concept_archive)) named by `gallery`.
+    ///
+    /// Fails when the three lists differ in length (an image would be lost or misattributed).
+    pub fn from_ranked(
+        summary: serde_json::Value,
+        keys: &[String],
+        captions: &[String],
+        ranked: &[Vec<ScoredConcept>],
+        gallery: &ConceptGallery,
+    ) -> Result<Self, String> {
+        if keys.len() != captions.len() || keys.len() != ranked.len() {
+            return Err(format!(
+                "{} keys, {} captions and {} ranked lists: one of each per image",
+                keys.len(),
+                captions.len(),
+                ranked.len()
+            ));
+        }
+        let images = keys
+            .iter()
+            .zip(captions)
+            .zip(ranked)
+            .map(|((key, caption), ranked)| ArchiveEntry {
+                key: key.clone(),
+                caption: caption.clone(),
+                concepts: ranked
+                    .iter()
+                    .map(|c| ArchivedConcept {
+                        concept: gallery.name(c.concept).to_string(),
+                        score: c.score,
+                        global: c.global,
+                        local: c.local,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Self { summary, images })
+    }
+
     /// Writes the archive atomically.
     pub fn write(&self, path: &Path) -> Result<(), CocuError> {
         let bytes = serde_json::to_vec(self).expect("an archive serialises");
@@ -72,6 +112,48 @@ impl ConceptArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_ranked_names_concepts_and_refuses_unequal_lists() {
+        let g = ConceptGallery::new(["red circle", "blue star"]);
+        let scored = |concept, score| ScoredConcept {
+            concept,
+            score,
+            global: score / 2.0,
+            local: score / 4.0,
+        };
+        let keys = vec!["k1".to_string(), "k2".to_string()];
+        let caps = vec!["a red circle".to_string(), "a blue star".to_string()];
+        let ranked = vec![vec![scored(1, 2.0), scored(0, 1.0)], vec![]];
+        let a = ConceptArchive::from_ranked(serde_json::json!({"n": 2}), &keys, &caps, &ranked, &g)
+            .unwrap();
+        assert_eq!(a.images.len(), 2);
+        assert_eq!(a.images[1].key, "k2");
+        assert_eq!(a.images[1].caption, "a blue star");
+        assert!(a.images[1].concepts.is_empty());
+        let names: Vec<&str> = a.images[0]
+            .concepts
+            .iter()
+            .map(|c| c.concept.as_str())
+            .collect();
+        assert_eq!(names, [g.name(1), g.name(0)]);
+        assert_eq!(
+            a.images[0].concepts[0],
+            ArchivedConcept {
+                concept: g.name(1).to_string(),
+                score: 2.0,
+                global: 1.0,
+                local: 0.5
+            }
+        );
+        let err =
+            ConceptArchive::from_ranked(serde_json::json!({}), &keys, &caps, &ranked[..1], &g)
+                .unwrap_err();
+        assert!(
+            err.contains("2 keys, 2 captions and 1 ranked lists"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn round_trips_and_refuses_duplicates() {

@@ -18,6 +18,7 @@ macro_rules! methods {
             devices: Vec<B::Device>,
             opts: RunOptions,
         ) -> Result<FinalReport> {
+            prepare::<B>(cfg, &devices)?;
             match cfg.method.kind.as_str() {
                 $($name => train_method::<B, _>(cfg, $build(cfg)?, devices, opts),)*
                 other => Err(unknown(other)),
@@ -32,6 +33,15 @@ macro_rules! methods {
             }
         }
     };
+}
+
+/// What a method needs made before it can be built: CoCu's concept archive
+/// (`[method.cocu] curate_with`).
+fn prepare<B: AutodiffBackend>(cfg: &TrainConfig, devices: &[B::Device]) -> Result<()> {
+    match cfg.method.kind.as_str() {
+        "cocu" => super::cocu::curate::curate_if_missing::<B>(cfg, devices),
+        _ => Ok(()),
+    }
 }
 
 fn unknown(kind: &str) -> TrainError {
@@ -52,4 +62,5 @@ methods! {
     "syvic" => super::syvic::SyvicMethod::from_config,
     "pixel_linguist" => super::pixel_linguist::PixelLinguistMethod::from_config,
     "semaim" => super::semaim::SemAimMethod::from_config,
+    "cocu" => super::cocu::CocuMethod::from_config,
 }

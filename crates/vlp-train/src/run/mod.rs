@@ -239,6 +239,18 @@ where
     resolve_stage::<B>(cfg, devices, 0)
 }
 
+/// The exported model of the run configuration `path`, which `field` of `cfg` names (a model a
+/// method needs before it trains, such as CoCu's curation CLIP): found, or trained first, as
+/// `model.init_from`'s.
+pub fn stage_model<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    field: &str,
+    path: &str,
+    devices: &[B::Device],
+) -> Result<String> {
+    stage_final::<B>(cfg, field, path, devices, 0)
+}
+
 fn resolve_stage<B: AutodiffBackend>(
     cfg: &TrainConfig,
     devices: &[B::Device],

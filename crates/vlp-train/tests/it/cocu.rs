@@ -219,3 +219,180 @@ fn curated_concepts_recover_objects_the_captions_leave_out() {
         "ranking does not help: CoCu {cocu:.3}, the archive at random {archive:.3}"
     );
 }
+
+/// Training images of the multi-label claim, seen 4.8 times in [`ML_STEPS`] steps of 32 (CoCu
+/// trains 30 epochs over its data).
+const ML_IMAGES: usize = 4000;
+/// Steps of each training run of the multi-label claim.
+const ML_STEPS: usize = 600;
+
+/// Zero-shot top-1 of CoCu's training and of CLIP's on the captions, for one seed, at equal
+/// steps, batch, model and data. CLIP trains first and then curates the training images
+/// ([`rank_archive`], as `vlp curate cocu`: 8 neighbours, this test's gallery), as CoCu curates its data
+/// with a CLIP; CoCu then trains from that archive with its defaults (3 concept prompts per
+/// image from CLIP's 80 templates, multi-label weight 1).
+fn zero_shots(seed: u64) -> (f64, f64) {
+    use vlp_train::method::Method;
+    use vlp_train::method::cocu::curate::{Curation, rank_archive};
+    use vlp_train::method::cocu::{CocuMethod, CocuSettings};
+    let train = format!("data.train=\"shapes:train:{ML_IMAGES}\"");
+    let cfg = claim_config(seed, ML_STEPS, &[&train]);
+    let dev = default_device();
+    let test = crate::held_out(&cfg, "shapes:test:1000");
+    let clip_method = ClipMethod::clip(&cfg).unwrap();
+    let data = crate::batches(&cfg, ML_STEPS);
+    let clip = trained(Arc::new(clip_method.clone()), &cfg, &data);
+    drop(data);
+    let clip_top1 = crate::zero_shot(&clip_method, &clip, &test, &cfg);
+
+    let set = crate::held_out(&cfg, &format!("shapes:train:{ML_IMAGES}"));
+    assert_eq!(set.len(), ML_IMAGES);
+    let images = set.embed(&clip, &dev);
+    let captions: Vec<String> = set.captions.iter().map(|c| c[0].clone()).collect();
+    let tok = build_tokenizer(&cfg).unwrap();
+    let curation = Curation {
+        keys: &set.keys,
+        captions: &captions,
+        rows: &images.data,
+        index_captions: &captions,
+        index_rows: &images.data,
+    };
+    let archive = rank_archive(
+        &clip,
+        tok.tokenizer.as_ref(),
+        curation,
+        &gallery(),
+        CONCEPT_PROMPT,
+        8,
+        serde_json::json!({}),
+        &dev,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("archive.json");
+    archive.write(&path).unwrap();
+    let settings = CocuSettings {
+        archive: path,
+        ..CocuSettings::default()
+    };
+    let cocu = CocuMethod::new(settings, &cfg).unwrap();
+    let data = crate::batches_for(&cfg, ML_STEPS, 0, cocu.data());
+    assert_eq!(
+        data[0].text_tokens.as_ref().map(|t| t.batch),
+        Some(32 * 4),
+        "each image trains with its caption and 3 concept prompts"
+    );
+    let model = trained(Arc::new(cocu.clone()), &cfg, &data);
+    drop(data);
+    (crate::zero_shot(&cocu, &model, &test, &cfg), clip_top1)
+}
+
+/// CoCu's training claim in miniature (the issue's "multi-label contrastive training with
+/// curated concepts reaches zero-shot top-1 ≥ caption-only training at equal steps"): mean of
+/// seeds 1–3.
+///
+/// Measured (2026-12-01, release, 2 cores, the three seeds side by side in 145 s): CoCu 0.322
+/// against CLIP 0.283 on seeds 1–3 (0.325/0.281, 0.313/0.264, 0.327/0.304), 0.314/0.300 on
+/// seeds 4–6, 0.313/0.284 on seeds 7–9: ahead on 8 of 9 seeds (−2.1 to +4.9 points). After 300
+/// steps the means are 0.262/0.241, 0.239/0.233 and 0.262/0.229 (ahead on 7 of 9). The earlier
+/// attempt (1000 images curated by a CLIP trained on per-object sentences, ~5 epochs in 150
+/// steps, 9 in 300) was behind after 300 steps (0.206 against 0.260; `vlp_train::method::cocu`).
+/// What helps is not what the curation adds: with each archive cut to the concepts its own
+/// caption names, CoCu gives the same 0.322 on seeds 1–3 (0.299, 0.341, 0.325): the templated
+/// prompts of the caption's own object and the multi-label loss on them do the work here.
+/// Not run by CI (`#[ignore]`: six training runs of 600 steps, too slow for CI's debug build);
+/// run it with `cargo test --release -p vlp-train --test it curated_concepts -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "six 600-step training runs: run with --release (about 2.5 min)"]
+fn curated_concepts_train_a_zero_shot_classifier_as_good_as_captions_alone() {
+    let seeds = [1u64, 2, 3];
+    let outcomes = per_seed(&seeds, zero_shots);
+    let n = seeds.len() as f64;
+    let (mut cocu, mut clip) = (0.0, 0.0);
+    for (seed, (c, b)) in seeds.iter().zip(&outcomes) {
+        println!("seed {seed}: zero-shot top-1 CoCu {c:.3}, CLIP on the captions {b:.3}");
+        cocu += c / n;
+        clip += b / n;
+    }
+    println!("mean of 3 seeds: CoCu {cocu:.3}, CLIP {clip:.3}");
+    assert!(
+        cocu >= clip,
+        "CoCu's zero-shot top-1 {cocu:.3} is below caption-only CLIP's {clip:.3}"
+    );
+}
+
+/// `[method.cocu] curate_with` through the runner: the curation run trains first, its CLIP
+/// curates the training data into the archive, CoCu trains from it; a second run reuses the
+/// archive, and data too large to curate in memory is refused with a message naming the field.
+#[test]
+fn a_run_curates_its_training_data_when_the_archive_is_missing() {
+    use vlp_curate::cocu::ConceptArchive;
+    let root = tempfile::tempdir().unwrap();
+    let dir = format!("run.dir={:?}", root.path().to_str().unwrap());
+    let curator = crate::tiny(&[
+        "run.name=\"curator\"",
+        &dir,
+        "data.train=\"shapes:train:96\"",
+        "optim.steps=4",
+    ]);
+    let curator_file = root.path().join("curator.toml");
+    std::fs::write(&curator_file, toml::to_string_pretty(&curator).unwrap()).unwrap();
+    let archive = root.path().join("archives/train.json");
+    let settings = [
+        "method.kind=\"cocu\"".to_string(),
+        format!("method.cocu.archive={:?}", archive.to_str().unwrap()),
+        format!(
+            "method.cocu.curate_with={:?}",
+            curator_file.to_str().unwrap()
+        ),
+        "method.cocu.min_count=2".into(),
+        dir.clone(),
+        "data.train=\"shapes:train:96\"".into(),
+        "optim.steps=4".into(),
+    ];
+    let refs: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let cfg = crate::tiny(&refs);
+    let report = crate::train_into(&cfg, &root.path().join("cocu"));
+    assert_eq!(report.method, "cocu");
+    assert!(root.path().join("curator/final.json").is_file());
+    let written = ConceptArchive::read(&archive).unwrap();
+    assert_eq!(written.images.len(), 96);
+    assert_eq!(written.images[0].key, "shapes-train-00000000");
+    assert!(
+        written.images.iter().all(|e| !e.concepts.is_empty()),
+        "every image has concepts: its own caption's at least"
+    );
+    assert_eq!(written.summary["neighbours"], 8);
+    // The archive is reused as it is (a stale one is deleted by hand to curate again).
+    let before = std::fs::read(&archive).unwrap();
+    crate::train_into(&cfg, &root.path().join("cocu-again"));
+    assert_eq!(std::fs::read(&archive).unwrap(), before);
+
+    let mut stream = settings.to_vec();
+    stream.push(format!(
+        "method.cocu.archive={:?}",
+        root.path().join("other.json").to_str().unwrap()
+    ));
+    stream.push(format!(
+        "data.train=\"shapes:train:{}\"",
+        vlp_train::method::cocu::curate::MAX_CURATED_IN_RUN + 1
+    ));
+    let refs: Vec<&str> = stream.iter().map(String::as_str).collect();
+    let cfg = crate::tiny(&refs);
+    let err = vlp_train::train::<vlp_core::backend::TrainBackend>(
+        &cfg,
+        crate::devices(&cfg),
+        vlp_train::RunOptions {
+            run_dir: Some(root.path().join("stream")),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("method.cocu.curate_with") && err.contains("vlp curate cocu"),
+        "{err}"
+    );
+    assert!(!root.path().join("other.json").exists());
+}
