@@ -50,6 +50,11 @@ fn every_config_on_built_in_data_trains_under_bf16() {
         // method trains on its own (the teacher's path under bf16 is tested with SemAIM's).
         cfg.model.teacher_from = None;
         let run = tempfile::tempdir().unwrap();
+        if cfg.method.kind == "cocu" {
+            // CoCu's curation stage does train, with these overrides and into the run's
+            // directory: its CLIP, trained in bf16, curates the configuration's data.
+            cfg = with_curator(&cfg, path, &overrides, run.path());
+        }
         let report = vlp_train::train::<TrainBackend>(
             &cfg,
             devices(&cfg),
@@ -76,4 +81,33 @@ fn every_config_on_built_in_data_trains_under_bf16() {
         missing.is_empty(),
         "registered methods without a built-in-data config: {missing:?}"
     );
+}
+
+/// `cfg` (CoCu, from `path`) with its `curate_with` configuration rewritten under `overrides`
+/// into `dir`, and its archive there.
+fn with_curator(
+    cfg: &TrainConfig,
+    path: &std::path::Path,
+    overrides: &[String],
+    dir: &std::path::Path,
+) -> TrainConfig {
+    let s: vlp_train::method::cocu::CocuSettings = cfg.method.parse("cocu").unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut o = overrides.to_vec();
+    o.push(format!("run.dir={:?}", dir.to_str().unwrap()));
+    let curator = TrainConfig::load(Some(&root.join(&s.curate_with)), &o).unwrap();
+    let file = dir.join("curator.toml");
+    std::fs::write(&file, toml::to_string_pretty(&curator).unwrap()).unwrap();
+    let mut o = overrides.to_vec();
+    o.push(format!(
+        "method.cocu.curate_with={:?}",
+        file.to_str().unwrap()
+    ));
+    o.push(format!(
+        "method.cocu.archive={:?}",
+        dir.join("archive.json").to_str().unwrap()
+    ));
+    let out = TrainConfig::load(Some(path), &o).unwrap();
+    assert_eq!(out.method.kind, "cocu");
+    out
 }
