@@ -560,8 +560,7 @@ fn cocu(a: CocuArgs) -> anyhow::Result<()> {
     archive.summary["mean_concepts_per_image"] =
         serde_json::json!(concepts as f64 / archive.images.len().max(1) as f64);
     archive.write(&a.out)?;
-    let summary = archive.summary;
-    let mut line = summary;
+    let mut line = archive.summary;
     line["out"] = serde_json::json!(a.out);
     line["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());
     println!("{line}");

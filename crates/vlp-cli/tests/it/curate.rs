@@ -374,6 +374,41 @@ fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
     let t = text(&o);
     assert!(!o.status.success() && t.contains("no embedding"), "{t}");
     assert!(!fail.exists());
+
+    // Embeddings of another model's width: an error naming the file.
+    let wide = dir.path().join("siglip.safetensors");
+    let o = vlp(&[
+        "embed",
+        "--model",
+        reference("siglip_hf").to_str().unwrap(),
+        "--data",
+        &spec,
+        "--out",
+        wide.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = vlp(&[
+        "curate",
+        "cocu",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &spec,
+        "--gallery",
+        gallery.to_str().unwrap(),
+        "--embeddings",
+        wide.to_str().unwrap(),
+        "--out",
+        fail.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(
+        !o.status.success()
+            && t.contains("siglip.safetensors")
+            && t.contains("not 16 rows of the model's width 32"),
+        "{t}"
+    );
+    assert!(!fail.exists());
 }
 
 #[test]

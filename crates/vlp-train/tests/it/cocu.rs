@@ -324,7 +324,8 @@ fn curated_concepts_train_a_zero_shot_classifier_as_good_as_captions_alone() {
 
 /// `[method.cocu] curate_with` through the runner: the curation run trains first, its CLIP
 /// curates the training data into the archive, CoCu trains from it; a second run reuses the
-/// archive, and data too large to curate in memory is refused with a message naming the field.
+/// archive; data too large to curate in memory and multi-process runs are refused with a
+/// message naming the field.
 #[test]
 fn a_run_curates_its_training_data_when_the_archive_is_missing() {
     use vlp_curate::cocu::ConceptArchive;
@@ -395,4 +396,30 @@ fn a_run_curates_its_training_data_when_the_archive_is_missing() {
         "{err}"
     );
     assert!(!root.path().join("other.json").exists());
+
+    // Several processes would each curate: refused before anything starts.
+    let mut nodes = settings.to_vec();
+    nodes.extend([
+        format!(
+            "method.cocu.archive={:?}",
+            root.path().join("nodes.json").to_str().unwrap()
+        ),
+        "distributed.world_size=2".into(),
+        "distributed.coordinator=\"127.0.0.1:9\"".into(),
+        "distributed.node_address=\"127.0.0.1:9\"".into(),
+    ]);
+    let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let cfg = crate::tiny(&refs);
+    let err = vlp_train::train::<vlp_core::backend::TrainBackend>(
+        &cfg,
+        crate::devices(&cfg),
+        vlp_train::RunOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("multi-process") && err.contains("vlp curate cocu"),
+        "{err}"
+    );
+    assert!(!root.path().join("nodes.json").exists());
 }

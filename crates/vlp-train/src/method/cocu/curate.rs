@@ -64,10 +64,13 @@ pub fn rank_archive<B: Backend>(
         ("index images", c.index_rows, c.index_captions.len()),
     ] {
         if rows.len() != n * dim {
-            return Err(TrainError::Config(format!(
-                "cocu curation: {} values of {what} embeddings for {n} {what} of the model's width {dim}",
-                rows.len()
-            )));
+            return Err(TrainError::Task(vlp_tasks::TaskError::Invalid {
+                task: "cocu curation".into(),
+                reason: format!(
+                    "{} embedding values for {n} {what}, not {n} rows of the model's width {dim}",
+                    rows.len()
+                ),
+            }));
         }
     }
     let index_concepts: Vec<Vec<usize>> = c
@@ -83,8 +86,12 @@ pub fn rank_archive<B: Backend>(
         dim,
         neighbours,
     );
-    ConceptArchive::from_ranked(summary, c.keys, c.captions, &ranked, gallery)
-        .map_err(|e| TrainError::Config(format!("cocu curation: {e}")))
+    ConceptArchive::from_ranked(summary, c.keys, c.captions, &ranked, gallery).map_err(|reason| {
+        TrainError::Task(vlp_tasks::TaskError::Invalid {
+            task: "cocu curation".into(),
+            reason,
+        })
+    })
 }
 
 /// Writes `[method.cocu] archive` from the training data (`data.train`) when it does not exist
@@ -100,6 +107,14 @@ pub fn curate_if_missing<B: AutodiffBackend>(
         return Ok(());
     }
     let field = "method.cocu.curate_with";
+    if cfg.distributed.world_size > 1 {
+        // Every process would curate (and train the curator) at once.
+        return Err(TrainError::Config(format!(
+            "`{field}` in a multi-process run: write `method.cocu.archive` = {} first with \
+             `vlp curate cocu` (or one single-process run)",
+            s.archive.display()
+        )));
+    }
     let dir = crate::run::stage_model::<B>(cfg, field, &s.curate_with, devices)?;
     let device = devices
         .first()
