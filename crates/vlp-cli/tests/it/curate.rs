@@ -357,20 +357,24 @@ fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let fail = dir.path().join("fail.json");
-    let o = vlp(&[
-        "curate",
-        "cocu",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        &spec,
-        "--gallery",
-        gallery.to_str().unwrap(),
-        "--embeddings",
-        other_embeds.to_str().unwrap(),
-        "--out",
-        fail.to_str().unwrap(),
-    ]);
+    // `vlp curate cocu` of the data with `file`'s embeddings into `fail`.
+    let with_embeddings = |file: &std::path::Path| {
+        vlp(&[
+            "curate",
+            "cocu",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            &spec,
+            "--gallery",
+            gallery.to_str().unwrap(),
+            "--embeddings",
+            file.to_str().unwrap(),
+            "--out",
+            fail.to_str().unwrap(),
+        ])
+    };
+    let o = with_embeddings(&other_embeds);
     let t = text(&o);
     assert!(!o.status.success() && t.contains("no embedding"), "{t}");
     assert!(!fail.exists());
@@ -387,20 +391,7 @@ fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
         wide.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = vlp(&[
-        "curate",
-        "cocu",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        &spec,
-        "--gallery",
-        gallery.to_str().unwrap(),
-        "--embeddings",
-        wide.to_str().unwrap(),
-        "--out",
-        fail.to_str().unwrap(),
-    ]);
+    let o = with_embeddings(&wide);
     let t = text(&o);
     assert!(
         !o.status.success()
