@@ -27,6 +27,10 @@ macro_rules! methods {
 
         /// Checks that `cfg.method` names a registered method with valid settings.
         pub fn check(cfg: &TrainConfig) -> Result<()> {
+            // CoCu's archive may be one training curates first (see `prepare`).
+            if cfg.method.kind == "cocu" {
+                return super::cocu::CocuMethod::check_config(cfg);
+            }
             match cfg.method.kind.as_str() {
                 $($name => $build(cfg).map(|_| ()),)*
                 other => Err(unknown(other)),

@@ -354,6 +354,24 @@ fn a_run_curates_its_training_data_when_the_archive_is_missing() {
     ];
     let refs: Vec<&str> = settings.iter().map(String::as_str).collect();
     let cfg = crate::tiny(&refs);
+    // Valid before the archive exists; a bad setting stops the run before the curator trains.
+    vlp_train::registry::check(&cfg).unwrap();
+    let mut bad = settings.to_vec();
+    bad.push("method.cocu.neighbours=0".into());
+    let refs: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let bad = crate::tiny(&refs);
+    let err = vlp_train::registry::check(&bad).unwrap_err().to_string();
+    assert!(err.contains("neighbours"), "{err}");
+    let err = vlp_train::train::<vlp_core::backend::TrainBackend>(
+        &bad,
+        crate::devices(&bad),
+        vlp_train::RunOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("neighbours"), "{err}");
+    assert!(!root.path().join("curator").exists());
+
     let report = crate::train_into(&cfg, &root.path().join("cocu"));
     assert_eq!(report.method, "cocu");
     assert!(root.path().join("curator/final.json").is_file());

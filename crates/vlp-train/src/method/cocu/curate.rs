@@ -106,6 +106,8 @@ pub fn curate_if_missing<B: AutodiffBackend>(
     if s.curate_with.is_empty() || s.archive.as_os_str().is_empty() || s.archive.exists() {
         return Ok(());
     }
+    // Bad settings are an error before a curator trains.
+    super::CocuMethod::check_settings(&s)?;
     let field = "method.cocu.curate_with";
     if cfg.distributed.world_size > 1 {
         // Every process would curate (and train the curator) at once.

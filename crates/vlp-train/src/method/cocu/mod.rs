@@ -183,27 +183,7 @@ impl CocuMethod {
     pub fn new(settings: CocuSettings, cfg: &TrainConfig) -> Result<Self> {
         let c = Checks::new("cocu");
         let s = &settings;
-        c.count("concepts", s.concepts, 1..=64)?;
-        c.weight("multi_label_weight", s.multi_label_weight)?;
-        c.logit_scale(
-            "multi_label_logit_scale_init",
-            s.multi_label_logit_scale_init,
-        )?;
-        if s.templates.is_empty() {
-            return Err(c.fail("templates", "is empty"));
-        }
-        if let Some(t) = s.templates.iter().find(|t| !t.contains("{}")) {
-            return Err(c.fail("templates", format!("{t:?} has no {{}} for the concept")));
-        }
-        c.count("min_count", s.min_count, 1..=usize::MAX)?;
-        c.count("neighbours", s.neighbours, 1..=4096)?;
-        if s.archive.as_os_str().is_empty() {
-            return Err(c.fail(
-                "archive",
-                "is not set: curate the training data first (`vlp curate cocu --out FILE`, or \
-                 `curate_with`, configs/README.md)",
-            ));
-        }
+        Self::check_settings(s)?;
         if !s.archive.exists() && !s.curate_with.is_empty() {
             return Err(c.fail(
                 "archive",
@@ -226,6 +206,44 @@ impl CocuMethod {
             lock_image: cfg.optim.lock_image,
             lock_text: cfg.optim.lock_text,
         })
+    }
+
+    /// Checks `[method.cocu]` of `cfg` without building the method: an archive that training
+    /// will curate first (`curate_with`) need not exist yet, else it is read.
+    pub fn check_config(cfg: &TrainConfig) -> Result<()> {
+        let s: CocuSettings = cfg.method.parse("cocu")?;
+        Self::check_settings(&s)?;
+        if s.archive.exists() || s.curate_with.is_empty() {
+            Self::new(s, cfg)?;
+        }
+        Ok(())
+    }
+
+    /// Every setting's range; the archive's path is set.
+    fn check_settings(s: &CocuSettings) -> Result<()> {
+        let c = Checks::new("cocu");
+        c.count("concepts", s.concepts, 1..=64)?;
+        c.weight("multi_label_weight", s.multi_label_weight)?;
+        c.logit_scale(
+            "multi_label_logit_scale_init",
+            s.multi_label_logit_scale_init,
+        )?;
+        if s.templates.is_empty() {
+            return Err(c.fail("templates", "is empty"));
+        }
+        if let Some(t) = s.templates.iter().find(|t| !t.contains("{}")) {
+            return Err(c.fail("templates", format!("{t:?} has no {{}} for the concept")));
+        }
+        c.count("min_count", s.min_count, 1..=usize::MAX)?;
+        c.count("neighbours", s.neighbours, 1..=4096)?;
+        if s.archive.as_os_str().is_empty() {
+            return Err(c.fail(
+                "archive",
+                "is not set: curate the training data first (`vlp curate cocu --out FILE`, or \
+                 `curate_with`, configs/README.md)",
+            ));
+        }
+        Ok(())
     }
 
     /// Texts per image: the caption and the concept prompts.
