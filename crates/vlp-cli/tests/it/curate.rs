@@ -264,7 +264,8 @@ fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
         .collect();
     std::fs::write(&gallery, lines.join("\n")).unwrap();
     let model = reference("clip_hf");
-    let run = |out: &Path, extra: &[&str]| {
+    // `vlp curate cocu` of the data into `out`.
+    let curate = |out: &Path, extra: &[&str]| {
         let mut args = vec![
             "curate",
             "cocu",
@@ -280,8 +281,9 @@ fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
             out.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        last_json(&vlp(&args))
+        vlp(&args)
     };
+    let run = |out: &Path, extra: &[&str]| last_json(&curate(out, extra));
     let out = dir.path().join("archive.json");
     let v = run(&out, &[]);
     assert_eq!(v["images"], 16);
@@ -357,23 +359,7 @@ fn cocu_writes_a_ranked_archive_and_reuses_embed_files() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let fail = dir.path().join("fail.json");
-    // `vlp curate cocu` of the data with `file`'s embeddings into `fail`.
-    let with_embeddings = |file: &std::path::Path| {
-        vlp(&[
-            "curate",
-            "cocu",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            &spec,
-            "--gallery",
-            gallery.to_str().unwrap(),
-            "--embeddings",
-            file.to_str().unwrap(),
-            "--out",
-            fail.to_str().unwrap(),
-        ])
-    };
+    let with_embeddings = |file: &Path| curate(&fail, &["--embeddings", file.to_str().unwrap()]);
     let o = with_embeddings(&other_embeds);
     let t = text(&o);
     assert!(!o.status.success() && t.contains("no embedding"), "{t}");

@@ -140,6 +140,20 @@ pub fn curate_if_missing<B: AutodiffBackend>(
         s.archive.display()
     );
     let set = EvalImages::load(source, &bundle.pipeline, cfg.data.workers.max(1))?;
+    let skipped = set.skipped.skipped_count();
+    if set.keys.is_empty() {
+        return Err(TrainError::Config(format!(
+            "`{field}`: no image of `data.train` = {:?} could be read to curate ({skipped} skipped)",
+            cfg.data.train
+        )));
+    }
+    if skipped > 0 {
+        // They still train, with their caption in place of concepts.
+        eprintln!(
+            "warning: {skipped} images of {} could not be read to curate; they train without concepts",
+            cfg.data.train
+        );
+    }
     let images = set.embed(&bundle.model, device);
     let captions: Vec<String> = set
         .captions
@@ -164,7 +178,7 @@ pub fn curate_if_missing<B: AutodiffBackend>(
         "index": cfg.data.train,
         "model": dir,
         "images": set.keys.len(),
-        "skipped": set.skipped.skipped_count(),
+        "skipped": skipped,
         "gallery": gallery.len(),
         "neighbours": s.neighbours,
         "prompt": vlp_curate::cocu::CONCEPT_PROMPT,

@@ -195,6 +195,17 @@ impl CocuMethod {
         }
         let archive =
             ConceptArchive::read(&s.archive).map_err(|e| c.fail("archive", e.to_string()))?;
+        // Images missing from the archive train with their caption alone: say so when the
+        // archive was curated from other data (`vlp curate cocu` and `curate_with` record it).
+        if let Some(data) = archive.summary["data"].as_str()
+            && data != cfg.data.train
+        {
+            eprintln!(
+                "warning: `method.cocu.archive` = {} was curated from {data:?}, not `data.train` = {:?}; images it lacks train without concepts",
+                s.archive.display(),
+                cfg.data.train
+            );
+        }
         let prompts = Arc::new(ConceptPrompts::new(
             &archive,
             s.concepts,
