@@ -12,6 +12,7 @@ pub mod loss;
 pub mod model;
 pub mod parity;
 pub mod pretrained;
+pub mod prompt;
 
 pub use error::{AlignError, Result};
 pub use model::{

@@ -1,9 +1,13 @@
 //! k-shot adaptation: seeded splits, a harness any method plugs into, and the baselines
 //! (zero-shot, linear probe, Tip-Adapter).
 
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
+use vlp_align::ClipModel;
+use vlp_align::prompt::{CoopConfig, CoopFitConfig, fit_coop};
+use vlp_core::backend::seeded;
 use vlp_data::shapes::Rng;
+use vlp_text::Tokenizer;
 
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
@@ -172,6 +176,75 @@ impl FewShotMethod for TipAdapter {
     }
 }
 
+/// CoOp ([`vlp_align::prompt::coop`]) as a k-shot method: the context is learned on the shots'
+/// features (computed once by the frozen image tower, as `shots` and `test` are), then every test
+/// row is classified against the learned prompts of `classes`.
+pub struct Coop<'a, B: AutodiffBackend> {
+    /// The frozen model whose features `shots` and `test` are.
+    pub model: &'a ClipModel<B>,
+    /// Its tokenizer.
+    pub tokenizer: &'a dyn Tokenizer,
+    /// Class names, in label order.
+    pub classes: &'a [String],
+    /// The prompt learner.
+    pub config: CoopConfig,
+    /// Its training (its seed also draws a random context).
+    pub fit: CoopFitConfig,
+    /// Device to train on.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> Coop<'_, B> {
+    /// Learns the context on `shots` and returns every class's learned text embedding
+    /// (`[classes, embed]`, normalised) and the epochs' mean losses.
+    pub fn learn(&self, shots: &Features, shot_labels: &[usize]) -> Result<(Features, Vec<f64>)> {
+        if shots.dim != self.model.embed_dim() {
+            return Err(TaskError::Invalid {
+                task: "coop".into(),
+                reason: format!(
+                    "features are {} wide, the model's embeddings {}",
+                    shots.dim,
+                    self.model.embed_dim()
+                ),
+            });
+        }
+        let (learner, prompts) = seeded::<B, _>(&self.device, self.fit.seed, || {
+            self.config
+                .init(self.model, self.tokenizer, self.classes, &self.device)
+        })?;
+        let x = shots.to_tensor::<B>(&self.device);
+        let (learner, losses) = fit_coop(self.model, learner, &prompts, x, shot_labels, &self.fit)?;
+        let text = learner.class_embeddings(self.model, &prompts);
+        Ok((Features::from_tensor(text), losses))
+    }
+}
+
+impl<B: AutodiffBackend> FewShotMethod for Coop<'_, B> {
+    fn name(&self) -> String {
+        "coop".into()
+    }
+    fn predict(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+        ctx: &FewShotContext,
+        test: &Features,
+    ) -> Result<Vec<usize>> {
+        if ctx.classes != self.classes.len() {
+            return Err(TaskError::Invalid {
+                task: "coop".into(),
+                reason: format!(
+                    "{} classes to tell apart, {} class names",
+                    ctx.classes,
+                    self.classes.len()
+                ),
+            });
+        }
+        let (text, _) = self.learn(shots, shot_labels)?;
+        Ok(argmax_rows(&scores(test, &text)))
+    }
+}
+
 /// Mean and spread of one method at one k.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FewShotRow {
@@ -252,6 +325,108 @@ mod tests {
             k_shot_indices(&[0, 1, 1], 2, 5, 0),
             vec![0, 1, 2],
             "short classes give what they have"
+        );
+    }
+
+    /// CoOp through the harness: test rows that are the class embeddings of a hidden
+    /// class-specific context are all classified right after learning on one shot each; wrong
+    /// widths and class counts are refused.
+    #[test]
+    fn coop_learns_prompts_through_the_harness() {
+        use burn::module::Param;
+        use vlp_align::ClipConfig;
+        use vlp_align::prompt::CoopPromptLearner;
+        use vlp_core::backend::{TrainBackend as B, default_device};
+        use vlp_text::TextPooling;
+        use vlp_text::tokenizer::word_tokenizer;
+
+        let dev = default_device();
+        let tok = word_tokenizer(&["red", "blue", "circle", "star", "photo", "."], 10);
+        let eot = tok.encode("").unwrap().ids[1];
+        let classes: Vec<String> = ["red circle", "blue star", "photo"]
+            .map(String::from)
+            .to_vec();
+        let config = CoopConfig::new().with_n_ctx(3).with_class_specific(true);
+        let (model, targets) = seeded::<B, _>(&dev, 3, || {
+            let model = ClipConfig::shapes_tiny(
+                8,
+                1,
+                2,
+                6,
+                8,
+                16,
+                tok.vocab_size(),
+                10,
+                TextPooling::FirstEos { eos_token_id: eot },
+            )
+            .init::<B>(&dev);
+            let (hidden, prompts) = config.init(&model, &tok, &classes, &dev).unwrap();
+            let hidden = CoopPromptLearner {
+                ctx: Param::from_tensor(hidden.ctx.val().detach()),
+                position: hidden.position,
+            };
+            let targets = Features::from_tensor(hidden.class_embeddings(&model, &prompts));
+            (model, targets)
+        });
+        let coop = Coop {
+            model: &model,
+            tokenizer: &tok,
+            classes: &classes,
+            config,
+            fit: CoopFitConfig::new()
+                .with_epochs(60)
+                .with_batch_size(1)
+                .with_lr(0.05),
+            device: dev,
+        };
+        let zs = Features {
+            data: vec![0.0; 18],
+            rows: 3,
+            dim: 6,
+        };
+        let ctx = FewShotContext {
+            classes: 3,
+            zero_shot: &zs,
+        };
+        let rows = run_few_shot(
+            &[&coop],
+            &targets,
+            &[1, 2, 0],
+            &targets,
+            &[1, 2, 0],
+            &ctx,
+            &[1],
+            &[0],
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].method.as_str(), rows[0].k), ("coop", 1));
+        assert_eq!(rows[0].accuracies, vec![1.0]);
+
+        let narrow = Features {
+            data: vec![1.0; 15],
+            rows: 3,
+            dim: 5,
+        };
+        let err = coop
+            .predict(&narrow, &[0, 1, 2], &ctx, &targets)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("features are 5 wide, the model's embeddings 6"),
+            "{err}"
+        );
+        let four = FewShotContext {
+            classes: 4,
+            zero_shot: &zs,
+        };
+        let err = coop
+            .predict(&targets, &[0, 1, 2], &four, &targets)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("4 classes to tell apart, 3 class names"),
+            "{err}"
         );
     }
 

@@ -6,9 +6,11 @@
 mod clip_rocket;
 mod cocu;
 mod comm;
+mod coop;
 mod dreamlip;
 mod eval;
 mod filip;
+mod fixture;
 mod lxmert;
 mod pixel_linguist;
 mod precision;

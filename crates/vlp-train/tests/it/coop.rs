@@ -1,0 +1,97 @@
+//! CoOp's claim in miniature (Zhou et al., 2022: a learned prompt context beats a hand-written
+//! prompt with a few shots): on the pretrained fixture, whose captions never say "a photo of a",
+//! 4-shot CoOp against the hand-written "a photo of a {class}." on held-out ShapesWorld images.
+
+use vlp_align::prompt::{CoopConfig, CoopFitConfig};
+use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
+use vlp_data::shapes::class_name;
+use vlp_tasks::embed::embed_texts;
+use vlp_tasks::fewshot::{Coop, FewShotContext, FewShotMethod, ZeroShot, k_shot_indices};
+use vlp_tasks::probe::accuracy;
+
+use crate::fixture::fixture;
+use crate::held_out;
+
+const SHOTS: usize = 4;
+/// Context vectors: the paper's 16 do not fit the fixture's 16-token context with a class name,
+/// so half of them (random init, shared, class name at the end: the paper's default otherwise).
+const N_CTX: usize = 8;
+
+/// Test accuracy of CoOp at [`SHOTS`] shots for each seed, and of the hand-written prompt.
+fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
+    let fx = fixture();
+    let dev = default_device();
+    let model = fx.model::<TrainBackend>(&dev);
+    let inner = fx.model::<DefaultBackend>(&dev);
+    let tok = fx.tokenizer();
+    let classes: Vec<String> = (0..30).map(class_name).collect();
+    let train = held_out(&fx.config, "shapes:train:1000");
+    let test = held_out(&fx.config, "shapes:test:1000");
+    let (train_x, test_x) = (train.embed(&inner, &dev), test.embed(&inner, &dev));
+    let (train_y, test_y) = (train.labels.clone().unwrap(), test.labels.clone().unwrap());
+    let prompts: Vec<String> = classes
+        .iter()
+        .map(|c| format!("a photo of a {c}."))
+        .collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let hand = embed_texts(&inner, tok.tokenizer.as_ref(), &refs, 64, &dev).unwrap();
+    let ctx = FewShotContext {
+        classes: classes.len(),
+        zero_shot: &hand,
+    };
+    let hand_acc = accuracy(
+        &ZeroShot.predict(&train_x, &train_y, &ctx, &test_x).unwrap(),
+        &test_y,
+    );
+    let coop = seeds
+        .iter()
+        .map(|&seed| {
+            let idx = k_shot_indices(&train_y, classes.len(), SHOTS, seed);
+            let mut shots = vlp_tasks::embed::Features {
+                data: Vec::new(),
+                rows: idx.len(),
+                dim: train_x.dim,
+            };
+            for &i in &idx {
+                shots.data.extend_from_slice(train_x.row(i));
+            }
+            let labels: Vec<usize> = idx.iter().map(|&i| train_y[i]).collect();
+            let method = Coop {
+                model: &model,
+                tokenizer: tok.tokenizer.as_ref(),
+                classes: &classes,
+                config: CoopConfig::new().with_n_ctx(N_CTX),
+                fit: CoopFitConfig::new().with_epochs(100).with_seed(seed),
+                device: dev.clone(),
+            };
+            accuracy(
+                &method.predict(&shots, &labels, &ctx, &test_x).unwrap(),
+                &test_y,
+            )
+        })
+        .collect();
+    (coop, hand_acc)
+}
+
+/// The issue's "4-shot CoOp ≥ hand-written prompt + 10 points", mean of 3 seeds (the seed draws
+/// the shots, the context's initialisation and the shot order). 100 epochs, as the code trains 4
+/// shots (`configs/trainers/CoOp/*_ep100.yaml`), the code's other defaults.
+///
+/// Measured (2026-12-01, release, 2 cores; fixture 1000 steps of 64, trained once in ~190 s,
+/// then 39 s): CoOp 0.511, 0.489, 0.495 (mean 0.498) against the hand-written prompt's 0.159;
+/// the fixture's own phrasing "circle coloured red" scores 0.501 zero-shot. Initialised from "a
+/// photo of a" instead (4 vectors): 0.493 mean. On a weaker fixture (600 steps of 32, 64 wide;
+/// its own phrasing 0.326, the hand-written prompt 0.176) CoOp reached only 0.208 (8 random
+/// vectors), 0.218 ("a photo of a") and 0.190 (4 random): prompt learning cannot exceed what the
+/// towers know, hence the larger fixture.
+#[test]
+#[ignore = "trains the fixture on first use and CoOp three times: run with --release"]
+fn four_shot_coop_beats_a_hand_written_prompt() {
+    let (coop, hand) = accuracies(&[1, 2, 3]);
+    let mean = coop.iter().sum::<f64>() / coop.len() as f64;
+    println!("4-shot CoOp {coop:?} (mean {mean:.3}), hand-written prompt {hand:.3}");
+    assert!(
+        mean >= hand + 0.10,
+        "CoOp {mean:.3} is not 10 points above the hand-written prompt {hand:.3}"
+    );
+}
