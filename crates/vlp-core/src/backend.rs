@@ -150,6 +150,21 @@ pub fn seeded<B: Backend, T>(device: &B::Device, seed: u64, draw: impl FnOnce() 
     draw()
 }
 
+/// Makes every lazily-initialised parameter concrete, so clones share values (a clone of an
+/// uninitialised parameter would draw its own).
+pub fn materialize<B: Backend, M: burn::module::Module<B>>(model: &M) {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(
+            &mut self,
+            p: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            let _ = p.val();
+        }
+    }
+    model.visit(&mut Touch);
+}
+
 /// Expands its input when the wgpu backend is compiled in (used by [`backend_tests!`]; the
 /// feature is checked here, in vlp-core, so crates using the macro need no feature of their own).
 #[doc(hidden)]

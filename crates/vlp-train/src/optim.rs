@@ -370,17 +370,7 @@ pub fn seeded_model<B: Backend, M: Module<B>, E>(
     })
 }
 
-/// Makes every lazily-initialised parameter concrete, so clones share values (a clone of an
-/// uninitialised parameter would draw its own).
-pub fn materialize<B: Backend, M: Module<B>>(model: &M) {
-    struct Touch;
-    impl<B: Backend> ModuleVisitor<B> for Touch {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-            let _ = p.val();
-        }
-    }
-    model.visit(&mut Touch);
-}
+pub use vlp_core::backend::materialize;
 
 #[cfg(test)]
 mod tests {
