@@ -7,7 +7,9 @@
 //! not: the towers themselves (`vlp-vision`, `vlp-text`), datasets (`vlp-data`), evaluation
 //! protocols (`vlp-tasks`) and the training loop (`vlp-train`).
 
+pub mod adapter;
 pub mod error;
+pub mod fit;
 pub mod loss;
 pub mod model;
 pub mod parity;

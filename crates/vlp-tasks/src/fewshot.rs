@@ -4,7 +4,9 @@
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 use vlp_align::ClipModel;
-use vlp_align::prompt::{CoopConfig, CoopFitConfig, fit_coop};
+use vlp_align::adapter::{ClipAdapterConfig, fit_clip_adapter};
+use vlp_align::fit::FewShotFitConfig;
+use vlp_align::prompt::{CoopConfig, fit_coop};
 use vlp_core::backend::seeded;
 use vlp_data::shapes::Rng;
 use vlp_text::Tokenizer;
@@ -189,7 +191,7 @@ pub struct Coop<'a, B: AutodiffBackend> {
     /// The prompt learner.
     pub config: CoopConfig,
     /// Its training (its seed also draws a random context).
-    pub fit: CoopFitConfig,
+    pub fit: FewShotFitConfig,
     /// Device to train on.
     pub device: B::Device,
 }
@@ -242,6 +244,60 @@ impl<B: AutodiffBackend> FewShotMethod for Coop<'_, B> {
         }
         let (text, _) = self.learn(shots, shot_labels)?;
         Ok(argmax_rows(&scores(test, &text)))
+    }
+}
+
+/// CLIP-Adapter ([`vlp_align::adapter::clip_adapter`]) as a k-shot method: a bottleneck adapter
+/// on the shots' features, trained against the zero-shot classifier's text features
+/// (`FewShotContext::zero_shot`), which stay fixed.
+pub struct ClipAdapter<B: AutodiffBackend> {
+    /// The adapter (its `d_model` is the features' width).
+    pub config: ClipAdapterConfig,
+    /// Its training (the seed also draws the adapter's initial weights).
+    pub fit: FewShotFitConfig,
+    /// The model's `exp(logit_scale)` (100 for OpenAI's CLIP).
+    pub logit_scale: f64,
+    /// Device to train on.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> FewShotMethod for ClipAdapter<B> {
+    fn name(&self) -> String {
+        "clip-adapter".into()
+    }
+    fn predict(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+        ctx: &FewShotContext,
+        test: &Features,
+    ) -> Result<Vec<usize>> {
+        if shots.dim != self.config.d_model || ctx.zero_shot.dim != self.config.d_model {
+            return Err(TaskError::Invalid {
+                task: "clip-adapter".into(),
+                reason: format!(
+                    "features {} and class embeddings {} wide, the adapter {}",
+                    shots.dim, ctx.zero_shot.dim, self.config.d_model
+                ),
+            });
+        }
+        let adapter = seeded::<B, _>(&self.device, self.fit.seed, || {
+            let a = self.config.init::<B>(&self.device);
+            if let Ok(a) = &a {
+                vlp_core::backend::materialize(a);
+            }
+            a
+        })?;
+        let (adapter, _) = fit_clip_adapter(
+            adapter,
+            shots.to_tensor::<B>(&self.device),
+            ctx.zero_shot.to_tensor::<B>(&self.device),
+            self.logit_scale,
+            shot_labels,
+            &self.fit,
+        )?;
+        let adapted = Features::from_tensor(adapter.forward(test.to_tensor::<B>(&self.device)));
+        Ok(argmax_rows(&scores(&adapted, ctx.zero_shot)))
     }
 }
 
@@ -373,7 +429,7 @@ mod tests {
             tokenizer: &tok,
             classes: &classes,
             config,
-            fit: CoopFitConfig::new()
+            fit: FewShotFitConfig::new()
                 .with_epochs(60)
                 .with_batch_size(1)
                 .with_lr(0.05),
@@ -432,6 +488,50 @@ mod tests {
             .to_string();
         assert!(
             err.contains("4 classes to tell apart, 3 class names"),
+            "{err}"
+        );
+    }
+
+    /// CLIP-Adapter through the harness: a label per test row and a width mismatch refused.
+    /// What it learns is tested in `vlp-align` (the loss on the shots falls) and measured on the
+    /// pretrained fixture in vlp-train's CoOp claim test.
+    #[test]
+    fn clip_adapter_predicts_every_row_and_refuses_other_widths() {
+        use vlp_core::backend::{TrainBackend as B, default_device};
+        let d = 16;
+        let feats = |n: usize, phase: usize| Features {
+            data: (0..n * d)
+                .map(|i| ((i * 7 + phase) % 11) as f32 / 11.0)
+                .collect(),
+            rows: n,
+            dim: d,
+        };
+        let (shots, test) = (feats(8, 0), feats(5, 3));
+        let labels: Vec<usize> = (0..8).map(|i| i % 2).collect();
+        let zs = feats(2, 5);
+        let ctx = FewShotContext {
+            classes: 2,
+            zero_shot: &zs,
+        };
+        let method = ClipAdapter::<B> {
+            config: ClipAdapterConfig::new(d),
+            fit: FewShotFitConfig::new().with_epochs(5).with_batch_size(4),
+            logit_scale: 100.0,
+            device: default_device(),
+        };
+        let pred = method.predict(&shots, &labels, &ctx, &test).unwrap();
+        assert_eq!(pred.len(), 5);
+        assert!(pred.iter().all(|&p| p < 2));
+        let narrow = ClipAdapter::<B> {
+            config: ClipAdapterConfig::new(8),
+            ..method
+        };
+        let err = narrow
+            .predict(&shots, &labels, &ctx, &test)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("features 16 and class embeddings 16 wide, the adapter 8"),
             "{err}"
         );
     }

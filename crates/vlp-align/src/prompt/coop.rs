@@ -9,7 +9,8 @@
 //! start token, the class tokens, the full stop, the end token and the pooling position are the
 //! tokenizer's own; the context starts from N(0, 0.02²) or from the embeddings of an
 //! initialisation phrase ("a photo of a", whose token count then sets `n_ctx`); logits are
-//! `exp(logit_scale) · img · txtᵀ` with CLIP's learned scale; SGD with momentum 0.9, weight decay
+//! `exp(logit_scale) · img · txtᵀ` with CLIP's learned scale; trained by [`fit_few_shot`], the
+//! code's recipe: SGD with momentum 0.9, weight decay
 //! 5e-4, one epoch of constant warm-up at 1e-5, then cosine (`configs/trainers/CoOp/*.yaml`).
 //! The image tower is frozen, so [`fit_coop`] trains on image features computed once; the code's
 //! random crops and flips would need the tower at every step and are left to the caller (pass
@@ -17,17 +18,13 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use vlp_core::rng::Rng;
 use vlp_text::Tokenizer;
 
 use crate::error::{AlignError, Result};
+use crate::fit::{FewShotFitConfig, fit_few_shot};
 use crate::model::{ClipModel, normalize};
 
 /// The placeholder word CoOp's code tokenises where the context goes.
@@ -330,49 +327,8 @@ impl<B: Backend> CoopPromptLearner<B> {
     }
 }
 
-/// CoOp's training recipe.
-#[derive(Config, Debug)]
-pub struct CoopFitConfig {
-    /// Passes over the shots (the code: 50 for 1–2 shots, 100 for 4–8, 200 for 16).
-    #[config(default = 50)]
-    pub epochs: usize,
-    /// Shots per step.
-    #[config(default = 32)]
-    pub batch_size: usize,
-    /// Peak learning rate of SGD.
-    #[config(default = 0.002)]
-    pub lr: f64,
-    /// SGD momentum.
-    #[config(default = 0.9)]
-    pub momentum: f64,
-    /// Weight decay.
-    #[config(default = 5e-4)]
-    pub weight_decay: f64,
-    /// Epochs of constant warm-up before the cosine schedule.
-    #[config(default = 1)]
-    pub warmup_epochs: usize,
-    /// Learning rate during warm-up.
-    #[config(default = 1e-5)]
-    pub warmup_lr: f64,
-    /// Seed of the shot order.
-    #[config(default = 0)]
-    pub seed: u64,
-}
-
-/// The learning rate of `step` (counted from 0) out of `total`: constant `warmup_lr` for
-/// `warmup` steps, then cosine from `lr` to 0 over the remaining steps (the code's
-/// `ConstantWarmupScheduler` around `CosineAnnealingLR`, stepped per step here).
-fn coop_lr(cfg: &CoopFitConfig, step: usize, warmup: usize, total: usize) -> f64 {
-    if step < warmup {
-        return cfg.warmup_lr;
-    }
-    let span = (total - warmup).max(1) as f64;
-    let t = (step - warmup) as f64 / span;
-    0.5 * cfg.lr * (1.0 + (std::f64::consts::PI * t).cos())
-}
-
-/// Trains `learner`'s context on frozen image features, returning the trained learner and each
-/// epoch's mean loss.
+/// Trains `learner`'s context on frozen image features with [`fit_few_shot`]'s recipe (CoOp's),
+/// returning the trained learner and each epoch's mean loss.
 ///
 /// # Shapes
 /// - `image_features`: `[shots, embed]`, L2-normalised (the frozen image tower's, projected)
@@ -383,71 +339,33 @@ pub fn fit_coop<B: AutodiffBackend>(
     prompts: &CoopPrompts,
     image_features: Tensor<B, 2>,
     labels: &[usize],
-    cfg: &CoopFitConfig,
+    cfg: &FewShotFitConfig,
 ) -> Result<(CoopPromptLearner<B>, Vec<f64>)> {
-    let [n, _] = image_features.dims();
-    if n == 0 || n != labels.len() {
-        return Err(AlignError::Input {
-            model: "CoOp".into(),
-            reason: format!("{n} image features for {} labels", labels.len()),
-        });
-    }
-    if let Some(l) = labels.iter().find(|&&l| l >= prompts.len()) {
-        return Err(AlignError::Input {
-            model: "CoOp".into(),
-            reason: format!("label {l} but {} classes", prompts.len()),
-        });
-    }
-    if cfg.batch_size == 0 || cfg.epochs == 0 {
-        return Err(AlignError::Input {
-            model: "CoOp".into(),
-            reason: "batch_size and epochs must be at least 1".into(),
-        });
-    }
-    let device = image_features.device();
     // A clone of a parameter not drawn yet would draw its own values: train against the
     // caller's weights.
     vlp_core::backend::materialize(model);
     let model = model.clone().no_grad();
-    let features = image_features.detach();
     let scale = model.logit_scale.val().exp().detach().unsqueeze::<2>();
-    let per_epoch = n.div_ceil(cfg.batch_size);
-    let total = per_epoch * cfg.epochs;
-    let warmup = per_epoch * cfg.warmup_epochs.min(cfg.epochs - 1);
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_momentum(cfg.momentum)))
-        .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
-        .init::<B, CoopPromptLearner<B>>();
-    let ce = CrossEntropyLossConfig::new().init(&device);
-    let mut rng = Rng::new(cfg.seed);
-    let mut order: Vec<usize> = (0..n).collect();
-    let (mut learner, mut losses, mut step) = (learner, Vec::new(), 0);
-    for _ in 0..cfg.epochs {
-        rng.shuffle(&mut order);
-        let mut sum = 0.0;
-        for batch in order.chunks(cfg.batch_size) {
-            let idx: Vec<i64> = batch.iter().map(|&i| i as i64).collect();
-            let lab: Vec<i64> = batch.iter().map(|&i| labels[i] as i64).collect();
-            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [batch.len()]), &device);
-            let lab = Tensor::<B, 1, Int>::from_data(TensorData::new(lab, [batch.len()]), &device);
-            let x = features.clone().select(0, idx);
+    fit_few_shot(
+        "CoOp",
+        learner,
+        image_features,
+        labels,
+        prompts.len(),
+        cfg,
+        |learner, x| {
             let text = learner.class_embeddings(&model, prompts);
-            let logits = x.matmul(text.transpose()) * scale.clone();
-            let loss = ce.forward(logits, lab);
-            sum += loss.clone().into_scalar().elem::<f64>() * batch.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &learner);
-            learner = optim.step(coop_lr(cfg, step, warmup, total), learner, grads);
-            step += 1;
-        }
-        losses.push(sum / n as f64);
-    }
-    Ok((learner, losses))
+            x.matmul(text.transpose()) * scale.clone()
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ClipConfig;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::tensor::ElementConversion;
     use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
     use vlp_text::TextPooling;
     use vlp_text::tokenizer::word_tokenizer;
@@ -707,7 +625,7 @@ mod tests {
         let ctx0 = learner.ctx.val().inner();
         let (lr, wd) = (0.1, 0.01);
         let want = ctx0.clone() - (grad + ctx0.clone() * wd) * lr;
-        let fit = CoopFitConfig::new()
+        let fit = FewShotFitConfig::new()
             .with_epochs(1)
             .with_warmup_epochs(0)
             .with_batch_size(4)
@@ -732,15 +650,5 @@ mod tests {
             err.to_string().contains("4 image features for 2 labels"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn warm_up_is_constant_then_cosine_reaches_zero() {
-        let cfg = CoopFitConfig::new();
-        assert_eq!(coop_lr(&cfg, 0, 2, 10), 1e-5);
-        assert_eq!(coop_lr(&cfg, 1, 2, 10), 1e-5);
-        assert!((coop_lr(&cfg, 2, 2, 10) - 0.002).abs() < 1e-12);
-        assert!((coop_lr(&cfg, 6, 2, 10) - 0.001).abs() < 1e-12);
-        assert!(coop_lr(&cfg, 9, 2, 10) < 0.002 * 0.05);
     }
 }

@@ -3,6 +3,4 @@
 
 pub mod coop;
 
-pub use coop::{
-    ClassTokenPosition, CoopConfig, CoopFitConfig, CoopPromptLearner, CoopPrompts, fit_coop,
-};
+pub use coop::{ClassTokenPosition, CoopConfig, CoopPromptLearner, CoopPrompts, fit_coop};

@@ -2,11 +2,16 @@
 //! prompt with a few shots): on the pretrained fixture, whose captions never say "a photo of a",
 //! 4-shot CoOp against the hand-written "a photo of a {class}." on held-out ShapesWorld images.
 
-use vlp_align::prompt::{CoopConfig, CoopFitConfig};
+use vlp_align::adapter::ClipAdapterConfig;
+use vlp_align::fit::FewShotFitConfig;
+use vlp_align::prompt::CoopConfig;
 use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
 use vlp_data::shapes::class_name;
 use vlp_tasks::embed::embed_texts;
-use vlp_tasks::fewshot::{Coop, FewShotContext, FewShotMethod, ZeroShot, k_shot_indices};
+use vlp_tasks::fewshot::{
+    ClipAdapter, Coop, FewShotContext, FewShotMethod, LinearProbe, TipAdapter, ZeroShot,
+    k_shot_indices, run_few_shot,
+};
 use vlp_tasks::probe::accuracy;
 
 use crate::fixture::fixture;
@@ -43,6 +48,36 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
         &ZeroShot.predict(&train_x, &train_y, &ctx, &test_x).unwrap(),
         &test_y,
     );
+    // The feature-only baselines at the same shots, for the record (not asserted).
+    let clip_adapter = ClipAdapter::<TrainBackend> {
+        config: ClipAdapterConfig::new(train_x.dim),
+        fit: FewShotFitConfig::new().with_epochs(100),
+        logit_scale: f64::from(model.logit_scale.val().exp().into_scalar()),
+        device: dev.clone(),
+    };
+    let probe = LinearProbe::<DefaultBackend> {
+        lambda: 1e-3,
+        device: dev.clone(),
+    };
+    let tip = TipAdapter::default();
+    let methods: [&dyn FewShotMethod; 3] = [&probe, &tip, &clip_adapter];
+    for row in run_few_shot(
+        &methods,
+        &train_x,
+        &train_y,
+        &test_x,
+        &test_y,
+        &ctx,
+        &[SHOTS],
+        seeds,
+    )
+    .unwrap()
+    {
+        println!(
+            "{}-shot {}: {:.3} {:?}",
+            row.k, row.method, row.mean, row.accuracies
+        );
+    }
     let coop = seeds
         .iter()
         .map(|&seed| {
@@ -61,7 +96,7 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
                 tokenizer: tok.tokenizer.as_ref(),
                 classes: &classes,
                 config: CoopConfig::new().with_n_ctx(N_CTX),
-                fit: CoopFitConfig::new().with_epochs(100).with_seed(seed),
+                fit: FewShotFitConfig::new().with_epochs(100).with_seed(seed),
                 device: dev.clone(),
             };
             accuracy(
@@ -84,6 +119,12 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
 /// its own phrasing 0.326, the hand-written prompt 0.176) CoOp reached only 0.208 (8 random
 /// vectors), 0.218 ("a photo of a") and 0.190 (4 random): prompt learning cannot exceed what the
 /// towers know, hence the larger fixture.
+///
+/// The feature baselines at the same shots (printed, not asserted): linear probe 0.494 (0.497,
+/// 0.510, 0.476), Tip-Adapter 0.322, CLIP-Adapter 0.159 at the code's lr 0.002 — its adapted
+/// feature keeps 80 % of the original and is classified by the same poor hand-written prompts
+/// (0.194 at lr 0.05, 0.187 at 0.5): a learned prompt, not a better image feature, is what this
+/// fixture lacks.
 #[test]
 #[ignore = "trains the fixture on first use and CoOp three times: run with --release"]
 fn four_shot_coop_beats_a_hand_written_prompt() {

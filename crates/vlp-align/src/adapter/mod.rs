@@ -1,0 +1,5 @@
+//! Adapters: small modules trained on a frozen model's features.
+
+pub mod clip_adapter;
+
+pub use clip_adapter::{ClipAdapter, ClipAdapterConfig, fit_clip_adapter};
