@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use vlp_align::ClipModel;
 use vlp_align::adapter::{ClipAdapterConfig, fit_clip_adapter};
 use vlp_align::fit::FewShotFitConfig;
-use vlp_align::prompt::{CoopConfig, fit_coop};
+use vlp_align::prompt::{CoopConfig, CoopPromptLearner, CoopPrompts, fit_coop};
 use vlp_core::backend::seeded;
 use vlp_data::shapes::Rng;
 use vlp_text::Tokenizer;
@@ -210,14 +210,31 @@ impl<B: AutodiffBackend> Coop<'_, B> {
                 ),
             });
         }
+        let (learner, losses) = self.learn_context(shots, shot_labels)?;
+        let prompts = CoopPrompts::new(self.tokenizer, self.classes, learner.ctx.dims()[1])?;
+        let text = learner.class_embeddings(self.model, &prompts);
+        Ok((Features::from_tensor(text), losses))
+    }
+
+    /// The trained context and the epochs' mean losses.
+    fn learn_context(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+    ) -> Result<(CoopPromptLearner<B>, Vec<f64>)> {
         let (learner, prompts) = seeded::<B, _>(&self.device, self.fit.seed, || {
             self.config
                 .init(self.model, self.tokenizer, self.classes, &self.device)
         })?;
         let x = shots.to_tensor::<B>(&self.device);
-        let (learner, losses) = fit_coop(self.model, learner, &prompts, x, shot_labels, &self.fit)?;
-        let text = learner.class_embeddings(self.model, &prompts);
-        Ok((Features::from_tensor(text), losses))
+        Ok(fit_coop(
+            self.model,
+            learner,
+            &prompts,
+            x,
+            shot_labels,
+            &self.fit,
+        )?)
     }
 }
 
@@ -360,6 +377,198 @@ pub fn run_few_shot(
         }
     }
     Ok(out)
+}
+
+/// A method that learns from shots of some classes and can then classify among any class names
+/// (prompt learners, hand-written prompts): what the base-to-novel protocol needs.
+pub trait OpenVocabularyMethod {
+    /// Name in reports.
+    fn name(&self) -> String;
+    /// Learns from `shots` of `classes` (labels index `classes`) and returns what embeds any
+    /// class names.
+    fn fit(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+        classes: &[String],
+    ) -> Result<Box<dyn ClassEmbedder + '_>>;
+}
+
+/// Text embeddings for class names, `[classes, dim]`, normalised.
+pub trait ClassEmbedder {
+    /// The classifier of `classes`.
+    fn embed(&self, classes: &[String]) -> Result<Features>;
+}
+
+/// Base and novel accuracy and their harmonic mean.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BaseToNovel {
+    /// Accuracy on test images of the base classes, among the base classes.
+    pub base: f64,
+    /// Accuracy on test images of the novel classes, among the novel classes.
+    pub novel: f64,
+    /// `2·base·novel / (base + novel)` (0 when both are 0).
+    pub harmonic: f64,
+}
+
+/// The harmonic mean CoOp's successors report, `H = 2BN / (B + N)` (0 when both are 0).
+pub fn harmonic_mean(base: f64, novel: f64) -> f64 {
+    if base + novel == 0.0 {
+        0.0
+    } else {
+        2.0 * base * novel / (base + novel)
+    }
+}
+
+/// The base-to-novel protocol (CoCoOp's, used by MaPLe): the first ⌈C/2⌉ classes are the base,
+/// the rest novel; `k` shots per base class (drawn with `seed` from `train`) train the method;
+/// base test images are classified among the base classes, novel ones among the novel classes.
+#[allow(clippy::too_many_arguments)]
+pub fn base_to_novel(
+    method: &dyn OpenVocabularyMethod,
+    train: &Features,
+    train_labels: &[usize],
+    test: &Features,
+    test_labels: &[usize],
+    classes: &[String],
+    k: usize,
+    seed: u64,
+) -> Result<BaseToNovel> {
+    let c = classes.len();
+    if c < 2 {
+        return Err(TaskError::Invalid {
+            task: "base-to-novel".into(),
+            reason: format!("{c} classes: need at least one base and one novel class"),
+        });
+    }
+    let n_base = c.div_ceil(2);
+    let (base_names, novel_names) = classes.split_at(n_base);
+    let base_train: Vec<usize> = (0..train.rows)
+        .filter(|&i| train_labels[i] < n_base)
+        .collect();
+    let base_labels: Vec<usize> = base_train.iter().map(|&i| train_labels[i]).collect();
+    let picked = k_shot_indices(&base_labels, n_base, k, seed);
+    let idx: Vec<usize> = picked.iter().map(|&j| base_train[j]).collect();
+    let shots = rows(train, &idx);
+    let labels: Vec<usize> = idx.iter().map(|&i| train_labels[i]).collect();
+    let embedder = method.fit(&shots, &labels, base_names)?;
+    let score = |names: &[String], offset: usize, keep: &dyn Fn(usize) -> bool| -> Result<f64> {
+        let which: Vec<usize> = (0..test.rows).filter(|&i| keep(test_labels[i])).collect();
+        if which.is_empty() {
+            return Err(TaskError::Invalid {
+                task: "base-to-novel".into(),
+                reason: format!("no test image of the classes {:?}", names),
+            });
+        }
+        let w = embedder.embed(names)?;
+        let pred = argmax_rows(&scores(&rows(test, &which), &w));
+        let truth: Vec<usize> = which.iter().map(|&i| test_labels[i] - offset).collect();
+        Ok(accuracy(&pred, &truth))
+    };
+    let base = score(base_names, 0, &|l| l < n_base)?;
+    let novel = score(novel_names, n_base, &|l| l >= n_base && l < c)?;
+    Ok(BaseToNovel {
+        base,
+        novel,
+        harmonic: harmonic_mean(base, novel),
+    })
+}
+
+/// Hand-written prompts as an [`OpenVocabularyMethod`]: the shots are ignored; classes are
+/// embedded with every template ([`crate::zeroshot::classifier`]).
+pub struct HandWritten<'a, B: Backend> {
+    /// The model.
+    pub model: &'a ClipModel<B>,
+    /// Its tokenizer.
+    pub tokenizer: &'a dyn Tokenizer,
+    /// Templates with a `{}` for the class name.
+    pub templates: Vec<String>,
+    /// Device.
+    pub device: B::Device,
+}
+
+impl<B: Backend> ClassEmbedder for HandWritten<'_, B> {
+    fn embed(&self, classes: &[String]) -> Result<Features> {
+        crate::zeroshot::classifier(
+            self.model,
+            self.tokenizer,
+            classes,
+            &self.templates,
+            &self.device,
+        )
+    }
+}
+
+impl<B: Backend> OpenVocabularyMethod for HandWritten<'_, B> {
+    fn name(&self) -> String {
+        "hand-written".into()
+    }
+    fn fit(&self, _: &Features, _: &[usize], _: &[String]) -> Result<Box<dyn ClassEmbedder + '_>> {
+        Ok(Box::new(HandWritten {
+            model: self.model,
+            tokenizer: self.tokenizer,
+            templates: self.templates.clone(),
+            device: self.device.clone(),
+        }))
+    }
+}
+
+/// CoOp's learned context, put in front of any class names (a shared context only: a
+/// class-specific one has no vectors for classes it was not trained on).
+struct LearnedContext<'a, B: AutodiffBackend> {
+    model: &'a ClipModel<B>,
+    tokenizer: &'a dyn Tokenizer,
+    /// The classes it was trained on (all a class-specific context can embed).
+    trained: Vec<String>,
+    learner: CoopPromptLearner<B>,
+}
+
+impl<B: AutodiffBackend> ClassEmbedder for LearnedContext<'_, B> {
+    fn embed(&self, classes: &[String]) -> Result<Features> {
+        let sets = self.learner.ctx.dims()[0];
+        if sets > 1 && classes != self.trained {
+            return Err(TaskError::Invalid {
+                task: "coop".into(),
+                reason: format!(
+                    "a class-specific context ({sets} sets) cannot embed classes it was not \
+                     trained on"
+                ),
+            });
+        }
+        let n_ctx = self.learner.ctx.dims()[1];
+        let prompts = CoopPrompts::new(self.tokenizer, classes, n_ctx)?;
+        Ok(Features::from_tensor(
+            self.learner.class_embeddings(self.model, &prompts),
+        ))
+    }
+}
+
+impl<'a, B: AutodiffBackend> OpenVocabularyMethod for Coop<'a, B> {
+    fn name(&self) -> String {
+        "coop".into()
+    }
+    fn fit(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+        classes: &[String],
+    ) -> Result<Box<dyn ClassEmbedder + '_>> {
+        let on = Coop {
+            model: self.model,
+            tokenizer: self.tokenizer,
+            classes,
+            config: self.config.clone(),
+            fit: self.fit.clone(),
+            device: self.device.clone(),
+        };
+        let (learner, _) = on.learn_context(shots, shot_labels)?;
+        Ok(Box::new(LearnedContext {
+            model: self.model,
+            tokenizer: self.tokenizer,
+            trained: classes.to_vec(),
+            learner,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -534,6 +743,120 @@ mod tests {
             err.contains("features 16 and class embeddings 16 wide, the adapter 8"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn harmonic_mean_is_cocoops_h() {
+        assert!((harmonic_mean(0.8, 0.6) - 0.96 / 1.4).abs() < 1e-12);
+        assert_eq!(harmonic_mean(0.0, 0.0), 0.0);
+        assert_eq!(harmonic_mean(1.0, 0.0), 0.0);
+        assert_eq!(harmonic_mean(0.7, 0.7), 0.7);
+    }
+
+    /// One-hot class embeddings, except that novel class "e" is embedded like "d"; it records
+    /// what it was trained on.
+    struct Stub(std::cell::RefCell<Vec<(Vec<usize>, Vec<String>)>>);
+
+    impl ClassEmbedder for Stub {
+        fn embed(&self, classes: &[String]) -> Result<Features> {
+            let all = ["a", "b", "c", "d", "e"];
+            let mut data = Vec::new();
+            for c in classes {
+                let c = if c == "e" { "d" } else { c.as_str() };
+                let k = all.iter().position(|x| *x == c).unwrap();
+                data.extend((0..5).map(|i| if i == k { 1.0 } else { 0.0 }));
+            }
+            Ok(Features {
+                data,
+                rows: classes.len(),
+                dim: 5,
+            })
+        }
+    }
+
+    impl OpenVocabularyMethod for Stub {
+        fn name(&self) -> String {
+            "stub".into()
+        }
+        fn fit(
+            &self,
+            shots: &Features,
+            labels: &[usize],
+            classes: &[String],
+        ) -> Result<Box<dyn ClassEmbedder + '_>> {
+            assert_eq!(shots.rows, labels.len());
+            self.0
+                .borrow_mut()
+                .push((labels.to_vec(), classes.to_vec()));
+            Ok(Box::new(Stub(Default::default())))
+        }
+    }
+
+    #[test]
+    fn base_to_novel_trains_on_base_shots_and_scores_each_half_among_its_own_classes() {
+        let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let one_hot = |labels: &[usize]| Features {
+            data: labels
+                .iter()
+                .flat_map(|&l| (0..5).map(move |i| if i == l { 1.0 } else { 0.0 }))
+                .collect(),
+            rows: labels.len(),
+            dim: 5,
+        };
+        let train_labels: Vec<usize> = (0..20).map(|i| i % 5).collect();
+        let test_labels = vec![0, 1, 2, 3, 4, 4];
+        let stub = Stub(Default::default());
+        let r = base_to_novel(
+            &stub,
+            &one_hot(&train_labels),
+            &train_labels,
+            &one_hot(&test_labels),
+            &test_labels,
+            &names,
+            2,
+            7,
+        )
+        .unwrap();
+        // Base: a, b, c all right; novel: d right, both e wrong (embedded as d, the first).
+        assert_eq!(r.base, 1.0);
+        assert!((r.novel - 1.0 / 3.0).abs() < 1e-12);
+        assert!((r.harmonic - 0.5).abs() < 1e-12);
+        let seen = stub.0.borrow();
+        assert_eq!(seen.len(), 1);
+        let (labels, classes) = &seen[0];
+        assert_eq!(classes, &names[..3]);
+        let mut per = [0; 5];
+        labels.iter().for_each(|&l| per[l] += 1);
+        assert_eq!(
+            per,
+            [2, 2, 2, 0, 0],
+            "two shots of each base class, none of the novel"
+        );
+        drop(seen);
+        let err = base_to_novel(
+            &stub,
+            &one_hot(&[0]),
+            &[0],
+            &one_hot(&[0]),
+            &[0],
+            &names[..1],
+            1,
+            0,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("1 classes"), "{err}");
+        let err = base_to_novel(
+            &stub,
+            &one_hot(&train_labels),
+            &train_labels,
+            &one_hot(&[0, 1]),
+            &[0, 1],
+            &names,
+            1,
+            0,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no test image"), "{err}");
     }
 
     #[test]
