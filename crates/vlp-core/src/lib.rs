@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod cluster;
+pub mod distance;
 pub mod error;
 pub mod io;
 pub mod loss;

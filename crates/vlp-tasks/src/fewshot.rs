@@ -27,6 +27,9 @@ pub struct FewShotContext<'a> {
 pub trait FewShotMethod {
     /// Name in reports.
     fn name(&self) -> String;
+    /// Parameters it trains for `classes` classes of `dim`-wide features (the survey's second
+    /// factor; 0 for training-free methods).
+    fn trainable_params(&self, dim: usize, classes: usize) -> usize;
     /// Predicted class of every test row.
     fn predict(
         &self,
@@ -87,6 +90,9 @@ impl FewShotMethod for ZeroShot {
     fn name(&self) -> String {
         "zero-shot".into()
     }
+    fn trainable_params(&self, _: usize, _: usize) -> usize {
+        0
+    }
     fn predict(
         &self,
         _: &Features,
@@ -109,6 +115,9 @@ pub struct LinearProbe<B: Backend> {
 impl<B: Backend> FewShotMethod for LinearProbe<B> {
     fn name(&self) -> String {
         "linear-probe".into()
+    }
+    fn trainable_params(&self, dim: usize, classes: usize) -> usize {
+        dim * classes + classes
     }
     fn predict(
         &self,
@@ -150,6 +159,9 @@ impl Default for TipAdapter {
 impl FewShotMethod for TipAdapter {
     fn name(&self) -> String {
         "tip-adapter".into()
+    }
+    fn trainable_params(&self, _: usize, _: usize) -> usize {
+        0
     }
     fn predict(
         &self,
@@ -242,6 +254,27 @@ impl<B: AutodiffBackend> FewShotMethod for Coop<'_, B> {
     fn name(&self) -> String {
         "coop".into()
     }
+    fn trainable_params(&self, _: usize, classes: usize) -> usize {
+        let n_ctx = match &self.config.init {
+            // The phrase's tokens, as `CoopConfig::init` counts them.
+            Some(phrase) => {
+                let real = |t: &str| {
+                    self.tokenizer
+                        .encode(t)
+                        .map(|e| e.attention_mask.iter().filter(|&&m| m != 0).count())
+                        .unwrap_or(0)
+                };
+                real(phrase).saturating_sub(real(""))
+            }
+            None => self.config.n_ctx,
+        };
+        let sets = if self.config.class_specific {
+            classes
+        } else {
+            1
+        };
+        sets * n_ctx * self.model.text_model.hidden_size()
+    }
     fn predict(
         &self,
         shots: &Features,
@@ -281,6 +314,9 @@ pub struct ClipAdapter<B: AutodiffBackend> {
 impl<B: AutodiffBackend> FewShotMethod for ClipAdapter<B> {
     fn name(&self) -> String {
         "clip-adapter".into()
+    }
+    fn trainable_params(&self, dim: usize, _: usize) -> usize {
+        2 * dim * (dim / self.config.reduction.max(1))
     }
     fn predict(
         &self,
@@ -331,6 +367,12 @@ pub struct FewShotRow {
     pub std: f64,
     /// Accuracy of each seed.
     pub accuracies: Vec<f64>,
+    /// Parameters the method trains (the survey's second factor).
+    #[serde(default)]
+    pub trainable_params: usize,
+    /// Labelled images it learned from (the survey's third factor; the first seed's draw).
+    #[serde(default)]
+    pub samples: usize,
 }
 
 /// Runs every method at every k with every seed; shots come from `train`, accuracy from `test`.
@@ -354,9 +396,10 @@ pub fn run_few_shot(
     let mut out = Vec::new();
     for &k in ks {
         for m in methods {
-            let mut accs = Vec::new();
+            let (mut accs, mut samples) = (Vec::new(), None);
             for &seed in seeds {
                 let idx = k_shot_indices(train_labels, ctx.classes, k, seed);
+                samples.get_or_insert(idx.len());
                 let shots = rows(train, &idx);
                 let labels: Vec<usize> = idx.iter().map(|&i| train_labels[i]).collect();
                 accs.push(accuracy(
@@ -373,6 +416,8 @@ pub fn run_few_shot(
                 mean,
                 std,
                 accuracies: accs,
+                trainable_params: m.trainable_params(train.dim, ctx.classes),
+                samples: samples.unwrap_or(0),
             });
         }
     }
@@ -666,6 +711,8 @@ mod tests {
         .unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].method.as_str(), rows[0].k), ("coop", 1));
+        // Three classes × three context vectors × an 8-wide tower; one shot of each class.
+        assert_eq!((rows[0].trainable_params, rows[0].samples), (3 * 3 * 8, 3));
         // The harness's number is the method's own: learning is seeded, so a second fit predicts
         // the same (CoOp's claim in vlp-train's tests measures what it learns).
         let again = coop.predict(&targets, &[1, 2, 0], &ctx, &targets).unwrap();
@@ -730,6 +777,13 @@ mod tests {
         };
         let pred = method.predict(&shots, &labels, &ctx, &test).unwrap();
         assert_eq!(pred.len(), 5);
+        assert_eq!(method.trainable_params(d, 2), 2 * 16 * 4);
+        let probe = LinearProbe::<vlp_core::backend::DefaultBackend> {
+            lambda: 1e-3,
+            device: default_device(),
+        };
+        assert_eq!(probe.trainable_params(d, 2), 16 * 2 + 2);
+        assert_eq!(TipAdapter::default().trainable_params(d, 2), 0);
         assert!(pred.iter().all(|&p| p < 2));
         let narrow = ClipAdapter::<B> {
             config: ClipAdapterConfig::new(8),

@@ -74,8 +74,8 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
     .unwrap()
     {
         println!(
-            "{}-shot {}: {:.3} {:?}",
-            row.k, row.method, row.mean, row.accuracies
+            "{}-shot {}: {:.3} {:?} ({} trained parameters, {} images)",
+            row.k, row.method, row.mean, row.accuracies, row.trainable_params, row.samples
         );
     }
     // Base-to-novel at the same shots (printed, not asserted: MaPLe's claim will compare with it).
