@@ -114,7 +114,12 @@ impl CoopPrompts {
         let (a, _) = encode(tok, PLACEHOLDER, PLACEHOLDER)?;
         let (empty, empty_mask) = encode(tok, "", "")?;
         let prefix = a.iter().zip(&empty).take_while(|(x, y)| x == y).count();
-        let placeholder = a[prefix];
+        let Some(&placeholder) = a.get(prefix).filter(|_| a != empty) else {
+            return Err(bad(
+                &classes[0],
+                format!("the tokenizer gives the placeholder \"{PLACEHOLDER}\" no token"),
+            ));
+        };
         let specials = real(&empty_mask);
         let context = vec![PLACEHOLDER; n_ctx].join(" ");
         let l = tok.context_length();
