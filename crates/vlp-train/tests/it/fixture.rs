@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use vlp_align::ClipModel;
-use vlp_core::backend::default_device;
 use vlp_core::rng::Rng;
 use vlp_data::shapes::class_of;
 use vlp_train::TrainConfig;
@@ -116,6 +115,5 @@ pub fn fixture() -> Fixture {
             let _ = std::fs::remove_dir_all(&tmp);
         }
     }
-    let _ = default_device();
     Fixture { config, dir }
 }
