@@ -69,6 +69,24 @@ pub fn fit_few_shot<B: AutodiffBackend, M: AutodiffModule<B>>(
     cfg: &FewShotFitConfig,
     logits: impl Fn(&M, Tensor<B, 2>) -> Tensor<B, 2>,
 ) -> Result<(M, Vec<f64>)> {
+    let device = features.device();
+    let ce = CrossEntropyLossConfig::new().init(&device);
+    fit_few_shot_with_loss(name, module, features, labels, classes, cfg, |m, x, y| {
+        ce.forward(logits(m, x), y)
+    })
+}
+
+/// [`fit_few_shot`] with a loss of the method's own: `loss(module, features of a batch
+/// ([batch, dim]), their labels ([batch]))` returns a `[1]` tensor to minimise.
+pub fn fit_few_shot_with_loss<B: AutodiffBackend, M: AutodiffModule<B>>(
+    name: &str,
+    module: M,
+    features: Tensor<B, 2>,
+    labels: &[usize],
+    classes: usize,
+    cfg: &FewShotFitConfig,
+    loss: impl Fn(&M, Tensor<B, 2>, Tensor<B, 1, Int>) -> Tensor<B, 1>,
+) -> Result<(M, Vec<f64>)> {
     let bad = |reason: String| AlignError::Input {
         model: name.into(),
         reason,
@@ -95,7 +113,6 @@ pub fn fit_few_shot<B: AutodiffBackend, M: AutodiffModule<B>>(
         .with_momentum(Some(MomentumConfig::new().with_momentum(cfg.momentum)))
         .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
         .init::<B, M>();
-    let ce = CrossEntropyLossConfig::new().init(&device);
     let mut rng = Rng::new(cfg.seed);
     let mut order: Vec<usize> = (0..n).collect();
     let (mut module, mut losses, mut step) = (module, Vec::new(), 0);
@@ -107,7 +124,7 @@ pub fn fit_few_shot<B: AutodiffBackend, M: AutodiffModule<B>>(
             let lab: Vec<i64> = batch.iter().map(|&i| labels[i] as i64).collect();
             let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [batch.len()]), &device);
             let lab = Tensor::<B, 1, Int>::from_data(TensorData::new(lab, [batch.len()]), &device);
-            let loss = ce.forward(logits(&module, features.clone().select(0, idx)), lab);
+            let loss = loss(&module, features.clone().select(0, idx), lab);
             sum += loss.clone().into_scalar().elem::<f64>() * batch.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &module);
             module = optim.step(lr_at(cfg, step, warmup, total), module, grads);

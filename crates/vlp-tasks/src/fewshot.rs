@@ -1,10 +1,12 @@
 //! k-shot adaptation: seeded splits, a harness any method plugs into, and the baselines
 //! (zero-shot, linear probe, Tip-Adapter).
 
+use burn::module::AutodiffModule;
+use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 use vlp_align::ClipModel;
-use vlp_align::adapter::{ClipAdapterConfig, fit_clip_adapter};
+use vlp_align::adapter::{ClipAdapterConfig, SgvaConfig, fit_clip_adapter, fit_sgva};
 use vlp_align::fit::FewShotFitConfig;
 use vlp_align::prompt::{CoopConfig, CoopPromptLearner, CoopPrompts, fit_coop};
 use vlp_core::backend::seeded;
@@ -255,25 +257,7 @@ impl<B: AutodiffBackend> FewShotMethod for Coop<'_, B> {
         "coop".into()
     }
     fn trainable_params(&self, _: usize, classes: usize) -> usize {
-        let n_ctx = match &self.config.init {
-            // The phrase's tokens, as `CoopConfig::init` counts them.
-            Some(phrase) => {
-                let real = |t: &str| {
-                    self.tokenizer
-                        .encode(t)
-                        .map(|e| e.attention_mask.iter().filter(|&&m| m != 0).count())
-                        .unwrap_or(0)
-                };
-                real(phrase).saturating_sub(real(""))
-            }
-            None => self.config.n_ctx,
-        };
-        let sets = if self.config.class_specific {
-            classes
-        } else {
-            1
-        };
-        sets * n_ctx * self.model.text_model.hidden_size()
+        coop_params(&self.config, self.tokenizer, self.model, classes)
     }
     fn predict(
         &self,
@@ -295,6 +279,30 @@ impl<B: AutodiffBackend> FewShotMethod for Coop<'_, B> {
         let (text, _) = self.learn(shots, shot_labels)?;
         Ok(argmax_rows(&scores(test, &text)))
     }
+}
+
+/// The context parameters of a CoOp prompt for `classes` classes.
+fn coop_params<B: Backend>(
+    config: &CoopConfig,
+    tokenizer: &dyn Tokenizer,
+    model: &ClipModel<B>,
+    classes: usize,
+) -> usize {
+    let n_ctx = match &config.init {
+        // The phrase's tokens, as `CoopConfig::init` counts them.
+        Some(phrase) => {
+            let real = |t: &str| {
+                tokenizer
+                    .encode(t)
+                    .map(|e| e.attention_mask.iter().filter(|&&m| m != 0).count())
+                    .unwrap_or(0)
+            };
+            real(phrase).saturating_sub(real(""))
+        }
+        None => config.n_ctx,
+    };
+    let sets = if config.class_specific { classes } else { 1 };
+    sets * n_ctx * model.text_model.hidden_size()
 }
 
 /// CLIP-Adapter ([`vlp_align::adapter::clip_adapter`]) as a k-shot method: a bottleneck adapter
@@ -351,6 +359,87 @@ impl<B: AutodiffBackend> FewShotMethod for ClipAdapter<B> {
         )?;
         let adapted = Features::from_tensor(adapter.forward(test.to_tensor::<B>(&self.device)));
         Ok(argmax_rows(&scores(&adapted, ctx.zero_shot)))
+    }
+}
+
+/// SgVA-CLIP ([`vlp_align::adapter::sgva`]) as a k-shot method: a CoOp-style prompt and a visual
+/// adapter trained on the shots' frozen features; test rows are classified by the cross-modal
+/// logits plus β times the prototype logits of the adapted shots.
+pub struct Sgva<'a, B: AutodiffBackend> {
+    /// The frozen model whose features `shots` and `test` are.
+    pub model: &'a ClipModel<B>,
+    /// Its tokenizer.
+    pub tokenizer: &'a dyn Tokenizer,
+    /// Class names, in label order.
+    pub classes: &'a [String],
+    /// The method (adapter, prompt, loss weights, β).
+    pub config: SgvaConfig,
+    /// Its training (its seed also draws the adapter and a random context).
+    pub fit: FewShotFitConfig,
+    /// Device to train on.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> FewShotMethod for Sgva<'_, B> {
+    fn name(&self) -> String {
+        "sgva-clip".into()
+    }
+    fn trainable_params(&self, dim: usize, classes: usize) -> usize {
+        coop_params(&self.config.prompt, self.tokenizer, self.model, classes)
+            + 2 * dim * (dim / self.config.adapter.reduction.max(1))
+    }
+    fn predict(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+        ctx: &FewShotContext,
+        test: &Features,
+    ) -> Result<Vec<usize>> {
+        if ctx.classes != self.classes.len() || shots.dim != self.model.embed_dim() {
+            return Err(TaskError::Invalid {
+                task: "sgva-clip".into(),
+                reason: format!(
+                    "{} classes to tell apart and {}-wide features, but {} class names and \
+                     {}-wide embeddings",
+                    ctx.classes,
+                    shots.dim,
+                    self.classes.len(),
+                    self.model.embed_dim()
+                ),
+            });
+        }
+        let (sgva, prompts) = seeded::<B, _>(&self.device, self.fit.seed, || {
+            let r = self
+                .config
+                .init(self.model, self.tokenizer, self.classes, &self.device);
+            if let Ok((s, _)) = &r {
+                vlp_core::backend::materialize(s);
+            }
+            r
+        })?;
+        let x = shots.to_tensor::<B>(&self.device);
+        let (sgva, _) = fit_sgva(
+            self.model,
+            sgva,
+            &prompts,
+            x.clone(),
+            shot_labels,
+            &self.config,
+            &self.fit,
+        )?;
+        // Inference on the inner backend: no autodiff graph.
+        let (model, sgva) = (self.model.valid(), sgva.valid());
+        let scale = model.logit_scale.val().exp().into_scalar().elem::<f64>();
+        let text = sgva.text(&model, &prompts);
+        let mu = sgva.prototypes(x.inner(), shot_labels, self.classes.len());
+        let logits = sgva.logits(
+            test.to_tensor::<B::InnerBackend>(&self.device),
+            text,
+            mu,
+            scale,
+            &self.config,
+        );
+        Ok(argmax_rows(&Features::from_tensor(logits)))
     }
 }
 
@@ -744,6 +833,102 @@ mod tests {
             .to_string();
         assert!(
             err.contains("4 classes to tell apart, 3 class names"),
+            "{err}"
+        );
+    }
+
+    /// SgVA-CLIP through the harness on a random tower: its prompt's text weights mean
+    /// nothing, but its prototype logits classify three well-separated clusters of features
+    /// perfectly once β lets them lead. Parameters counted; wrong sizes refused.
+    #[test]
+    fn sgva_classifies_by_its_prototypes_through_the_harness() {
+        use vlp_align::ClipConfig;
+        use vlp_core::backend::{TrainBackend as B, default_device};
+        use vlp_text::TextPooling;
+        use vlp_text::tokenizer::word_tokenizer;
+
+        let dev = default_device();
+        let tok = word_tokenizer(&["red", "blue", "circle", "star", "photo", "."], 10);
+        let eot = tok.encode("").unwrap().ids[1];
+        let classes: Vec<String> = ["red circle", "blue star", "photo"]
+            .map(String::from)
+            .to_vec();
+        let model = seeded::<B, _>(&dev, 4, || {
+            let m = ClipConfig::shapes_tiny(
+                8,
+                1,
+                2,
+                6,
+                8,
+                16,
+                tok.vocab_size(),
+                10,
+                TextPooling::FirstEos { eos_token_id: eot },
+            )
+            .init::<B>(&dev);
+            vlp_core::backend::materialize(&m);
+            m
+        });
+        // Class c's rows: the unit vector on axis 2c, tilted a little towards axis 2c + 1.
+        let cluster = |n: usize, tilt: f32| {
+            let mut data = Vec::new();
+            let mut labels = Vec::new();
+            for i in 0..n {
+                let c = i % 3;
+                let t = tilt * (1 + i % 4) as f32;
+                let mut row = [0.0f32; 6];
+                row[2 * c] = 1.0;
+                row[2 * c + 1] = t;
+                let norm = (1.0 + t * t).sqrt();
+                data.extend(row.iter().map(|v| v / norm));
+                labels.push(c);
+            }
+            (
+                Features {
+                    data,
+                    rows: n,
+                    dim: 6,
+                },
+                labels,
+            )
+        };
+        let (shots, shot_labels) = cluster(6, 0.1);
+        let (test, test_labels) = cluster(12, -0.2);
+        let method = Sgva {
+            model: &model,
+            tokenizer: &tok,
+            classes: &classes,
+            config: SgvaConfig::new(
+                ClipAdapterConfig::new(6).with_reduction(2),
+                CoopConfig::new().with_n_ctx(2),
+            )
+            .with_beta(20.0),
+            fit: FewShotFitConfig::new().with_epochs(3).with_batch_size(3),
+            device: dev,
+        };
+        let zs = Features {
+            data: vec![0.0; 18],
+            rows: 3,
+            dim: 6,
+        };
+        let ctx = FewShotContext {
+            classes: 3,
+            zero_shot: &zs,
+        };
+        let pred = method.predict(&shots, &shot_labels, &ctx, &test).unwrap();
+        assert_eq!(pred, test_labels);
+        // Two shared context vectors of the 8-wide tower, and a 6 → 3 → 6 adapter.
+        assert_eq!(method.trainable_params(6, 3), 2 * 8 + 2 * 6 * 3);
+        let four = FewShotContext {
+            classes: 4,
+            zero_shot: &zs,
+        };
+        let err = method
+            .predict(&shots, &shot_labels, &four, &test)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("4 classes to tell apart and 6-wide features, but 3 class names"),
             "{err}"
         );
     }

@@ -366,7 +366,7 @@ pub fn fit_coop<B: AutodiffBackend>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ClipConfig;
     use burn::nn::loss::CrossEntropyLossConfig;
@@ -379,11 +379,11 @@ mod tests {
         "a", "photo", "of", "red", "blue", "circle", "big", "star", ".",
     ];
 
-    fn tokenizer(context: usize) -> vlp_text::HfTokenizer {
+    pub(crate) fn tokenizer(context: usize) -> vlp_text::HfTokenizer {
         word_tokenizer(WORDS, context)
     }
 
-    fn model<B: Backend>(tok: &dyn Tokenizer, device: &B::Device) -> ClipModel<B> {
+    pub(crate) fn model<B: Backend>(tok: &dyn Tokenizer, device: &B::Device) -> ClipModel<B> {
         // <pad>=0, the words 1..=9, <unk>=10, sot=11, eot=12.
         let eot = tok.encode("").unwrap().ids[1];
         let m = ClipConfig::shapes_tiny(

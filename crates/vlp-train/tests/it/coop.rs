@@ -6,16 +6,12 @@ use vlp_align::adapter::ClipAdapterConfig;
 use vlp_align::fit::FewShotFitConfig;
 use vlp_align::prompt::CoopConfig;
 use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
-use vlp_data::shapes::class_name;
-use vlp_tasks::embed::embed_texts;
 use vlp_tasks::fewshot::{
-    ClipAdapter, Coop, FewShotContext, FewShotMethod, HandWritten, LinearProbe,
-    OpenVocabularyMethod, TipAdapter, ZeroShot, base_to_novel, k_shot_indices, run_few_shot,
+    ClipAdapter, Coop, FewShotMethod, HandWritten, LinearProbe, OpenVocabularyMethod, TipAdapter,
+    ZeroShot, base_to_novel, run_few_shot,
 };
-use vlp_tasks::probe::accuracy;
 
-use crate::fixture::fixture;
-use crate::held_out;
+use crate::fixture::bench;
 
 const SHOTS: usize = 4;
 /// Context vectors: the paper's 16 do not fit the fixture's 16-token context with a class name,
@@ -24,35 +20,15 @@ const N_CTX: usize = 8;
 
 /// Test accuracy of CoOp at [`SHOTS`] shots for each seed, and of the hand-written prompt.
 fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
-    let fx = fixture();
+    let b = bench();
     let dev = default_device();
-    let model = fx.model::<TrainBackend>(&dev);
-    let inner = fx.model::<DefaultBackend>(&dev);
-    let tok = fx.tokenizer();
-    let classes: Vec<String> = (0..30).map(class_name).collect();
-    let train = held_out(&fx.config, "shapes:train:1000");
-    let test = held_out(&fx.config, "shapes:test:1000");
-    let (train_x, test_x) = (train.embed(&inner, &dev), test.embed(&inner, &dev));
-    let (train_y, test_y) = (train.labels.clone().unwrap(), test.labels.clone().unwrap());
-    let prompts: Vec<String> = classes
-        .iter()
-        .map(|c| format!("a photo of a {c}."))
-        .collect();
-    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let hand = embed_texts(&inner, tok.tokenizer.as_ref(), &refs, 64, &dev).unwrap();
-    let ctx = FewShotContext {
-        classes: classes.len(),
-        zero_shot: &hand,
-    };
-    let hand_acc = accuracy(
-        &ZeroShot.predict(&train_x, &train_y, &ctx, &test_x).unwrap(),
-        &test_y,
-    );
+    let tok = b.tok.tokenizer.as_ref();
+    let hand_acc = b.accuracies(&ZeroShot, SHOTS, &[1])[0];
     // The feature-only baselines at the same shots, for the record (not asserted).
     let clip_adapter = ClipAdapter::<TrainBackend> {
-        config: ClipAdapterConfig::new(train_x.dim),
+        config: ClipAdapterConfig::new(b.train_x.dim),
         fit: FewShotFitConfig::new().with_epochs(100),
-        logit_scale: f64::from(model.logit_scale.val().exp().into_scalar()),
+        logit_scale: f64::from(b.model.logit_scale.val().exp().into_scalar()),
         device: dev.clone(),
     };
     let probe = LinearProbe::<DefaultBackend> {
@@ -63,11 +39,11 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
     let methods: [&dyn FewShotMethod; 3] = [&probe, &tip, &clip_adapter];
     for row in run_few_shot(
         &methods,
-        &train_x,
-        &train_y,
-        &test_x,
-        &test_y,
-        &ctx,
+        &b.train_x,
+        &b.train_y,
+        &b.test_x,
+        &b.test_y,
+        &b.context(),
         &[SHOTS],
         seeds,
     )
@@ -78,24 +54,28 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
             row.k, row.method, row.mean, row.accuracies, row.trainable_params, row.samples
         );
     }
-    // Base-to-novel at the same shots (printed, not asserted: MaPLe's claim will compare with it).
+    // Base-to-novel at the same shots (printed, not asserted: MaPLe's claim compares with it).
     let hand_written = HandWritten {
-        model: &inner,
-        tokenizer: tok.tokenizer.as_ref(),
+        model: &b.inner,
+        tokenizer: tok,
         templates: vec!["a photo of a {}.".into()],
         device: dev.clone(),
     };
-    let coop_b2n = Coop {
-        model: &model,
-        tokenizer: tok.tokenizer.as_ref(),
-        classes: &classes,
+    let coop = |seed: u64| Coop {
+        model: &b.model,
+        tokenizer: tok,
+        classes: &b.classes,
         config: CoopConfig::new().with_n_ctx(N_CTX),
-        fit: FewShotFitConfig::new().with_epochs(100).with_seed(1),
+        fit: FewShotFitConfig::new().with_epochs(100).with_seed(seed),
         device: dev.clone(),
     };
+    let coop_b2n = coop(1);
     let b2n: [&dyn OpenVocabularyMethod; 2] = [&hand_written, &coop_b2n];
     for m in b2n {
-        let r = base_to_novel(m, &train_x, &train_y, &test_x, &test_y, &classes, SHOTS, 1).unwrap();
+        let r = base_to_novel(
+            m, &b.train_x, &b.train_y, &b.test_x, &b.test_y, &b.classes, SHOTS, 1,
+        )
+        .unwrap();
         println!(
             "base-to-novel {}: base {:.3}, novel {:.3}, H {:.3}",
             m.name(),
@@ -104,34 +84,12 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
             r.harmonic
         );
     }
-    let coop = seeds
+    // Each seed draws the shots and, through the method's fit seed, the context and the order.
+    let accs = seeds
         .iter()
-        .map(|&seed| {
-            let idx = k_shot_indices(&train_y, classes.len(), SHOTS, seed);
-            let mut shots = vlp_tasks::embed::Features {
-                data: Vec::new(),
-                rows: idx.len(),
-                dim: train_x.dim,
-            };
-            for &i in &idx {
-                shots.data.extend_from_slice(train_x.row(i));
-            }
-            let labels: Vec<usize> = idx.iter().map(|&i| train_y[i]).collect();
-            let method = Coop {
-                model: &model,
-                tokenizer: tok.tokenizer.as_ref(),
-                classes: &classes,
-                config: CoopConfig::new().with_n_ctx(N_CTX),
-                fit: FewShotFitConfig::new().with_epochs(100).with_seed(seed),
-                device: dev.clone(),
-            };
-            accuracy(
-                &method.predict(&shots, &labels, &ctx, &test_x).unwrap(),
-                &test_y,
-            )
-        })
+        .map(|&seed| b.accuracies(&coop(seed), SHOTS, &[seed])[0])
         .collect();
-    (coop, hand_acc)
+    (accs, hand_acc)
 }
 
 /// The "4-shot CoOp ≥ hand-written prompt + 10 points", mean of 3 seeds (the seed draws

@@ -16,7 +16,12 @@ use vlp_train::method::ExportContext;
 use vlp_train::method::clip::{ClipMethod, export_clip};
 use vlp_train::model::{BuiltTokenizer, build_tokenizer};
 
-use crate::{batches_with, claim_config, trained};
+use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
+use vlp_data::shapes::class_name;
+use vlp_tasks::embed::{Features, embed_texts};
+use vlp_tasks::fewshot::{FewShotContext, FewShotMethod, run_few_shot};
+
+use crate::{batches_with, claim_config, held_out, trained};
 
 /// Training steps of the fixture (batches of 64).
 const STEPS: usize = 1000;
@@ -116,4 +121,87 @@ pub fn fixture() -> Fixture {
         }
     }
     Fixture { config, dir }
+}
+
+/// What the adaptation claims share: the fixture (autodiff and inner copies), its tokenizer, the
+/// 30 class names, `shapes:train:1000` to draw shots from and `shapes:test:1000` to score on, as
+/// images and as frozen features, and the hand-written prompt "a photo of a {class}."'s
+/// classifier.
+pub struct Bench {
+    /// The model, for training prompt learners and adapters.
+    pub model: ClipModel<TrainBackend>,
+    /// The same weights on the inner backend, for features and inference.
+    pub inner: ClipModel<DefaultBackend>,
+    /// Its tokenizer.
+    pub tok: BuiltTokenizer,
+    /// Class names, in label order.
+    pub classes: Vec<String>,
+    /// Frozen features of `train`.
+    pub train_x: Features,
+    /// Labels of `train`.
+    pub train_y: Vec<usize>,
+    /// Frozen features of `test`.
+    pub test_x: Features,
+    /// Labels of `test`.
+    pub test_y: Vec<usize>,
+    /// The hand-written prompt's normalised class embeddings.
+    pub hand: Features,
+}
+
+/// The fixture, loaded with its data (see [`Bench`]).
+pub fn bench() -> Bench {
+    let fixture = fixture();
+    let dev = default_device();
+    let model = fixture.model::<TrainBackend>(&dev);
+    let inner = fixture.model::<DefaultBackend>(&dev);
+    let tok = fixture.tokenizer();
+    let classes: Vec<String> = (0..30).map(class_name).collect();
+    let train = held_out(&fixture.config, "shapes:train:1000");
+    let test = held_out(&fixture.config, "shapes:test:1000");
+    let (train_x, test_x) = (train.embed(&inner, &dev), test.embed(&inner, &dev));
+    let (train_y, test_y) = (train.labels.clone().unwrap(), test.labels.clone().unwrap());
+    let prompts: Vec<String> = classes
+        .iter()
+        .map(|c| format!("a photo of a {c}."))
+        .collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let hand = embed_texts(&inner, tok.tokenizer.as_ref(), &refs, 64, &dev).unwrap();
+    Bench {
+        model,
+        inner,
+        tok,
+        classes,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        hand,
+    }
+}
+
+impl Bench {
+    /// The context the feature methods see: the class count and the hand-written classifier.
+    pub fn context(&self) -> FewShotContext<'_> {
+        FewShotContext {
+            classes: self.classes.len(),
+            zero_shot: &self.hand,
+        }
+    }
+
+    /// Test accuracy of `method` at `k` shots for each seed (the harness's own loop).
+    pub fn accuracies(&self, method: &dyn FewShotMethod, k: usize, seeds: &[u64]) -> Vec<f64> {
+        let rows = run_few_shot(
+            &[method],
+            &self.train_x,
+            &self.train_y,
+            &self.test_x,
+            &self.test_y,
+            &self.context(),
+            &[k],
+            seeds,
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        rows[0].accuracies.clone()
+    }
 }

@@ -16,6 +16,7 @@ mod pixel_linguist;
 mod precision;
 mod ptp;
 mod semaim;
+mod sgva;
 mod steps;
 mod syvic;
 mod toy;
