@@ -76,22 +76,24 @@ pub fn fit_few_shot<B: AutodiffBackend, M: AutodiffModule<B>>(
     })
 }
 
-/// [`fit_few_shot`] with a loss of the method's own: `loss(module, features of a batch
-/// ([batch, dim]), their labels ([batch]))` returns a `[1]` tensor to minimise.
-pub fn fit_few_shot_with_loss<B: AutodiffBackend, M: AutodiffModule<B>>(
+/// [`fit_few_shot`] with a loss of the method's own: `loss(module, inputs of a batch, their
+/// labels ([batch]))` returns a `[1]` tensor to minimise. The inputs are any tensor whose first
+/// dimension is the shots: frozen features (`[shots, dim]`) or images (`[shots, 3, h, w]`) for
+/// methods that run a tower.
+pub fn fit_few_shot_with_loss<B: AutodiffBackend, M: AutodiffModule<B>, const D: usize>(
     name: &str,
     module: M,
-    features: Tensor<B, 2>,
+    features: Tensor<B, D>,
     labels: &[usize],
     classes: usize,
     cfg: &FewShotFitConfig,
-    loss: impl Fn(&M, Tensor<B, 2>, Tensor<B, 1, Int>) -> Tensor<B, 1>,
+    loss: impl Fn(&M, Tensor<B, D>, Tensor<B, 1, Int>) -> Tensor<B, 1>,
 ) -> Result<(M, Vec<f64>)> {
     let bad = |reason: String| AlignError::Input {
         model: name.into(),
         reason,
     };
-    let [n, _] = features.dims();
+    let n = features.dims()[0];
     if n == 0 || n != labels.len() {
         return Err(bad(format!(
             "{n} image features for {} labels",

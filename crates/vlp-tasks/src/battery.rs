@@ -113,6 +113,31 @@ impl EvalImages {
         })
     }
 
+    /// Every image's pixels, one row each, in source order.
+    pub fn pixels(&self) -> crate::fewshot::Pixels {
+        let mut data = Vec::with_capacity(self.len() * 3 * self.image_size * self.image_size);
+        for (px, _) in &self.batches {
+            data.extend_from_slice(px);
+        }
+        crate::fewshot::Pixels {
+            data,
+            rows: self.len(),
+            image_size: self.image_size,
+        }
+    }
+
+    /// Frozen features of `model` and the pixels, as the open-vocabulary protocols take them.
+    pub fn image_rows<B: Backend>(
+        &self,
+        model: &ClipModel<B>,
+        device: &B::Device,
+    ) -> crate::fewshot::ImageRows {
+        crate::fewshot::ImageRows {
+            features: self.embed(model, device),
+            pixels: Some(self.pixels()),
+        }
+    }
+
     /// Normalised pooled image embeddings of a dual encoder.
     pub fn embed<B: Backend>(&self, model: &ClipModel<B>, device: &B::Device) -> Features {
         self.embed_with::<B>(device, &|t| model.encode_image(t))
@@ -352,6 +377,30 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The pixel rows are the loaded images in source order, across loader batches.
+    #[test]
+    fn pixel_rows_are_the_images_in_order() {
+        use vlp_core::backend::{DefaultBackend as B, default_device};
+        let shapes = vlp_data::shapes::ShapesWorldConfig::default();
+        let source = vlp_data::source::open_source("shapes:test:300", &shapes).unwrap();
+        let set = EvalImages::load(source, &ImagePipeline::clip(16), 1).unwrap();
+        let dev = default_device();
+        let px = set.pixels();
+        assert_eq!((px.rows, px.image_size), (300, 16));
+        assert_eq!(px.data.len(), 300 * 3 * 16 * 16);
+        let batches: Vec<Tensor<B, 4>> = set.tensors::<B>(&dev).collect();
+        assert!(batches.len() > 1, "the check should span loader batches");
+        let all = Tensor::cat(batches, 0);
+        px.to_tensor::<B>(0..300, &dev)
+            .into_data()
+            .assert_eq(&all.clone().into_data(), true);
+        let picked = px.select(&[299, 3]);
+        picked.to_tensor::<B>(0..2, &dev).into_data().assert_eq(
+            &Tensor::cat(vec![all.clone().slice([299..300]), all.slice([3..4])], 0).into_data(),
+            true,
+        );
     }
 
     #[test]

@@ -267,50 +267,94 @@ impl CoopConfig {
     }
 }
 
+/// The prompts' token embeddings with `ctx` in place of the placeholders, the class name where
+/// `position` puts it.
+///
+/// # Shapes
+/// - `ctx`: `[1 or classes, n_ctx, width]`
+/// - returns: `[classes, context_length, width]`
+pub(crate) fn splice_context<B: Backend>(
+    model: &ClipModel<B>,
+    prompts: &CoopPrompts,
+    ctx: Tensor<B, 3>,
+    position: ClassTokenPosition,
+) -> Tensor<B, 3> {
+    let device = ctx.device();
+    let (ids, _) = prompts.tensors::<B>(&device);
+    let emb = model.text_model.embeddings.token_embedding.forward(ids);
+    let [c, l, d] = emb.dims();
+    let (p, n) = (prompts.prefix, prompts.n_ctx);
+    let ctx = if ctx.dims()[0] == 1 {
+        ctx.expand([c, n, d])
+    } else {
+        ctx
+    };
+    if position == ClassTokenPosition::End {
+        return Tensor::cat(
+            vec![
+                emb.clone().slice([0..c, 0..p, 0..d]),
+                ctx,
+                emb.slice([0..c, p + n..l, 0..d]),
+            ],
+            1,
+        );
+    }
+    let rows = (0..c)
+        .map(|i| {
+            let m = prompts.name_lens[i];
+            let e = |r: std::ops::Range<usize>| emb.clone().slice([i..i + 1, r, 0..d]);
+            let x = |r: std::ops::Range<usize>| ctx.clone().slice([i..i + 1, r, 0..d]);
+            let (start, name, rest) = (e(0..p), e(p + n..p + n + m), e(p + n + m..l));
+            let parts = match position {
+                ClassTokenPosition::Middle => {
+                    let half = n / 2;
+                    vec![start, x(0..half), name, x(half..n), rest]
+                }
+                _ => vec![start, name, x(0..n), rest],
+            };
+            Tensor::cat(parts, 1)
+        })
+        .collect();
+    Tensor::cat(rows, 0)
+}
+
+/// Runs the prompts' token embeddings through the frozen text tower with `hook` around its
+/// blocks; the pooled output, projected and L2-normalised, and the tower's output.
+///
+/// # Shapes
+/// - `embeddings`: `[classes, context_length, width]`
+/// - returns: `[classes, embed]`
+pub(crate) fn encode_prompt_embeddings<B: Backend>(
+    model: &ClipModel<B>,
+    prompts: &CoopPrompts,
+    embeddings: Tensor<B, 3>,
+    output_hidden_states: bool,
+    hook: &mut dyn vlp_core::nn::EncoderHook<B>,
+) -> (Tensor<B, 2>, vlp_text::TextOutput<B>) {
+    let device = embeddings.device();
+    let (ids, mask) = prompts.tensors::<B>(&device);
+    let pool = model.text_model.pool_index(ids);
+    let mask = model.text_model.causal.then_some(mask);
+    let out = model.text_model.forward_token_embeddings_hooked(
+        embeddings,
+        mask,
+        pool,
+        output_hidden_states,
+        hook,
+    );
+    (
+        normalize(model.project_text(out.pooler_output.clone())),
+        out,
+    )
+}
+
 impl<B: Backend> CoopPromptLearner<B> {
     /// The prompts' token embeddings with the context in place of the placeholders.
     ///
     /// # Shapes
     /// - returns: `[classes, context_length, width]`
     pub fn prompt_embeddings(&self, model: &ClipModel<B>, prompts: &CoopPrompts) -> Tensor<B, 3> {
-        let device = self.ctx.device();
-        let (ids, _) = prompts.tensors::<B>(&device);
-        let emb = model.text_model.embeddings.token_embedding.forward(ids);
-        let [c, l, d] = emb.dims();
-        let (p, n) = (prompts.prefix, prompts.n_ctx);
-        let ctx = self.ctx.val();
-        let ctx = if ctx.dims()[0] == 1 {
-            ctx.expand([c, n, d])
-        } else {
-            ctx
-        };
-        if self.position == ClassTokenPosition::End {
-            return Tensor::cat(
-                vec![
-                    emb.clone().slice([0..c, 0..p, 0..d]),
-                    ctx,
-                    emb.slice([0..c, p + n..l, 0..d]),
-                ],
-                1,
-            );
-        }
-        let rows = (0..c)
-            .map(|i| {
-                let m = prompts.name_lens[i];
-                let e = |r: std::ops::Range<usize>| emb.clone().slice([i..i + 1, r, 0..d]);
-                let x = |r: std::ops::Range<usize>| ctx.clone().slice([i..i + 1, r, 0..d]);
-                let (start, name, rest) = (e(0..p), e(p + n..p + n + m), e(p + n + m..l));
-                let parts = match self.position {
-                    ClassTokenPosition::Middle => {
-                        let half = n / 2;
-                        vec![start, x(0..half), name, x(half..n), rest]
-                    }
-                    _ => vec![start, name, x(0..n), rest],
-                };
-                Tensor::cat(parts, 1)
-            })
-            .collect();
-        Tensor::cat(rows, 0)
+        splice_context(model, prompts, self.ctx.val(), self.position)
     }
 
     /// Every class's text embedding through the frozen tower, projected and L2-normalised.
@@ -318,17 +362,8 @@ impl<B: Backend> CoopPromptLearner<B> {
     /// # Shapes
     /// - returns: `[classes, embed]`
     pub fn class_embeddings(&self, model: &ClipModel<B>, prompts: &CoopPrompts) -> Tensor<B, 2> {
-        let device = self.ctx.device();
-        let (ids, mask) = prompts.tensors::<B>(&device);
-        let pool = model.text_model.pool_index(ids);
-        let mask = model.text_model.causal.then_some(mask);
-        let out = model.text_model.forward_token_embeddings(
-            self.prompt_embeddings(model, prompts),
-            mask,
-            pool,
-            false,
-        );
-        normalize(model.project_text(out.pooler_output))
+        let emb = self.prompt_embeddings(model, prompts);
+        encode_prompt_embeddings(model, prompts, emb, false, &mut vlp_core::nn::NoHook).0
     }
 }
 

@@ -2,5 +2,7 @@
 //! of a hand-written prompt.
 
 pub mod coop;
+pub mod maple;
 
 pub use coop::{ClassTokenPosition, CoopConfig, CoopPromptLearner, CoopPrompts, fit_coop};
+pub use maple::{MapleConfig, MaplePromptLearner, fit_maple};

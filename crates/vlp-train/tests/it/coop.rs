@@ -7,8 +7,7 @@ use vlp_align::fit::FewShotFitConfig;
 use vlp_align::prompt::CoopConfig;
 use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
 use vlp_tasks::fewshot::{
-    ClipAdapter, Coop, FewShotMethod, HandWritten, LinearProbe, OpenVocabularyMethod, TipAdapter,
-    ZeroShot, base_to_novel, run_few_shot,
+    ClipAdapter, Coop, FewShotMethod, LinearProbe, TipAdapter, ZeroShot, run_few_shot,
 };
 
 use crate::fixture::bench;
@@ -54,13 +53,6 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
             row.k, row.method, row.mean, row.accuracies, row.trainable_params, row.samples
         );
     }
-    // Base-to-novel at the same shots (printed, not asserted: MaPLe's claim compares with it).
-    let hand_written = HandWritten {
-        model: &b.inner,
-        tokenizer: tok,
-        templates: vec!["a photo of a {}.".into()],
-        device: dev.clone(),
-    };
     let coop = |seed: u64| Coop {
         model: &b.model,
         tokenizer: tok,
@@ -69,21 +61,6 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
         fit: FewShotFitConfig::new().with_epochs(100).with_seed(seed),
         device: dev.clone(),
     };
-    let coop_b2n = coop(1);
-    let b2n: [&dyn OpenVocabularyMethod; 2] = [&hand_written, &coop_b2n];
-    for m in b2n {
-        let r = base_to_novel(
-            m, &b.train_x, &b.train_y, &b.test_x, &b.test_y, &b.classes, SHOTS, 1,
-        )
-        .unwrap();
-        println!(
-            "base-to-novel {}: base {:.3}, novel {:.3}, H {:.3}",
-            m.name(),
-            r.base,
-            r.novel,
-            r.harmonic
-        );
-    }
     // Each seed draws the shots and, through the method's fit seed, the context and the order.
     let accs = seeds
         .iter()
@@ -110,10 +87,7 @@ fn accuracies(seeds: &[u64]) -> (Vec<f64>, f64) {
 /// (0.194 at lr 0.05, 0.187 at 0.5): a learned prompt, not a better image feature, is what this
 /// fixture lacks.
 ///
-/// Base-to-novel (15 base classes with 4 shots each, 15 novel, seed 1; printed): hand-written
-/// base 0.174, novel 0.215, H 0.192; CoOp base 0.550, novel 0.352, H 0.429 — on this fixture the
-/// learned context carries over to unseen class names, because the hand-written prompt is what
-/// is poor.
+/// Base-to-novel is measured in MaPLe's claim (`tests/it/maple.rs`).
 #[test]
 #[ignore = "trains the fixture on first use and CoOp three times: run with --release"]
 fn four_shot_coop_beats_a_hand_written_prompt() {

@@ -19,7 +19,10 @@ use vlp_train::model::{BuiltTokenizer, build_tokenizer};
 use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
 use vlp_data::shapes::class_name;
 use vlp_tasks::embed::{Features, embed_texts};
-use vlp_tasks::fewshot::{FewShotContext, FewShotMethod, run_few_shot};
+use vlp_tasks::fewshot::{
+    BaseToNovel, FewShotContext, FewShotMethod, ImageRows, OpenVocabularyMethod, base_to_novel,
+    run_few_shot,
+};
 
 use crate::{batches_with, claim_config, held_out, trained};
 
@@ -146,6 +149,10 @@ pub struct Bench {
     pub test_y: Vec<usize>,
     /// The hand-written prompt's normalised class embeddings.
     pub hand: Features,
+    /// `train` as the open-vocabulary protocols take it (features and pixels).
+    pub train_rows: ImageRows,
+    /// `test` likewise.
+    pub test_rows: ImageRows,
 }
 
 /// The fixture, loaded with its data (see [`Bench`]).
@@ -158,7 +165,11 @@ pub fn bench() -> Bench {
     let classes: Vec<String> = (0..30).map(class_name).collect();
     let train = held_out(&fixture.config, "shapes:train:1000");
     let test = held_out(&fixture.config, "shapes:test:1000");
-    let (train_x, test_x) = (train.embed(&inner, &dev), test.embed(&inner, &dev));
+    let (train_rows, test_rows) = (
+        train.image_rows(&inner, &dev),
+        test.image_rows(&inner, &dev),
+    );
+    let (train_x, test_x) = (train_rows.features.clone(), test_rows.features.clone());
     let (train_y, test_y) = (train.labels.clone().unwrap(), test.labels.clone().unwrap());
     let prompts: Vec<String> = classes
         .iter()
@@ -176,6 +187,30 @@ pub fn bench() -> Bench {
         test_x,
         test_y,
         hand,
+        train_rows,
+        test_rows,
+    }
+}
+
+impl Bench {
+    /// Base-to-novel at `k` shots with `seed` (see `vlp_tasks::fewshot::base_to_novel`).
+    pub fn base_to_novel(
+        &self,
+        method: &dyn OpenVocabularyMethod,
+        k: usize,
+        seed: u64,
+    ) -> BaseToNovel {
+        base_to_novel(
+            method,
+            &self.train_rows,
+            &self.train_y,
+            &self.test_rows,
+            &self.test_y,
+            &self.classes,
+            k,
+            seed,
+        )
+        .unwrap()
     }
 }
 

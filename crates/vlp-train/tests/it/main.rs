@@ -12,6 +12,7 @@ mod eval;
 mod filip;
 mod fixture;
 mod lxmert;
+mod maple;
 mod pixel_linguist;
 mod precision;
 mod ptp;

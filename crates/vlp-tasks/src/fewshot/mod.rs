@@ -1,0 +1,327 @@
+//! k-shot adaptation: seeded splits, a harness any method plugs into, the baselines (zero-shot,
+//! linear probe, Tip-Adapter), the methods that learn on a frozen model
+//! ([`learned`]: CoOp, CLIP-Adapter, SgVA-CLIP) and the base-to-novel protocol
+//! ([`base_to_novel`](mod@base_to_novel), with MaPLe).
+
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+use vlp_data::shapes::Rng;
+
+use crate::embed::Features;
+use crate::error::{Result, TaskError};
+use crate::probe::{accuracy, argmax_rows, fit};
+
+pub mod base_to_novel;
+pub mod learned;
+
+pub use base_to_novel::Maple;
+pub use base_to_novel::{
+    BaseToNovel, HandWritten, ImageRows, OpenClassifier, OpenVocabularyMethod, Pixels,
+    base_to_novel, harmonic_mean,
+};
+pub use learned::{ClipAdapter, Coop, Sgva};
+
+/// What a method may use besides the shots.
+pub struct FewShotContext<'a> {
+    /// Number of classes.
+    pub classes: usize,
+    /// The zero-shot classifier (`[classes, dim]`, normalised text embeddings).
+    pub zero_shot: &'a Features,
+}
+
+/// A k-shot method: fits on the shots, predicts test classes.
+pub trait FewShotMethod {
+    /// Name in reports.
+    fn name(&self) -> String;
+    /// Parameters it trains for `classes` classes of `dim`-wide features (the survey's second
+    /// factor; 0 for training-free methods).
+    fn trainable_params(&self, dim: usize, classes: usize) -> usize;
+    /// Predicted class of every test row.
+    fn predict(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+        ctx: &FewShotContext,
+        test: &Features,
+    ) -> Result<Vec<usize>>;
+}
+
+/// Indices of `k` samples per class drawn with `seed` (all of a class's samples when it has
+/// fewer), in increasing order.
+pub fn k_shot_indices(labels: &[usize], classes: usize, k: usize, seed: u64) -> Vec<usize> {
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l].push(i);
+    }
+    let mut rng = Rng::new(seed ^ (k as u64) << 32);
+    let mut out = Vec::new();
+    for mut c in by_class {
+        rng.shuffle(&mut c);
+        out.extend(c.into_iter().take(k));
+    }
+    out.sort_unstable();
+    out
+}
+
+pub(crate) fn rows(f: &Features, idx: &[usize]) -> Features {
+    let mut out = Features {
+        data: Vec::with_capacity(idx.len() * f.dim),
+        rows: idx.len(),
+        dim: f.dim,
+    };
+    for &i in idx {
+        out.data.extend_from_slice(f.row(i));
+    }
+    out
+}
+
+pub(crate) fn scores(x: &Features, w: &Features) -> Features {
+    let mut data = Vec::with_capacity(x.rows * w.rows);
+    for i in 0..x.rows {
+        for c in 0..w.rows {
+            data.push(x.row(i).iter().zip(w.row(c)).map(|(a, b)| a * b).sum());
+        }
+    }
+    Features {
+        data,
+        rows: x.rows,
+        dim: w.rows,
+    }
+}
+
+/// Zero-shot classification: ignores the shots.
+pub struct ZeroShot;
+
+impl FewShotMethod for ZeroShot {
+    fn name(&self) -> String {
+        "zero-shot".into()
+    }
+    fn trainable_params(&self, _: usize, _: usize) -> usize {
+        0
+    }
+    fn predict(
+        &self,
+        _: &Features,
+        _: &[usize],
+        ctx: &FewShotContext,
+        test: &Features,
+    ) -> Result<Vec<usize>> {
+        Ok(argmax_rows(&scores(test, ctx.zero_shot)))
+    }
+}
+
+/// Logistic regression on the shots (L2 strength fixed: there is no validation split at k = 1).
+pub struct LinearProbe<B: Backend> {
+    /// L2 strength.
+    pub lambda: f64,
+    /// Device to fit on.
+    pub device: B::Device,
+}
+
+impl<B: Backend> FewShotMethod for LinearProbe<B> {
+    fn name(&self) -> String {
+        "linear-probe".into()
+    }
+    fn trainable_params(&self, dim: usize, classes: usize) -> usize {
+        dim * classes + classes
+    }
+    fn predict(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+        ctx: &FewShotContext,
+        test: &Features,
+    ) -> Result<Vec<usize>> {
+        Ok(fit::<B>(
+            shots,
+            shot_labels,
+            ctx.classes,
+            self.lambda,
+            100,
+            &self.device,
+        )?
+        .predict(test, &self.device))
+    }
+}
+
+/// Tip-Adapter (Zhang et al., 2022), training-free: a cache of the shots' features and one-hot
+/// labels added to the zero-shot logits, `100·f·Wᵀ + α·exp(−β(1 − f·Kᵀ))·L`.
+pub struct TipAdapter {
+    /// Weight of the cache logits (paper default 1).
+    pub alpha: f32,
+    /// Sharpness of the affinities (paper default 5.5).
+    pub beta: f32,
+}
+
+impl Default for TipAdapter {
+    fn default() -> Self {
+        Self {
+            alpha: 1.0,
+            beta: 5.5,
+        }
+    }
+}
+
+impl FewShotMethod for TipAdapter {
+    fn name(&self) -> String {
+        "tip-adapter".into()
+    }
+    fn trainable_params(&self, _: usize, _: usize) -> usize {
+        0
+    }
+    fn predict(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+        ctx: &FewShotContext,
+        test: &Features,
+    ) -> Result<Vec<usize>> {
+        let zs = scores(test, ctx.zero_shot);
+        let aff = scores(test, shots);
+        let mut logits = Features {
+            data: vec![0.0; test.rows * ctx.classes],
+            rows: test.rows,
+            dim: ctx.classes,
+        };
+        for i in 0..test.rows {
+            for c in 0..ctx.classes {
+                logits.data[i * ctx.classes + c] = 100.0 * zs.row(i)[c];
+            }
+            for (j, &l) in shot_labels.iter().enumerate() {
+                logits.data[i * ctx.classes + l] +=
+                    self.alpha * (-self.beta * (1.0 - aff.row(i)[j])).exp();
+            }
+        }
+        Ok(argmax_rows(&logits))
+    }
+}
+
+/// Mean and spread of one method at one k.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FewShotRow {
+    /// Method name.
+    pub method: String,
+    /// Shots per class.
+    pub k: usize,
+    /// Mean test accuracy over seeds.
+    pub mean: f64,
+    /// Standard deviation over seeds.
+    pub std: f64,
+    /// Accuracy of each seed.
+    pub accuracies: Vec<f64>,
+    /// Parameters the method trains (the survey's second factor).
+    #[serde(default)]
+    pub trainable_params: usize,
+    /// Labelled images it learned from (the survey's third factor; the first seed's draw).
+    #[serde(default)]
+    pub samples: usize,
+}
+
+/// Runs every method at every k with every seed; shots come from `train`, accuracy from `test`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_few_shot(
+    methods: &[&dyn FewShotMethod],
+    train: &Features,
+    train_labels: &[usize],
+    test: &Features,
+    test_labels: &[usize],
+    ctx: &FewShotContext,
+    ks: &[usize],
+    seeds: &[u64],
+) -> Result<Vec<FewShotRow>> {
+    if seeds.is_empty() || ks.is_empty() {
+        return Err(TaskError::Invalid {
+            task: "few-shot".into(),
+            reason: "need at least one k and one seed".into(),
+        });
+    }
+    let mut out = Vec::new();
+    for &k in ks {
+        for m in methods {
+            let (mut accs, mut samples) = (Vec::new(), None);
+            for &seed in seeds {
+                let idx = k_shot_indices(train_labels, ctx.classes, k, seed);
+                samples.get_or_insert(idx.len());
+                let shots = rows(train, &idx);
+                let labels: Vec<usize> = idx.iter().map(|&i| train_labels[i]).collect();
+                accs.push(accuracy(
+                    &m.predict(&shots, &labels, ctx, test)?,
+                    test_labels,
+                ));
+            }
+            let mean = accs.iter().sum::<f64>() / accs.len() as f64;
+            let std =
+                (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len() as f64).sqrt();
+            out.push(FewShotRow {
+                method: m.name(),
+                k,
+                mean,
+                std,
+                accuracies: accs,
+                trainable_params: m.trainable_params(train.dim, ctx.classes),
+                samples: samples.unwrap_or(0),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_are_seeded_and_balanced() {
+        let labels: Vec<usize> = (0..40).map(|i| i % 4).chain([0, 0]).collect();
+        let a = k_shot_indices(&labels, 4, 3, 7);
+        assert_eq!(a, k_shot_indices(&labels, 4, 3, 7));
+        assert_ne!(a, k_shot_indices(&labels, 4, 3, 8));
+        let mut per = [0; 4];
+        for i in &a {
+            per[labels[*i]] += 1;
+        }
+        assert_eq!(per, [3; 4]);
+        assert_eq!(
+            k_shot_indices(&[0, 1, 1], 2, 5, 0),
+            vec![0, 1, 2],
+            "short classes give what they have"
+        );
+    }
+
+    #[test]
+    fn tip_adapter_cache_fixes_a_wrong_zero_shot_classifier() {
+        // The zero-shot classifier swaps classes 0 and 1; one shot per class is enough for the
+        // cache to override it when alpha is large.
+        let zs = Features {
+            data: vec![0.0, 1.0, 1.0, 0.0],
+            rows: 2,
+            dim: 2,
+        };
+        let shots = Features {
+            data: vec![1.0, 0.0, 0.0, 1.0],
+            rows: 2,
+            dim: 2,
+        };
+        let test = Features {
+            data: vec![0.9, 0.1, 0.1, 0.9],
+            rows: 2,
+            dim: 2,
+        };
+        let ctx = FewShotContext {
+            classes: 2,
+            zero_shot: &zs,
+        };
+        assert_eq!(
+            ZeroShot.predict(&shots, &[0, 1], &ctx, &test).unwrap(),
+            vec![1, 0]
+        );
+        let tip = TipAdapter {
+            alpha: 1000.0,
+            beta: 5.5,
+        };
+        assert_eq!(
+            tip.predict(&shots, &[0, 1], &ctx, &test).unwrap(),
+            vec![0, 1]
+        );
+    }
+}
