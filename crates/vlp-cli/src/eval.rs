@@ -84,6 +84,10 @@ pub struct EvalArgs {
     /// Write the zero-shot confusion matrix as a PNG heat map here.
     #[arg(long)]
     confusion: Option<PathBuf>,
+    /// An adapter saved by `vlp adapt` (for this model): `--task zero-shot` then classifies
+    /// with it instead of the prompt templates.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 pub(crate) fn images(
@@ -239,8 +243,41 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let templates = load_templates(&args.templates)?;
     let source = open_source(&args.data, &shapes)?;
     let mut result = serde_json::json!({ "task": format!("{:?}", args.task), "model": args.model, "data": args.data });
+    if args.adapter.is_some() && args.task != Task::ZeroShot {
+        bail!("--adapter applies to --task zero-shot (classification with the adapted classifier)");
+    }
     match args.task {
         Task::Vqa => unreachable!("answered by `vqa` above"),
+        Task::ZeroShot if args.adapter.is_some() => {
+            let dir = args.adapter.as_ref().expect("checked");
+            if args.classes.is_some() {
+                bail!("--classes does not apply with --adapter: the adapter's classes are used");
+            }
+            let adapter = vlp_tasks::adapt::Adapter::load(
+                dir,
+                &bundle.model,
+                bundle.tokenizer.as_ref(),
+                &device,
+            )?;
+            let r = crate::adapt::evaluate_adapter(&adapter, &bundle, &args.data, dir)?;
+            println!(
+                "{} adapter on {} images, {} classes",
+                adapter.info.spec.name(),
+                r.count,
+                r.classes.len()
+            );
+            println!("  top-1 {:.4}   top-5 {:.4}", r.top1, r.top5);
+            if let Some(p) = &args.confusion {
+                confusion_png(&r.confusion, p, 16)?;
+            }
+            result["adapter"] = serde_json::to_value(dir)?;
+            result["method"] = adapter.info.spec.name().into();
+            result["top1"] = r.top1.into();
+            result["top5"] = r.top5.into();
+            result["per_class"] = serde_json::to_value(&r.per_class)?;
+            result["confusion"] = serde_json::to_value(&r.confusion)?;
+            result["count"] = r.count.into();
+        }
         Task::ZeroShot => {
             let classes = class_names(&source, args.classes.as_ref())?;
             let set = images(&bundle, source, args.batch_size, "test images")?;

@@ -3,6 +3,7 @@
 // The device type depends on the backend feature: `Copy` on the CPU, not on every GPU backend.
 #![allow(clippy::clone_on_copy)]
 
+mod adapt;
 mod bench;
 mod caption;
 mod curate;
@@ -51,6 +52,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a model: zero-shot, retrieval, linear probe or few-shot.
     Eval(eval::EvalArgs),
+    /// Adapt a model to labelled classes with a few shots (CoOp, SgVA-CLIP, MaPLe, Tip-Adapter,
+    /// linear probe) and save the adapter for `vlp eval --adapter`.
+    Adapt(adapt::AdaptArgs),
     /// Embed images and/or texts into a safetensors file.
     Embed(eval::EmbedArgs),
     /// Time training steps or encoders on random data; prints one JSON line.
@@ -85,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         Command::Curate(cmd) => curate::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Adapt(args) => adapt::run(args),
         Command::Embed(args) => eval::embed(args),
         Command::Tokenize(args) => inputs::tokenize(args),
         Command::Caption(args) => caption::run(args),

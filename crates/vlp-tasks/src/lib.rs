@@ -6,6 +6,7 @@
 //! question answering ([`vqa`]), captioning ([`caption`]); later dense and grounding tasks. What does not: the models and objectives
 //! (`vlp-align`), data formats (`vlp-data`), the training loop (`vlp-train`).
 
+pub mod adapt;
 pub mod battery;
 pub mod bundle;
 pub mod caption;

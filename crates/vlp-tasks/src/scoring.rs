@@ -94,6 +94,37 @@ impl Scorer for DotScorer<'_> {
     }
 }
 
+/// Scores computed beforehand, `[images, texts]` (an adapter's class scores).
+pub struct MatrixScorer<'a> {
+    /// One row per image, one column per text.
+    pub scores: &'a Features,
+}
+
+impl<'a> MatrixScorer<'a> {
+    /// Serves `scores`.
+    pub fn new(scores: &'a Features) -> Self {
+        Self { scores }
+    }
+}
+
+impl Scorer for MatrixScorer<'_> {
+    fn num_images(&self) -> usize {
+        self.scores.rows
+    }
+
+    fn num_texts(&self) -> usize {
+        self.scores.dim
+    }
+
+    fn scores(&self, images: Range<usize>, texts: Range<usize>, _: Direction) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(images.len() * texts.len());
+        for i in images {
+            out.extend_from_slice(&self.scores.row(i)[texts.clone()]);
+        }
+        Ok(out)
+    }
+}
+
 /// A set of token features on the host: `rows` items of up to `tokens` vectors each, with the
 /// padded ones marked.
 #[derive(Debug, Clone, Default, PartialEq)]

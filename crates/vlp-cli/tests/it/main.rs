@@ -1,5 +1,6 @@
 //! End-to-end tests of the `vlp` binary.
 
+mod adapt;
 mod caption;
 mod curate;
 mod data;

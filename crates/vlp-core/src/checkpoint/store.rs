@@ -74,9 +74,19 @@ impl TensorFile {
         if bytes.is_empty() {
             return Err(bad(path, "empty file"));
         }
+        // A safetensors file starts with its header's length (u64, little-endian) and the
+        // header's `{`. Checked first: a header of 128 bytes (or 384, …) starts with the same
+        // byte, 0x80, as a legacy pickle.
+        let header = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        let is_safetensors = header.is_some_and(|n| {
+            n.checked_add(8)
+                .is_some_and(|end| end <= bytes.len() as u64 && bytes.get(8) == Some(&b'{'))
+        });
         let is_zip = bytes.starts_with(b"PK\x03\x04");
         let is_pickle = bytes[0] == 0x80; // pickle protocol marker of legacy torch.save
-        if is_zip || is_pickle {
+        if !is_safetensors && (is_zip || is_pickle) {
             return Self::open_pytorch(path);
         }
         Self::from_safetensors_bytes(path, bytes)
@@ -262,5 +272,40 @@ impl TensorFile {
                 Ok(HostTensor::new(shape, values))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file whose header is exactly 128 bytes starts with 0x80, the byte that
+    /// also marks a legacy pickle: it must still open as safetensors (found when a linear
+    /// probe's two tensors gave that header).
+    #[test]
+    fn a_safetensors_header_of_128_bytes_is_not_taken_for_a_pickle() {
+        let mut header = r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#.to_string();
+        while header.len() < 128 {
+            header.push(' ');
+        }
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        assert_eq!(bytes[0], 0x80);
+        bytes.extend(header.as_bytes());
+        for v in [1.5f32, -2.0] {
+            bytes.extend(v.to_le_bytes());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.safetensors");
+        std::fs::write(&path, &bytes).unwrap();
+        let f = TensorFile::open(&path).unwrap();
+        assert_eq!(f.get("w").unwrap().data, vec![1.5, -2.0]);
+        // A real pickle marker (protocol 2) without a safetensors header still goes to the
+        // PyTorch reader, whose error names the file.
+        std::fs::write(&path, [0x80, 0x02, b'}', b'q']).unwrap();
+        let err = TensorFile::open(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("x.safetensors") && err.contains("PyTorch"),
+            "{err}"
+        );
     }
 }

@@ -55,7 +55,7 @@ impl<B: AutodiffBackend> Coop<'_, B> {
     }
 
     /// The trained context and the epochs' mean losses.
-    pub(super) fn learn_context(
+    pub fn learn_context(
         &self,
         shots: &Features,
         shot_labels: &[usize],
@@ -204,6 +204,82 @@ pub struct Sgva<'a, B: AutodiffBackend> {
     pub device: B::Device,
 }
 
+/// SgVA-CLIP after training, on the inner backend: what classifies new images.
+pub struct LearnedSgva<B: AutodiffBackend> {
+    /// The frozen model.
+    pub model: ClipModel<B::InnerBackend>,
+    /// The trained prompt and adapter.
+    pub sgva: vlp_align::adapter::Sgva<B::InnerBackend>,
+    /// The prompts of the classes.
+    pub prompts: CoopPrompts,
+    /// The adapted support prototypes, `[classes, embed]`.
+    pub prototypes: burn::tensor::Tensor<B::InnerBackend, 2>,
+    /// The method's settings (β, τ).
+    pub config: SgvaConfig,
+    /// Each epoch's mean loss.
+    pub losses: Vec<f64>,
+    /// Device.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> LearnedSgva<B> {
+    /// Inference logits (`cross-modal + β·prototype`) of frozen image features, `[n, classes]`.
+    pub fn scores(&self, images: &Features) -> Features {
+        let scale = self
+            .model
+            .logit_scale
+            .val()
+            .exp()
+            .into_scalar()
+            .elem::<f64>();
+        let text = self.sgva.text(&self.model, &self.prompts);
+        Features::from_tensor(self.sgva.logits(
+            images.to_tensor::<B::InnerBackend>(&self.device),
+            text,
+            self.prototypes.clone(),
+            scale,
+            &self.config,
+        ))
+    }
+}
+
+impl<B: AutodiffBackend> Sgva<'_, B> {
+    /// Trains the prompt and adapter on `shots` and computes the support prototypes.
+    pub fn learn(&self, shots: &Features, shot_labels: &[usize]) -> Result<LearnedSgva<B>> {
+        let (sgva, prompts) = seeded::<B, _>(&self.device, self.fit.seed, || {
+            let r = self
+                .config
+                .init(self.model, self.tokenizer, self.classes, &self.device);
+            if let Ok((s, _)) = &r {
+                vlp_core::backend::materialize(s);
+            }
+            r
+        })?;
+        let x = shots.to_tensor::<B>(&self.device);
+        let (sgva, losses) = fit_sgva(
+            self.model,
+            sgva,
+            &prompts,
+            x.clone(),
+            shot_labels,
+            &self.config,
+            &self.fit,
+        )?;
+        // Inference on the inner backend: no autodiff graph.
+        let sgva = sgva.valid();
+        let prototypes = sgva.prototypes(x.inner(), shot_labels, self.classes.len());
+        Ok(LearnedSgva {
+            model: self.model.valid(),
+            sgva,
+            prompts,
+            prototypes,
+            config: self.config.clone(),
+            losses,
+            device: self.device.clone(),
+        })
+    }
+}
+
 impl<B: AutodiffBackend> FewShotMethod for Sgva<'_, B> {
     fn name(&self) -> String {
         "sgva-clip".into()
@@ -232,38 +308,8 @@ impl<B: AutodiffBackend> FewShotMethod for Sgva<'_, B> {
                 ),
             });
         }
-        let (sgva, prompts) = seeded::<B, _>(&self.device, self.fit.seed, || {
-            let r = self
-                .config
-                .init(self.model, self.tokenizer, self.classes, &self.device);
-            if let Ok((s, _)) = &r {
-                vlp_core::backend::materialize(s);
-            }
-            r
-        })?;
-        let x = shots.to_tensor::<B>(&self.device);
-        let (sgva, _) = fit_sgva(
-            self.model,
-            sgva,
-            &prompts,
-            x.clone(),
-            shot_labels,
-            &self.config,
-            &self.fit,
-        )?;
-        // Inference on the inner backend: no autodiff graph.
-        let (model, sgva) = (self.model.valid(), sgva.valid());
-        let scale = model.logit_scale.val().exp().into_scalar().elem::<f64>();
-        let text = sgva.text(&model, &prompts);
-        let mu = sgva.prototypes(x.inner(), shot_labels, self.classes.len());
-        let logits = sgva.logits(
-            test.to_tensor::<B::InnerBackend>(&self.device),
-            text,
-            mu,
-            scale,
-            &self.config,
-        );
-        Ok(argmax_rows(&Features::from_tensor(logits)))
+        let learned = self.learn(shots, shot_labels)?;
+        Ok(argmax_rows(&learned.scores(test)))
     }
 }
 

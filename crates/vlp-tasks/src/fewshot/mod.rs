@@ -19,7 +19,7 @@ pub use base_to_novel::{
     BaseToNovel, HandWritten, ImageRows, OpenClassifier, OpenVocabularyMethod, Pixels,
     base_to_novel, harmonic_mean,
 };
-pub use learned::{ClipAdapter, Coop, Sgva};
+pub use learned::{ClipAdapter, Coop, LearnedSgva, Sgva};
 
 /// What a method may use besides the shots.
 pub struct FewShotContext<'a> {
@@ -176,23 +176,43 @@ impl FewShotMethod for TipAdapter {
         ctx: &FewShotContext,
         test: &Features,
     ) -> Result<Vec<usize>> {
-        let zs = scores(test, ctx.zero_shot);
+        Ok(argmax_rows(&self.logits(
+            shots,
+            shot_labels,
+            ctx.zero_shot,
+            test,
+        )))
+    }
+}
+
+impl TipAdapter {
+    /// Tip-Adapter's logits, `100·test·zero_shotᵀ + α·Σ_shots exp(−β(1 − test·shot))` per class
+    /// of each shot, `[test rows, classes]` (`zero_shot` has one row per class).
+    pub fn logits(
+        &self,
+        shots: &Features,
+        shot_labels: &[usize],
+        zero_shot: &Features,
+        test: &Features,
+    ) -> Features {
+        let classes = zero_shot.rows;
+        let zs = scores(test, zero_shot);
         let aff = scores(test, shots);
         let mut logits = Features {
-            data: vec![0.0; test.rows * ctx.classes],
+            data: vec![0.0; test.rows * classes],
             rows: test.rows,
-            dim: ctx.classes,
+            dim: classes,
         };
         for i in 0..test.rows {
-            for c in 0..ctx.classes {
-                logits.data[i * ctx.classes + c] = 100.0 * zs.row(i)[c];
+            for c in 0..classes {
+                logits.data[i * classes + c] = 100.0 * zs.row(i)[c];
             }
             for (j, &l) in shot_labels.iter().enumerate() {
-                logits.data[i * ctx.classes + l] +=
+                logits.data[i * classes + l] +=
                     self.alpha * (-self.beta * (1.0 - aff.row(i)[j])).exp();
             }
         }
-        Ok(argmax_rows(&logits))
+        logits
     }
 }
 

@@ -1,0 +1,284 @@
+//! `vlp adapt`: adapt a pretrained model to labelled classes with a few shots per class, save
+//! the adapter, and (with `--eval-data`) report its accuracy; `vlp eval --adapter` applies a
+//! saved one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use vlp_align::adapter::{ClipAdapterConfig, SgvaConfig};
+use vlp_align::fit::FewShotFitConfig;
+use vlp_align::prompt::{CoopConfig, MapleConfig};
+use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
+use vlp_data::shapes::ShapesWorldConfig;
+use vlp_data::source::open_source;
+use vlp_tasks::adapt::{Adapter, AdapterSpec, adapt};
+use vlp_tasks::battery::{EvalImages, ZeroShotReport, zero_shot_report};
+use vlp_tasks::bundle::{Bundle, load_bundle};
+use vlp_tasks::fewshot::ImageRows;
+use vlp_tasks::scoring::MatrixScorer;
+use vlp_tasks::templates::load_templates;
+
+/// Adaptation method.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Method {
+    /// CoOp: a learned prompt context (16 random vectors by default).
+    Coop,
+    /// SgVA-CLIP: a CoOp prompt, a visual adapter and support prototypes.
+    Sgva,
+    /// MaPLe: coupled prompts in both towers (2 vectors from "a photo of a", depth ≤ 9).
+    Maple,
+    /// Tip-Adapter: a cache of the shots over the zero-shot classifier (no training).
+    TipAdapter,
+    /// Logistic regression on frozen features.
+    LinearProbe,
+}
+
+/// Arguments of `vlp adapt`.
+#[derive(Args, Debug)]
+pub struct AdaptArgs {
+    /// Model directory (transformers or open_clip layout, or a run's `final/`).
+    #[arg(long)]
+    model: PathBuf,
+    /// The method.
+    #[arg(long, value_enum)]
+    method: Method,
+    /// Labelled training data: `imagefolder:DIR`, `shapes:train:N`, ...
+    #[arg(long)]
+    train_data: String,
+    /// Shots per class drawn from the training data.
+    #[arg(long)]
+    shots: usize,
+    /// Seed of the shots and the training.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where to write `adapter.json` and `adapter.safetensors`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Labelled data to report the adapted accuracy on (the same classes, by name).
+    #[arg(long)]
+    eval_data: Option<String>,
+    /// Prompt templates of Tip-Adapter's zero-shot classifier: `openai`, `simple` or a file.
+    #[arg(long, default_value = "openai")]
+    templates: String,
+    /// Tokenizer override: `clip` or a tokenizer.json.
+    #[arg(long)]
+    tokenizer: Option<String>,
+    /// Context vectors of CoOp, SgVA-CLIP's prompt or MaPLe (defaults: 16, 16, 2).
+    #[arg(long)]
+    n_ctx: Option<usize>,
+    /// Phrase initialising the context (`none`: random; defaults: random for CoOp and SgVA-CLIP,
+    /// "a photo of a" for MaPLe).
+    #[arg(long)]
+    ctx_init: Option<String>,
+    /// Training epochs (defaults: CoOp's code, 50 for 1–2 shots, 100 for 4–8, 200 for more;
+    /// MaPLe's 5).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Peak learning rate (defaults: 0.002; MaPLe 0.0035).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Shots per step (defaults: 32; MaPLe 4).
+    #[arg(long)]
+    batch_size: Option<usize>,
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Loads labelled images with their class names: features of `model` always, pixels when
+/// `pixels` (methods that run the image tower).
+fn labelled<B: burn::tensor::backend::Backend>(
+    spec: &str,
+    bundle: &Bundle<B>,
+    pixels: bool,
+    device: &B::Device,
+) -> anyhow::Result<(ImageRows, Vec<usize>, Vec<String>)> {
+    let shapes = ShapesWorldConfig {
+        image_size: bundle.config.vision.image_size,
+        ..Default::default()
+    };
+    let source = open_source(spec, &shapes)?;
+    let classes = source
+        .class_names()
+        .with_context(|| format!("{spec}: not a labelled source (use imagefolder: or shapes:)"))?;
+    let set = EvalImages::load(source, &bundle.pipeline, workers())?;
+    if set.is_empty() {
+        bail!("{spec}: no usable image ({})", set.skipped.summary());
+    }
+    if set.skipped.skipped_count() > 0 {
+        eprintln!("warning: {spec}: {}", set.skipped.summary());
+    }
+    let labels = set
+        .labels
+        .clone()
+        .with_context(|| format!("{spec}: some images have no label"))?;
+    let mut rows = set.image_rows(&bundle.model, device);
+    if !pixels {
+        rows.pixels = None;
+    }
+    Ok((rows, labels, classes))
+}
+
+/// `adapter` applied to the labelled images of `spec`: their classes are matched to the
+/// adapter's by name, then scored as zero-shot is (top-1, top-5, per class, confusion).
+pub fn evaluate_adapter(
+    adapter: &Adapter<DefaultBackend>,
+    bundle: &Bundle<DefaultBackend>,
+    spec: &str,
+    adapter_dir: &Path,
+) -> anyhow::Result<ZeroShotReport> {
+    let device = default_device();
+    let (images, labels, classes) =
+        labelled(spec, bundle, adapter.info.spec.needs_pixels(), &device)?;
+    // Every class of the data must be one the adapter knows (it may know more: a test set
+    // without some class is still scored among all of them).
+    let missing: Vec<&String> = classes
+        .iter()
+        .filter(|c| !adapter.info.classes.contains(c))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{spec} has classes the adapter in {} was not trained on: {missing:?}",
+            adapter_dir.display()
+        );
+    }
+    let to_adapter: Vec<usize> = classes
+        .iter()
+        .map(|c| {
+            adapter
+                .info
+                .classes
+                .iter()
+                .position(|a| a == c)
+                .expect("checked")
+        })
+        .collect();
+    let labels: Vec<usize> = labels.iter().map(|&l| to_adapter[l]).collect();
+    let scores = adapter.scores(&bundle.model, bundle.tokenizer.as_ref(), &images, &device)?;
+    Ok(zero_shot_report(
+        &MatrixScorer::new(&scores),
+        &labels,
+        &adapter.info.classes,
+        1,
+    )?)
+}
+
+fn spec_of(args: &AdaptArgs, embed_dim: usize, layers: usize) -> anyhow::Result<AdapterSpec> {
+    let init = |default: Option<&str>| match args.ctx_init.as_deref() {
+        Some("none") => None,
+        Some(p) => Some(p.to_string()),
+        None => default.map(str::to_string),
+    };
+    let coop = || {
+        let c = CoopConfig::new().with_init(init(None));
+        match args.n_ctx {
+            Some(n) => c.with_n_ctx(n),
+            None => c,
+        }
+    };
+    Ok(match args.method {
+        Method::Coop => AdapterSpec::Coop { config: coop() },
+        Method::Sgva => AdapterSpec::Sgva {
+            config: SgvaConfig::new(ClipAdapterConfig::new(embed_dim), coop()),
+        },
+        Method::Maple => {
+            let c = MapleConfig::new()
+                .with_init(init(Some("a photo of a")))
+                .with_depth(9.min(layers));
+            AdapterSpec::Maple {
+                config: match args.n_ctx {
+                    Some(n) => c.with_n_ctx(n),
+                    None => c,
+                },
+            }
+        }
+        Method::TipAdapter => AdapterSpec::TipAdapter {
+            alpha: 1.0,
+            beta: 5.5,
+            templates: load_templates(&args.templates)?,
+        },
+        Method::LinearProbe => AdapterSpec::LinearProbe { lambda: 1e-3 },
+    })
+}
+
+/// Trains, saves, optionally evaluates; prints the result as the last stdout line (JSON).
+pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
+    let device = default_device();
+    let bundle = load_bundle::<TrainBackend>(&args.model, args.tokenizer.as_deref(), &device)?;
+    let layers = bundle
+        .model
+        .text_model
+        .encoder
+        .layers
+        .len()
+        .min(bundle.model.vision_model.encoder.layers.len());
+    let spec = spec_of(&args, bundle.model.embed_dim(), layers)?;
+    let (train, labels, classes) =
+        labelled(&args.train_data, &bundle, spec.needs_pixels(), &device)?;
+    let maple = matches!(args.method, Method::Maple);
+    let epochs = args.epochs.unwrap_or(match (maple, args.shots) {
+        (true, _) => 5,
+        (false, 0..=2) => 50,
+        (false, 3..=8) => 100,
+        _ => 200,
+    });
+    let fit = FewShotFitConfig::new()
+        .with_epochs(epochs)
+        .with_lr(args.lr.unwrap_or(if maple { 0.0035 } else { 0.002 }))
+        .with_batch_size(args.batch_size.unwrap_or(if maple { 4 } else { 32 }));
+    let adapter = adapt(
+        &spec,
+        &bundle.model,
+        bundle.tokenizer.as_ref(),
+        &classes,
+        &train,
+        &labels,
+        args.shots,
+        args.seed,
+        &fit,
+        &device,
+    )?;
+    adapter
+        .save(&args.out)
+        .with_context(|| format!("saving the adapter to {}", args.out.display()))?;
+    let info = &adapter.info;
+    println!(
+        "{} on {} classes: {} images, {} trained parameters{}",
+        info.spec.name(),
+        info.classes.len(),
+        info.samples,
+        info.trainable_params,
+        info.losses
+            .last()
+            .map(|l| format!(", final loss {l:.4}"))
+            .unwrap_or_default()
+    );
+    let mut result = serde_json::json!({
+        "method": info.spec.name(),
+        "model": args.model,
+        "train_data": args.train_data,
+        "shots": info.shots,
+        "seed": info.seed,
+        "samples": info.samples,
+        "trainable_params": info.trainable_params,
+        "final_loss": info.losses.last(),
+        "out": args.out,
+    });
+    if let Some(spec) = &args.eval_data {
+        // The adapter as trained, in memory (`vlp eval --adapter` scores the saved one).
+        let bundle =
+            load_bundle::<DefaultBackend>(&args.model, args.tokenizer.as_deref(), &device)?;
+        let r = evaluate_adapter(&adapter, &bundle, spec, &args.out)?;
+        println!("  {spec}: top-1 {:.4}   top-5 {:.4}", r.top1, r.top5);
+        result["eval_data"] = spec.clone().into();
+        result["top1"] = r.top1.into();
+        result["top5"] = r.top5.into();
+        result["count"] = r.count.into();
+    }
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}

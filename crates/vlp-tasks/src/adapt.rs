@@ -1,0 +1,734 @@
+//! A pretrained model adapted to labelled classes with a few shots, and its files: what
+//! `vlp adapt` trains and saves and `vlp eval --adapter` loads and applies.
+//!
+//! An adapter directory holds `adapter.json` (the method and its settings, the class names in
+//! label order, how it was trained) and `adapter.safetensors` (the trained tensors: prompt
+//! contexts and adapters under the module's own parameter names, Tip-Adapter's cache, a linear
+//! probe's weights). The model itself is not copied: the adapter is applied to the model it was
+//! trained on, whose joint width is recorded and checked.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
+use serde::{Deserialize, Serialize};
+use vlp_align::ClipModel;
+use vlp_align::adapter::{Sgva as SgvaModule, SgvaConfig};
+use vlp_align::fit::FewShotFitConfig;
+use vlp_align::prompt::{
+    CoopConfig, CoopPromptLearner, CoopPrompts, MapleConfig, MaplePromptLearner,
+};
+use vlp_core::checkpoint::{
+    HostTensor, Source, StoredDType, TensorFile, collect_params, load_params, write_safetensors,
+};
+use vlp_text::Tokenizer;
+
+use crate::embed::Features;
+use crate::error::{Result, TaskError};
+use crate::fewshot::{
+    Coop, ImageRows, Maple, Sgva, TipAdapter, k_shot_indices, scores as dot_scores,
+};
+use crate::probe::fit as fit_probe;
+
+/// Version of the adapter files this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+const JSON: &str = "adapter.json";
+const TENSORS: &str = "adapter.safetensors";
+
+/// An adaptation method and its settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum AdapterSpec {
+    /// CoOp's learned prompt context.
+    Coop {
+        /// The prompt learner.
+        config: CoopConfig,
+    },
+    /// SgVA-CLIP's prompt, visual adapter and support prototypes.
+    Sgva {
+        /// The method.
+        config: SgvaConfig,
+    },
+    /// MaPLe's coupled prompts (the image tower runs with them).
+    Maple {
+        /// The prompt learner.
+        config: MapleConfig,
+    },
+    /// Tip-Adapter's cache of the shots over a hand-written zero-shot classifier.
+    TipAdapter {
+        /// Weight of the cache logits.
+        alpha: f32,
+        /// Sharpness of the affinities.
+        beta: f32,
+        /// Templates of the zero-shot classifier.
+        templates: Vec<String>,
+    },
+    /// Logistic regression on the frozen features.
+    LinearProbe {
+        /// L2 strength.
+        lambda: f64,
+    },
+}
+
+impl AdapterSpec {
+    /// The method's name (`coop`, `sgva`, `maple`, `tip-adapter`, `linear-probe`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdapterSpec::Coop { .. } => "coop",
+            AdapterSpec::Sgva { .. } => "sgva",
+            AdapterSpec::Maple { .. } => "maple",
+            AdapterSpec::TipAdapter { .. } => "tip-adapter",
+            AdapterSpec::LinearProbe { .. } => "linear-probe",
+        }
+    }
+
+    /// Whether applying it runs the image tower (so the images' pixels are needed, not only
+    /// their frozen features).
+    pub fn needs_pixels(&self) -> bool {
+        matches!(self, AdapterSpec::Maple { .. })
+    }
+}
+
+/// `adapter.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdapterInfo {
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The method.
+    #[serde(flatten)]
+    pub spec: AdapterSpec,
+    /// Class names in label order (the columns of its scores).
+    pub classes: Vec<String>,
+    /// Width of the model's joint embedding it was trained on.
+    pub embed_dim: usize,
+    /// Shots per class asked for.
+    pub shots: usize,
+    /// Seed of the shots and the training.
+    pub seed: u64,
+    /// Labelled images it learned from.
+    pub samples: usize,
+    /// Parameters it trained (0 for Tip-Adapter).
+    pub trainable_params: usize,
+    /// Each epoch's mean training loss (empty for closed-form methods).
+    pub losses: Vec<f64>,
+}
+
+/// The trained state, on an inference backend.
+enum State<B: Backend> {
+    Coop(CoopPromptLearner<B>),
+    Sgva {
+        module: SgvaModule<B>,
+        prototypes: Tensor<B, 2>,
+    },
+    Maple(MaplePromptLearner<B>),
+    TipAdapter {
+        keys: Features,
+        labels: Vec<usize>,
+    },
+    LinearProbe {
+        /// `[dim, classes]`.
+        weight: Tensor<B, 2>,
+        /// `[classes]`.
+        bias: Tensor<B, 1>,
+    },
+}
+
+/// An adapted classifier: its description and its trained state.
+pub struct Adapter<B: Backend> {
+    /// What it is and how it was trained.
+    pub info: AdapterInfo,
+    state: State<B>,
+}
+
+fn invalid(reason: impl Into<String>) -> TaskError {
+    TaskError::Invalid {
+        task: "adapt".into(),
+        reason: reason.into(),
+    }
+}
+
+fn core(e: vlp_core::CoreError) -> TaskError {
+    TaskError::Align(e.into())
+}
+
+/// Trains `spec` on `shots` images per class of `train` (drawn with `seed`, as the few-shot
+/// harness draws them) for the classes `classes` (labels index them).
+#[allow(clippy::too_many_arguments)]
+pub fn adapt<B: AutodiffBackend>(
+    spec: &AdapterSpec,
+    model: &ClipModel<B>,
+    tokenizer: &dyn Tokenizer,
+    classes: &[String],
+    train: &ImageRows,
+    train_labels: &[usize],
+    shots: usize,
+    seed: u64,
+    fit: &FewShotFitConfig,
+    device: &B::Device,
+) -> Result<Adapter<B::InnerBackend>> {
+    if train.len() != train_labels.len() {
+        return Err(invalid(format!(
+            "{} training images for {} labels",
+            train.len(),
+            train_labels.len()
+        )));
+    }
+    if shots == 0 {
+        return Err(invalid("shots must be at least 1"));
+    }
+    if let Some(l) = train_labels.iter().find(|&&l| l >= classes.len()) {
+        return Err(invalid(format!("label {l} but {} classes", classes.len())));
+    }
+    let idx = k_shot_indices(train_labels, classes.len(), shots, seed);
+    let set = train.select(&idx);
+    let labels: Vec<usize> = idx.iter().map(|&i| train_labels[i]).collect();
+    let fit = fit.clone().with_seed(seed);
+    let inner = model.valid();
+    let (state, losses, trainable) = match spec {
+        AdapterSpec::Coop { config } => {
+            let coop = Coop {
+                model,
+                tokenizer,
+                classes,
+                config: config.clone(),
+                fit,
+                device: device.clone(),
+            };
+            let (learner, losses) = coop.learn_context(&set.features, &labels)?;
+            let n = learner.num_params();
+            (State::Coop(learner.valid()), losses, n)
+        }
+        AdapterSpec::Sgva { config } => {
+            let sgva = Sgva {
+                model,
+                tokenizer,
+                classes,
+                config: config.clone(),
+                fit,
+                device: device.clone(),
+            };
+            let learned = sgva.learn(&set.features, &labels)?;
+            let n = learned.sgva.num_params();
+            let state = State::Sgva {
+                module: learned.sgva,
+                prototypes: learned.prototypes,
+            };
+            (state, learned.losses, n)
+        }
+        AdapterSpec::Maple { config } => {
+            let maple = Maple {
+                model,
+                tokenizer,
+                config: config.clone(),
+                fit,
+                device: device.clone(),
+            };
+            let (learner, losses) = maple.learn(&set, &labels, classes)?;
+            let n = learner.num_params();
+            (State::Maple(learner.valid()), losses, n)
+        }
+        AdapterSpec::TipAdapter { .. } => {
+            let state = State::TipAdapter {
+                keys: set.features.clone(),
+                labels: labels.clone(),
+            };
+            (state, Vec::new(), 0)
+        }
+        AdapterSpec::LinearProbe { lambda } => {
+            let r = fit_probe::<B::InnerBackend>(
+                &set.features,
+                &labels,
+                classes.len(),
+                *lambda,
+                100,
+                device,
+            )?;
+            let n = r.weight.dims().iter().product::<usize>() + classes.len();
+            let state = State::LinearProbe {
+                weight: r.weight,
+                bias: r.bias,
+            };
+            (state, Vec::new(), n)
+        }
+    };
+    Ok(Adapter {
+        info: AdapterInfo {
+            format_version: FORMAT_VERSION,
+            spec: spec.clone(),
+            classes: classes.to_vec(),
+            embed_dim: inner.embed_dim(),
+            shots,
+            seed,
+            samples: labels.len(),
+            trainable_params: trainable,
+            losses,
+        },
+        state,
+    })
+}
+
+impl<B: Backend> Adapter<B> {
+    /// Scores of every image against every class of [`AdapterInfo::classes`], `[images,
+    /// classes]`. `images` are the features of `model` (the model it was trained on), with
+    /// pixels for methods that run the image tower ([`AdapterSpec::needs_pixels`]).
+    pub fn scores(
+        &self,
+        model: &ClipModel<B>,
+        tokenizer: &dyn Tokenizer,
+        images: &ImageRows,
+        device: &B::Device,
+    ) -> Result<Features> {
+        if model.embed_dim() != self.info.embed_dim {
+            return Err(invalid(format!(
+                "the adapter was trained on a model with {}-wide embeddings, this one has {}",
+                self.info.embed_dim,
+                model.embed_dim()
+            )));
+        }
+        if !images.is_empty() && images.features.dim != self.info.embed_dim {
+            return Err(invalid(format!(
+                "image features are {} wide, the adapter's model {}",
+                images.features.dim, self.info.embed_dim
+            )));
+        }
+        let classes = &self.info.classes;
+        let scale = model.logit_scale.val().exp().into_scalar().elem::<f64>() as f32;
+        let scaled = |mut f: Features| {
+            f.data.iter_mut().for_each(|v| *v *= scale);
+            f
+        };
+        Ok(match (&self.state, &self.info.spec) {
+            (State::Coop(learner), _) => {
+                let prompts = CoopPrompts::new(tokenizer, classes, learner.ctx.dims()[1])?;
+                let text = Features::from_tensor(learner.class_embeddings(model, &prompts));
+                scaled(dot_scores(&images.features, &text))
+            }
+            (State::Sgva { module, prototypes }, AdapterSpec::Sgva { config }) => {
+                let prompts = CoopPrompts::new(tokenizer, classes, module.prompt.ctx.dims()[1])?;
+                let text = module.text(model, &prompts);
+                Features::from_tensor(module.logits(
+                    images.features.to_tensor::<B>(device),
+                    text,
+                    prototypes.clone(),
+                    scale as f64,
+                    config,
+                ))
+            }
+            (State::Maple(learner), AdapterSpec::Maple { config }) => {
+                let pixels = images.require_pixels("maple")?;
+                let prompts = config.prompts(tokenizer, classes)?;
+                let (text, _) = learner.encode_text(model, &prompts, false);
+                let mut out = Features::default();
+                for start in (0..pixels.rows).step_by(256) {
+                    let end = (start + 256).min(pixels.rows);
+                    let (image, _) = learner.encode_image(
+                        model,
+                        pixels.to_tensor::<B>(start..end, device),
+                        false,
+                    );
+                    out.extend(Features::from_tensor(
+                        image.matmul(text.clone().transpose()),
+                    ));
+                }
+                out.dim = classes.len();
+                scaled(out)
+            }
+            (
+                State::TipAdapter { keys, labels },
+                AdapterSpec::TipAdapter {
+                    alpha,
+                    beta,
+                    templates,
+                },
+            ) => {
+                let zs = crate::zeroshot::classifier(model, tokenizer, classes, templates, device)?;
+                let tip = TipAdapter {
+                    alpha: *alpha,
+                    beta: *beta,
+                };
+                tip.logits(keys, labels, &zs, &images.features)
+            }
+            (State::LinearProbe { weight, bias }, _) => {
+                let x = images.features.to_tensor::<B>(device);
+                Features::from_tensor(x.matmul(weight.clone()) + bias.clone().unsqueeze())
+            }
+            _ => unreachable!("the state is built from its spec"),
+        })
+    }
+
+    /// Writes `adapter.json` and `adapter.safetensors` into `dir` (created if missing).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let io = |e: std::io::Error| TaskError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut tensors: BTreeMap<String, HostTensor> = match &self.state {
+            State::Coop(l) => collect_params(l),
+            State::Sgva { module, prototypes } => {
+                let mut t = collect_params(module);
+                t.insert(
+                    "prototypes".into(),
+                    HostTensor::from_tensor(prototypes.clone()),
+                );
+                t
+            }
+            State::Maple(l) => collect_params(l),
+            State::TipAdapter { keys, .. } => BTreeMap::from([(
+                "cache_keys".to_string(),
+                HostTensor::new(vec![keys.rows, keys.dim], keys.data.clone()),
+            )]),
+            State::LinearProbe { weight, bias } => BTreeMap::from([
+                (
+                    "weight".to_string(),
+                    HostTensor::from_tensor(weight.clone()),
+                ),
+                ("bias".to_string(), HostTensor::from_tensor(bias.clone())),
+            ]),
+        };
+        if let State::TipAdapter { labels, .. } = &self.state {
+            let l: Vec<f32> = labels.iter().map(|&v| v as f32).collect();
+            tensors.insert("cache_labels".into(), HostTensor::new(vec![l.len()], l));
+        }
+        write_safetensors(dir.join(TENSORS), &tensors, StoredDType::F32, None).map_err(core)?;
+        let json = serde_json::to_string_pretty(&self.info)
+            .map_err(|e| invalid(format!("cannot serialise the adapter: {e}")))?;
+        vlp_core::io::write_atomic(dir.join(JSON), json.as_bytes()).map_err(core)
+    }
+
+    /// Reads an adapter saved by [`save`](Self::save) for `model` (the model it was trained on)
+    /// and its tokenizer. Errors name the file and what does not fit.
+    pub fn load(
+        dir: &Path,
+        model: &ClipModel<B>,
+        tokenizer: &dyn Tokenizer,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let path = dir.join(JSON);
+        let text = std::fs::read_to_string(&path).map_err(|e| TaskError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let info: AdapterInfo = serde_json::from_str(&text).map_err(|e| TaskError::Invalid {
+            task: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let bad = |reason: String| TaskError::Invalid {
+            task: path.display().to_string(),
+            reason,
+        };
+        if info.format_version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                info.format_version
+            )));
+        }
+        if info.embed_dim != model.embed_dim() {
+            return Err(bad(format!(
+                "trained on a model with {}-wide embeddings, this one has {}",
+                info.embed_dim,
+                model.embed_dim()
+            )));
+        }
+        if info.classes.is_empty() {
+            return Err(bad("no classes".into()));
+        }
+        let file = TensorFile::open(dir.join(TENSORS)).map_err(core)?;
+        let same = |p: &str| Source::Key(p.to_string());
+        let get = |key: &str| file.get(key).map_err(core);
+        let classes = &info.classes;
+        let state = match &info.spec {
+            AdapterSpec::Coop { config } => {
+                let (l, _) = config.init(model, tokenizer, classes, device)?;
+                State::Coop(load_params(l, &file, same, |_| false).map_err(core)?)
+            }
+            AdapterSpec::Sgva { config } => {
+                let (m, _) = config.init(model, tokenizer, classes, device)?;
+                let module = load_params(m, &file, same, |k| k == "prototypes").map_err(core)?;
+                let p = get("prototypes")?;
+                if p.shape != [classes.len(), info.embed_dim] {
+                    return Err(bad(format!(
+                        "prototypes are {:?}, expected [{}, {}]",
+                        p.shape,
+                        classes.len(),
+                        info.embed_dim
+                    )));
+                }
+                State::Sgva {
+                    module,
+                    prototypes: p.into_tensor(device),
+                }
+            }
+            AdapterSpec::Maple { config } => {
+                let (l, _) = config.init(model, tokenizer, classes, device)?;
+                State::Maple(load_params(l, &file, same, |_| false).map_err(core)?)
+            }
+            AdapterSpec::TipAdapter { .. } => {
+                let k = get("cache_keys")?;
+                let l = get("cache_labels")?;
+                if k.shape.len() != 2 || k.shape[1] != info.embed_dim || l.shape != [k.shape[0]] {
+                    return Err(bad(format!(
+                        "cache keys {:?} and labels {:?} do not fit {}-wide embeddings",
+                        k.shape, l.shape, info.embed_dim
+                    )));
+                }
+                let labels = l
+                    .data
+                    .iter()
+                    .map(|&v| {
+                        let c = v as usize;
+                        (v >= 0.0 && v.fract() == 0.0 && c < classes.len())
+                            .then_some(c)
+                            .ok_or_else(|| bad(format!("cache label {v} is not a class index")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                State::TipAdapter {
+                    keys: Features {
+                        rows: k.shape[0],
+                        dim: k.shape[1],
+                        data: k.data,
+                    },
+                    labels,
+                }
+            }
+            AdapterSpec::LinearProbe { .. } => {
+                let w = get("weight")?;
+                let b = get("bias")?;
+                if w.shape != [info.embed_dim, classes.len()] || b.shape != [classes.len()] {
+                    return Err(bad(format!(
+                        "weight {:?} and bias {:?}, expected [{}, {}] and [{}]",
+                        w.shape,
+                        b.shape,
+                        info.embed_dim,
+                        classes.len(),
+                        classes.len()
+                    )));
+                }
+                State::LinearProbe {
+                    weight: w.into_tensor(device),
+                    bias: b.into_tensor(device),
+                }
+            }
+        };
+        Ok(Adapter { info, state })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fewshot::Pixels;
+    use burn::tensor::Distribution;
+    use vlp_align::ClipConfig;
+    use vlp_align::adapter::ClipAdapterConfig;
+    use vlp_core::backend::{DefaultBackend, TrainBackend, default_device, seeded};
+    use vlp_text::TextPooling;
+    use vlp_text::tokenizer::word_tokenizer;
+
+    fn specs(embed: usize) -> Vec<AdapterSpec> {
+        vec![
+            AdapterSpec::Coop {
+                config: CoopConfig::new().with_n_ctx(2),
+            },
+            AdapterSpec::Sgva {
+                config: SgvaConfig::new(
+                    ClipAdapterConfig::new(embed).with_reduction(2),
+                    CoopConfig::new().with_n_ctx(2),
+                ),
+            },
+            AdapterSpec::Maple {
+                config: MapleConfig::new().with_depth(2),
+            },
+            AdapterSpec::TipAdapter {
+                alpha: 1.0,
+                beta: 5.5,
+                templates: vec!["a photo of a {}.".into()],
+            },
+            AdapterSpec::LinearProbe { lambda: 1e-3 },
+        ]
+    }
+
+    /// Every method trains, saves, reloads into a fresh process state and scores the same; a
+    /// file for another model, a damaged file and a method without pixels are refused by name.
+    #[test]
+    fn every_method_scores_the_same_after_a_save_and_load() {
+        let dev = default_device();
+        let tok = word_tokenizer(
+            &["a", "photo", "of", "red", "blue", "circle", "star", "."],
+            10,
+        );
+        let eot = tok.encode("").unwrap().ids[1];
+        let classes: Vec<String> = ["red circle", "blue star", "red star"]
+            .map(String::from)
+            .to_vec();
+        let (model, pixels) = seeded::<TrainBackend, _>(&dev, 31, || {
+            let m = ClipConfig::shapes_tiny(
+                8,
+                2,
+                2,
+                6,
+                8,
+                16,
+                tok.vocab_size(),
+                10,
+                TextPooling::FirstEos { eos_token_id: eot },
+            )
+            .init::<TrainBackend>(&dev);
+            vlp_core::backend::materialize(&m);
+            let px = Tensor::<TrainBackend, 4>::random(
+                [12, 3, 16, 16],
+                Distribution::Normal(0.0, 1.0),
+                &dev,
+            );
+            (m, px)
+        });
+        let inner = model.valid();
+        let features = Features::from_tensor(vlp_align::model::normalize(
+            inner.encode_image(pixels.clone().inner()),
+        ));
+        let set = ImageRows {
+            features,
+            pixels: Some(Pixels {
+                data: pixels.into_data().to_vec().unwrap(),
+                rows: 12,
+                image_size: 16,
+            }),
+        };
+        let labels: Vec<usize> = (0..12).map(|i| i % 3).collect();
+        let fit = FewShotFitConfig::new().with_epochs(2).with_batch_size(4);
+        for spec in specs(6) {
+            let name = spec.name();
+            let a = adapt(
+                &spec, &model, &tok, &classes, &set, &labels, 2, 4, &fit, &dev,
+            )
+            .unwrap();
+            assert_eq!(a.info.samples, 6, "{name}");
+            let want = a.scores(&inner, &tok, &set, &dev).unwrap();
+            assert_eq!((want.rows, want.dim), (12, 3), "{name}");
+            let dir = tempfile::tempdir().unwrap();
+            a.save(dir.path()).unwrap();
+            let b = Adapter::<DefaultBackend>::load(dir.path(), &inner, &tok, &dev).unwrap();
+            assert_eq!(b.info.classes, classes);
+            assert_eq!(b.info.trainable_params, a.info.trainable_params, "{name}");
+            let got = b.scores(&inner, &tok, &set, &dev).unwrap();
+            assert_eq!(got, want, "{name}: the reloaded adapter scores differently");
+            if spec.needs_pixels() {
+                let blind = ImageRows {
+                    features: set.features.clone(),
+                    pixels: None,
+                };
+                let err = b.scores(&inner, &tok, &blind, &dev).unwrap_err();
+                assert!(err.to_string().contains("pixels"), "{err}");
+            }
+            // The same directory read for another model: refused, naming the file.
+            let json = dir.path().join(JSON);
+            let text = std::fs::read_to_string(&json).unwrap();
+            std::fs::write(&json, text.replace("\"embed_dim\": 6", "\"embed_dim\": 7")).unwrap();
+            let err = Adapter::<DefaultBackend>::load(dir.path(), &inner, &tok, &dev)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains("adapter.json") && err.contains("7-wide"),
+                "{name}: {err}"
+            );
+        }
+        let params: Vec<usize> = specs(6)
+            .iter()
+            .map(|s| {
+                adapt(s, &model, &tok, &classes, &set, &labels, 2, 4, &fit, &dev)
+                    .unwrap()
+                    .info
+                    .trainable_params
+            })
+            .collect();
+        // CoOp 2×8; SgVA 2×8 + 2·6·3; MaPLe (ctx 2×8, proj 8×8+8)·2; Tip 0; probe 6·3+3.
+        assert_eq!(params, vec![16, 16 + 36, 2 * (16 + 72), 0, 21]);
+    }
+
+    #[test]
+    fn a_damaged_tensor_file_is_refused_by_name() {
+        let dev = default_device();
+        let tok = word_tokenizer(&["red", "star", "."], 8);
+        let eot = tok.encode("").unwrap().ids[1];
+        let model = ClipConfig::shapes_tiny(
+            8,
+            1,
+            2,
+            6,
+            8,
+            16,
+            tok.vocab_size(),
+            8,
+            TextPooling::FirstEos { eos_token_id: eot },
+        )
+        .init::<TrainBackend>(&dev);
+        let classes: Vec<String> = vec!["red".into(), "star".into()];
+        let set = ImageRows {
+            features: Features {
+                data: (0..24).map(|i| (i % 5) as f32).collect(),
+                rows: 4,
+                dim: 6,
+            },
+            pixels: None,
+        };
+        let fit = FewShotFitConfig::new().with_epochs(1);
+        let spec = AdapterSpec::LinearProbe { lambda: 1e-3 };
+        let a = adapt(
+            &spec,
+            &model,
+            &tok,
+            &classes,
+            &set,
+            &[0, 1, 0, 1],
+            2,
+            0,
+            &fit,
+            &dev,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        a.save(dir.path()).unwrap();
+        // A bias for three classes where the adapter has two.
+        let mut t = BTreeMap::new();
+        t.insert(
+            "weight".to_string(),
+            HostTensor::new(vec![6, 2], vec![0.0; 12]),
+        );
+        t.insert("bias".to_string(), HostTensor::new(vec![3], vec![0.0; 3]));
+        write_safetensors(dir.path().join(TENSORS), &t, StoredDType::F32, None).unwrap();
+        let inner = model.valid();
+        let err = Adapter::<DefaultBackend>::load(dir.path(), &inner, &tok, &dev)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("adapter.json") && err.contains("bias [3]"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.path().join(TENSORS)).unwrap();
+        let err = Adapter::<DefaultBackend>::load(dir.path(), &inner, &tok, &dev)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("adapter.safetensors"), "{err}");
+        let err = adapt(
+            &spec,
+            &model,
+            &tok,
+            &classes,
+            &set,
+            &[0, 1, 2, 1],
+            2,
+            0,
+            &fit,
+            &dev,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("label 2 but 2 classes"), "{err}");
+    }
+}
