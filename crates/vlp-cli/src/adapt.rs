@@ -34,6 +34,34 @@ pub enum Method {
     LinearProbe,
 }
 
+/// `vlp adapt [bench]`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AdaptCommand {
+    /// `bench`: the benchmark harness.
+    #[command(subcommand)]
+    sub: Option<AdaptSub>,
+    #[command(flatten)]
+    args: Option<AdaptArgs>,
+}
+
+/// Subcommands of `vlp adapt`.
+#[derive(clap::Subcommand, Debug)]
+pub enum AdaptSub {
+    /// Run the few-shot benchmark harness: few-shot, base-to-novel or cross-domain protocol
+    /// over methods, shots and seeds; a table, a JSON report (last line) and a plot.
+    Bench(crate::adapt_bench::BenchArgs),
+}
+
+/// Runs `vlp adapt` or `vlp adapt bench`.
+pub fn command(cmd: AdaptCommand) -> anyhow::Result<()> {
+    match (cmd.sub, cmd.args) {
+        (Some(AdaptSub::Bench(b)), _) => crate::adapt_bench::run(b),
+        (None, Some(a)) => run(a),
+        (None, None) => bail!("vlp adapt needs --model, --method, --train-data, --shots and --out"),
+    }
+}
+
 /// Arguments of `vlp adapt`.
 #[derive(Args, Debug)]
 pub struct AdaptArgs {

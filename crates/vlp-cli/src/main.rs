@@ -4,6 +4,7 @@
 #![allow(clippy::clone_on_copy)]
 
 mod adapt;
+mod adapt_bench;
 mod bench;
 mod caption;
 mod curate;
@@ -54,7 +55,7 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Adapt a model to labelled classes with a few shots (CoOp, SgVA-CLIP, MaPLe, Tip-Adapter,
     /// linear probe) and save the adapter for `vlp eval --adapter`.
-    Adapt(adapt::AdaptArgs),
+    Adapt(Box<adapt::AdaptCommand>),
     /// Embed images and/or texts into a safetensors file.
     Embed(eval::EmbedArgs),
     /// Time training steps or encoders on random data; prints one JSON line.
@@ -89,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         Command::Curate(cmd) => curate::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::Adapt(args) => adapt::run(args),
+        Command::Adapt(cmd) => adapt::command(*cmd),
         Command::Embed(args) => eval::embed(args),
         Command::Tokenize(args) => inputs::tokenize(args),
         Command::Caption(args) => caption::run(args),

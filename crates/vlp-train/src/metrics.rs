@@ -48,22 +48,6 @@ impl MetricsLog {
     }
 }
 
-/// A font for plot labels: plotters draws text only with a font we hand it.
-fn find_font() -> Option<&'static [u8]> {
-    const CANDIDATES: &[&str] = &[
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/TTF/DejaVuSans.ttf",
-        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-        "/System/Library/Fonts/Supplemental/Arial.ttf",
-        "/Library/Fonts/Arial.ttf",
-        "C:\\Windows\\Fonts\\arial.ttf",
-    ];
-    CANDIDATES
-        .iter()
-        .find_map(|p| std::fs::read(p).ok())
-        .map(|b| &*Box::leak(b.into_boxed_slice()))
-}
-
 /// Plots training loss (left) and evaluation metrics (right) over steps into `out` (PNG).
 /// Labels are drawn when a system font is found.
 pub fn plot(records: &[serde_json::Value], out: &Path) -> Result<()> {
@@ -85,11 +69,7 @@ pub fn plot(records: &[serde_json::Value], out: &Path) -> Result<()> {
     .map(|k| (*k, series("eval", k)))
     .filter(|(_, s)| !s.is_empty())
     .collect();
-    let font = find_font();
-    if let Some(f) = font {
-        // Registering twice is harmless; plotters keeps the first.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, f);
-    }
+    let font = vlp_tasks::report::plot_font().then_some(());
     let fail = |e: &dyn std::fmt::Display| TrainError::Io {
         path: out.to_path_buf(),
         source: std::io::Error::other(e.to_string()),

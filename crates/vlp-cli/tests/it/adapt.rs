@@ -131,3 +131,137 @@ fn an_adapter_saved_by_vlp_adapt_evaluates_the_same_after_reloading() {
         text(&o)
     );
 }
+
+/// The harness check: zero-shot, linear probe and CoOp on 3 domains (the source and two
+/// ShapesWorld shifts) at 1 and 4 shots, in the test build (measured 23 s on 2 cores); the
+/// table's rows, their factors (parameters, images, the domain gap), the JSON report and the
+/// plot. Then base-to-novel with MaPLe, and the protocols' refusals.
+#[test]
+fn the_bench_runs_three_methods_on_three_domains() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = reference("clip_hf");
+    let model = model.to_str().unwrap();
+    let (out, plot) = (dir.path().join("r.json"), dir.path().join("p.png"));
+    let started = std::time::Instant::now();
+    let o = vlp(&[
+        "adapt",
+        "bench",
+        "--model",
+        model,
+        "--protocol",
+        "cross-domain",
+        "--train-data",
+        "shapes:train:300",
+        "--data",
+        "shapes:test:200",
+        "--domains",
+        "pastel,grid",
+        "--k",
+        "1,4",
+        "--seeds",
+        "1",
+        "--methods",
+        "zero-shot,linear-probe,coop",
+        "--out",
+        out.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    println!(
+        "cross-domain bench: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v = last_json(&o);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(saved, v);
+    let rows = v["cross_domain"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * 3 * 3);
+    let key = |r: &serde_json::Value| {
+        format!(
+            "{} {} {}",
+            r["k"],
+            r["method"].as_str().unwrap(),
+            r["domain"].as_str().unwrap()
+        )
+    };
+    assert_eq!(key(&rows[0]), "1 zero-shot source");
+    assert_eq!(key(&rows[5]), "1 linear-probe grid");
+    assert_eq!(key(&rows[17]), "4 coop grid");
+    // 25 of the 30 classes have training images (5 combinations are held out of training).
+    assert_eq!(
+        (rows[0]["samples"].clone(), rows[9]["samples"].clone()),
+        (25.into(), 100.into())
+    );
+    // The probe: 32-wide embeddings × 30 classes + biases; CoOp: 16 vectors of the 32-wide tower.
+    assert_eq!(rows[3]["trainable_params"], 32 * 30 + 30);
+    assert_eq!(rows[6]["trainable_params"], 16 * 32);
+    // Each domain's gap is the same for every method; the source's own is about 0.
+    for r in rows {
+        let same = rows.iter().find(|q| q["domain"] == r["domain"]).unwrap();
+        assert_eq!(r["mmd2"], same["mmd2"]);
+        assert!(r["mean"].as_f64().unwrap() <= 1.0);
+    }
+    assert!(
+        rows[0]["mmd2"].as_f64().unwrap().abs() < 0.02,
+        "{}",
+        rows[0]["mmd2"]
+    );
+    let img = image::open(&plot).unwrap();
+    assert_eq!((img.width(), img.height()), (640, 480));
+
+    let o = vlp(&[
+        "adapt",
+        "bench",
+        "--model",
+        model,
+        "--protocol",
+        "base-to-novel",
+        "--train-data",
+        "shapes:train:300",
+        "--data",
+        "shapes:test:200",
+        "--k",
+        "2",
+        "--seeds",
+        "1",
+        "--methods",
+        "zero-shot,maple",
+        "--epochs",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = last_json(&o)["base_to_novel"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["method"], "maple");
+    for r in &rows {
+        let (b, n, h) = (
+            r["base"].as_f64().unwrap(),
+            r["novel"].as_f64().unwrap(),
+            r["harmonic"].as_f64().unwrap(),
+        );
+        let want = if b + n == 0.0 {
+            0.0
+        } else {
+            2.0 * b * n / (b + n)
+        };
+        assert!((h - want).abs() < 1e-12);
+    }
+    let o = vlp(&[
+        "adapt",
+        "bench",
+        "--model",
+        model,
+        "--protocol",
+        "few-shot",
+        "--train-data",
+        "shapes:train:50",
+        "--data",
+        "shapes:test:50",
+        "--methods",
+        "maple",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("base-to-novel only"), "{}", text(&o));
+}

@@ -12,6 +12,7 @@ use crate::error::{Result, TaskError};
 use crate::probe::{accuracy, argmax_rows, fit};
 
 pub mod base_to_novel;
+pub mod cross_domain;
 pub mod learned;
 
 pub use base_to_novel::Maple;
@@ -19,6 +20,7 @@ pub use base_to_novel::{
     BaseToNovel, HandWritten, ImageRows, OpenClassifier, OpenVocabularyMethod, Pixels,
     base_to_novel, harmonic_mean,
 };
+pub use cross_domain::{CrossDomainRow, Domain, cross_domain};
 pub use learned::{ClipAdapter, Coop, LearnedSgva, Sgva};
 
 /// What a method may use besides the shots.
