@@ -32,6 +32,9 @@ pub enum Method {
     TipAdapter,
     /// Logistic regression on frozen features.
     LinearProbe,
+    /// ProAPO: an evolutionary search for the template set (from `--templates`, the library)
+    /// that classifies the shots best.
+    Proapo,
 }
 
 /// `vlp adapt [bench]`.
@@ -86,7 +89,8 @@ pub struct AdaptArgs {
     /// Labelled data to report the adapted accuracy on (the same classes, by name).
     #[arg(long)]
     eval_data: Option<String>,
-    /// Prompt templates of Tip-Adapter's zero-shot classifier: `openai`, `simple` or a file.
+    /// Prompt templates of Tip-Adapter's zero-shot classifier, or ProAPO's library (its first
+    /// is the search's baseline): `openai`, `simple` or a file.
     #[arg(long, default_value = "openai")]
     templates: String,
     /// Tokenizer override: `clip` or a tokenizer.json.
@@ -230,6 +234,10 @@ fn spec_of(args: &AdaptArgs, embed_dim: usize, layers: usize) -> anyhow::Result<
             templates: load_templates(&args.templates)?,
         },
         Method::LinearProbe => AdapterSpec::LinearProbe { lambda: 1e-3 },
+        Method::Proapo => AdapterSpec::Proapo {
+            config: vlp_tasks::fewshot::ProapoConfig::default(),
+            library: load_templates(&args.templates)?,
+        },
     })
 }
 

@@ -16,8 +16,8 @@ use vlp_tasks::battery::EvalImages;
 use vlp_tasks::bundle::load_bundle;
 use vlp_tasks::fewshot::{
     ClipAdapter, Coop, Domain, FewShotContext, FewShotMethod, FewShotRow, HandWritten, ImageRows,
-    LinearProbe, Maple, OpenVocabularyMethod, Sgva, TipAdapter, ZeroShot, base_to_novel,
-    cross_domain, run_few_shot,
+    LinearProbe, Maple, OpenVocabularyMethod, Proapo, ProapoConfig, Sgva, TipAdapter, ZeroShot,
+    base_to_novel, cross_domain, run_few_shot,
 };
 use vlp_tasks::report::{accuracy_vs_shots_png, cross_domain_table, few_shot_table, shots_series};
 use vlp_tasks::templates::load_templates;
@@ -82,6 +82,8 @@ pub enum BenchMethod {
     Sgva,
     /// MaPLe (base-to-novel only: it runs the image tower).
     Maple,
+    /// ProAPO's search over the `--library` templates.
+    Proapo,
 }
 
 /// Arguments of `vlp adapt bench`.
@@ -115,6 +117,9 @@ pub struct BenchArgs {
     /// Templates of the hand-written prompts: `openai`, `simple` or a file.
     #[arg(long, default_value = "simple")]
     templates: String,
+    /// ProAPO's template library (its first is the baseline): `openai`, `simple` or a file.
+    #[arg(long, default_value = "openai")]
+    library: String,
     /// Epochs of the trained methods (default: CoOp's code by shots: 50, 100, 200; MaPLe 5).
     #[arg(long)]
     epochs: Option<usize>,
@@ -201,6 +206,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let templates = load_templates(&args.templates)?;
+    let library = load_templates(&args.library)?;
     let b2n = args.protocol == Protocol::BaseToNovel;
     let methods = if args.methods.is_empty() {
         if b2n {
@@ -375,6 +381,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 fit: fit.clone(),
                 device: device.clone(),
             };
+            let proapo = Proapo {
+                model: &bundle.model,
+                tokenizer: tok,
+                classes: &classes,
+                templates: library.clone(),
+                config: ProapoConfig::default(),
+                device: device.clone(),
+            };
             let chosen: Vec<&dyn FewShotMethod> = methods
                 .iter()
                 .map(|m| -> &dyn FewShotMethod {
@@ -385,6 +399,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                         BenchMethod::ClipAdapter => &clip_adapter,
                         BenchMethod::Coop => &coop,
                         BenchMethod::Sgva => &sgva,
+                        BenchMethod::Proapo => &proapo,
                         BenchMethod::Maple => unreachable!("refused above"),
                     }
                 })

@@ -28,7 +28,8 @@ use vlp_text::Tokenizer;
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
 use crate::fewshot::{
-    Coop, ImageRows, Maple, Sgva, TipAdapter, k_shot_indices, scores as dot_scores,
+    Coop, ImageRows, Maple, Proapo, ProapoConfig, Sgva, TipAdapter, k_shot_indices,
+    scores as dot_scores,
 };
 use crate::probe::fit as fit_probe;
 
@@ -70,6 +71,13 @@ pub enum AdapterSpec {
         /// L2 strength.
         lambda: f64,
     },
+    /// ProAPO's search for the template set that classifies the shots best.
+    Proapo {
+        /// The search.
+        config: ProapoConfig,
+        /// The template library (its first is the search's baseline).
+        library: Vec<String>,
+    },
 }
 
 impl AdapterSpec {
@@ -81,6 +89,7 @@ impl AdapterSpec {
             AdapterSpec::Maple { .. } => "maple",
             AdapterSpec::TipAdapter { .. } => "tip-adapter",
             AdapterSpec::LinearProbe { .. } => "linear-probe",
+            AdapterSpec::Proapo { .. } => "proapo",
         }
     }
 
@@ -111,8 +120,12 @@ pub struct AdapterInfo {
     pub samples: usize,
     /// Parameters it trained (0 for Tip-Adapter).
     pub trainable_params: usize,
-    /// Each epoch's mean training loss (empty for closed-form methods).
+    /// Each epoch's mean training loss (empty for closed-form methods; ProAPO: the best
+    /// fitness after each search epoch).
     pub losses: Vec<f64>,
+    /// The templates ProAPO chose (empty for the other methods).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chosen_templates: Vec<String>,
 }
 
 /// The trained state, on an inference backend.
@@ -133,6 +146,8 @@ enum State<B: Backend> {
         /// `[classes]`.
         bias: Tensor<B, 1>,
     },
+    /// The chosen templates live in [`AdapterInfo::chosen_templates`].
+    Proapo,
 }
 
 /// An adapted classifier: its description and its trained state.
@@ -186,6 +201,7 @@ pub fn adapt<B: AutodiffBackend>(
     let labels: Vec<usize> = idx.iter().map(|&i| train_labels[i]).collect();
     let fit = fit.clone().with_seed(seed);
     let inner = model.valid();
+    let mut chosen = Vec::new();
     let (state, losses, trainable) = match spec {
         AdapterSpec::Coop { config } => {
             let coop = Coop {
@@ -236,6 +252,22 @@ pub fn adapt<B: AutodiffBackend>(
             };
             (state, Vec::new(), 0)
         }
+        AdapterSpec::Proapo { config, library } => {
+            let p = Proapo {
+                model: &inner,
+                tokenizer,
+                classes,
+                templates: library.clone(),
+                config: ProapoConfig {
+                    seed,
+                    ..config.clone()
+                },
+                device: device.clone(),
+            };
+            let (r, _) = p.search(&set.features, &labels)?;
+            chosen = r.best.iter().map(|&i| library[i].clone()).collect();
+            (State::Proapo, r.history, 0)
+        }
         AdapterSpec::LinearProbe { lambda } => {
             let r = fit_probe::<B::InnerBackend>(
                 &set.features,
@@ -264,6 +296,7 @@ pub fn adapt<B: AutodiffBackend>(
             samples: labels.len(),
             trainable_params: trainable,
             losses,
+            chosen_templates: chosen,
         },
         state,
     })
@@ -350,6 +383,16 @@ impl<B: Backend> Adapter<B> {
                 };
                 tip.logits(keys, labels, &zs, &images.features)
             }
+            (State::Proapo, _) => {
+                let w = crate::zeroshot::classifier(
+                    model,
+                    tokenizer,
+                    classes,
+                    &self.info.chosen_templates,
+                    device,
+                )?;
+                scaled(dot_scores(&images.features, &w))
+            }
             (State::LinearProbe { weight, bias }, _) => {
                 let x = images.features.to_tensor::<B>(device);
                 Features::from_tensor(x.matmul(weight.clone()) + bias.clone().unsqueeze())
@@ -380,6 +423,7 @@ impl<B: Backend> Adapter<B> {
                 "cache_keys".to_string(),
                 HostTensor::new(vec![keys.rows, keys.dim], keys.data.clone()),
             )]),
+            State::Proapo => BTreeMap::new(),
             State::LinearProbe { weight, bias } => BTreeMap::from([
                 (
                     "weight".to_string(),
@@ -493,6 +537,12 @@ impl<B: Backend> Adapter<B> {
                     labels,
                 }
             }
+            AdapterSpec::Proapo { .. } => {
+                if info.chosen_templates.is_empty() {
+                    return Err(bad("a ProAPO adapter without chosen templates".into()));
+                }
+                State::Proapo
+            }
             AdapterSpec::LinearProbe { .. } => {
                 let w = get("weight")?;
                 let b = get("bias")?;
@@ -547,6 +597,18 @@ mod tests {
                 templates: vec!["a photo of a {}.".into()],
             },
             AdapterSpec::LinearProbe { lambda: 1e-3 },
+            AdapterSpec::Proapo {
+                config: ProapoConfig {
+                    epochs: 2,
+                    ..Default::default()
+                },
+                library: vec![
+                    "a photo of a {}.".into(),
+                    "a {}.".into(),
+                    "{}".into(),
+                    "a red {}.".into(),
+                ],
+            },
         ]
     }
 
@@ -645,7 +707,7 @@ mod tests {
             })
             .collect();
         // CoOp 2×8; SgVA 2×8 + 2·6·3; MaPLe (ctx 2×8, proj 8×8+8)·2; Tip 0; probe 6·3+3.
-        assert_eq!(params, vec![16, 16 + 36, 2 * (16 + 72), 0, 21]);
+        assert_eq!(params, vec![16, 16 + 36, 2 * (16 + 72), 0, 21, 0]);
     }
 
     #[test]

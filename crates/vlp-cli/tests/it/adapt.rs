@@ -38,7 +38,14 @@ fn an_adapter_saved_by_vlp_adapt_evaluates_the_same_after_reloading() {
     let test = folder(dir.path(), Split::Test, 30);
     let model = reference("clip_hf");
     let model = model.to_str().unwrap();
-    for method in ["coop", "sgva", "maple", "tip-adapter", "linear-probe"] {
+    for method in [
+        "coop",
+        "sgva",
+        "maple",
+        "tip-adapter",
+        "linear-probe",
+        "proapo",
+    ] {
         let out = dir.path().join(method);
         let o = vlp(&[
             "adapt",

@@ -14,6 +14,7 @@ use crate::probe::{accuracy, argmax_rows, fit};
 pub mod base_to_novel;
 pub mod cross_domain;
 pub mod learned;
+pub mod proapo;
 
 pub use base_to_novel::Maple;
 pub use base_to_novel::{
@@ -22,6 +23,7 @@ pub use base_to_novel::{
 };
 pub use cross_domain::{CrossDomainRow, Domain, cross_domain};
 pub use learned::{ClipAdapter, Coop, LearnedSgva, Sgva};
+pub use proapo::{Proapo, ProapoConfig};
 
 /// What a method may use besides the shots.
 pub struct FewShotContext<'a> {

@@ -15,6 +15,7 @@ mod lxmert;
 mod maple;
 mod pixel_linguist;
 mod precision;
+mod proapo;
 mod ptp;
 mod semaim;
 mod sgva;
