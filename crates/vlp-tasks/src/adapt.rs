@@ -571,11 +571,8 @@ mod tests {
     use super::*;
     use crate::fewshot::Pixels;
     use burn::tensor::Distribution;
-    use vlp_align::ClipConfig;
     use vlp_align::adapter::ClipAdapterConfig;
     use vlp_core::backend::{DefaultBackend, TrainBackend, default_device, seeded};
-    use vlp_text::TextPooling;
-    use vlp_text::tokenizer::word_tokenizer;
 
     fn specs(embed: usize) -> Vec<AdapterSpec> {
         vec![
@@ -617,34 +614,16 @@ mod tests {
     #[test]
     fn every_method_scores_the_same_after_a_save_and_load() {
         let dev = default_device();
-        let tok = word_tokenizer(
+        let (model, tok) = crate::fewshot::testing::tiny_clip(
             &["a", "photo", "of", "red", "blue", "circle", "star", "."],
-            10,
+            2,
+            31,
         );
-        let eot = tok.encode("").unwrap().ids[1];
         let classes: Vec<String> = ["red circle", "blue star", "red star"]
             .map(String::from)
             .to_vec();
-        let (model, pixels) = seeded::<TrainBackend, _>(&dev, 31, || {
-            let m = ClipConfig::shapes_tiny(
-                8,
-                2,
-                2,
-                6,
-                8,
-                16,
-                tok.vocab_size(),
-                10,
-                TextPooling::FirstEos { eos_token_id: eot },
-            )
-            .init::<TrainBackend>(&dev);
-            vlp_core::backend::materialize(&m);
-            let px = Tensor::<TrainBackend, 4>::random(
-                [12, 3, 16, 16],
-                Distribution::Normal(0.0, 1.0),
-                &dev,
-            );
-            (m, px)
+        let pixels = seeded::<TrainBackend, _>(&dev, 32, || {
+            Tensor::<TrainBackend, 4>::random([12, 3, 16, 16], Distribution::Normal(0.0, 1.0), &dev)
         });
         let inner = model.valid();
         let features = Features::from_tensor(vlp_align::model::normalize(
@@ -713,20 +692,7 @@ mod tests {
     #[test]
     fn a_damaged_tensor_file_is_refused_by_name() {
         let dev = default_device();
-        let tok = word_tokenizer(&["red", "star", "."], 8);
-        let eot = tok.encode("").unwrap().ids[1];
-        let model = ClipConfig::shapes_tiny(
-            8,
-            1,
-            2,
-            6,
-            8,
-            16,
-            tok.vocab_size(),
-            8,
-            TextPooling::FirstEos { eos_token_id: eot },
-        )
-        .init::<TrainBackend>(&dev);
+        let (model, tok) = crate::fewshot::testing::tiny_clip(&["red", "star", "."], 1, 0);
         let classes: Vec<String> = vec!["red".into(), "star".into()];
         let set = ImageRows {
             features: Features {

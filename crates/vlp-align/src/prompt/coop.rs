@@ -419,11 +419,20 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn model<B: Backend>(tok: &dyn Tokenizer, device: &B::Device) -> ClipModel<B> {
+        model_with_layers(tok, 1, device)
+    }
+
+    /// An 8-wide CLIP with `layers` blocks in each tower over `tok`'s ids, drawn now.
+    pub(crate) fn model_with_layers<B: Backend>(
+        tok: &dyn Tokenizer,
+        layers: usize,
+        device: &B::Device,
+    ) -> ClipModel<B> {
         // <pad>=0, the words 1..=9, <unk>=10, sot=11, eot=12.
         let eot = tok.encode("").unwrap().ids[1];
         let m = ClipConfig::shapes_tiny(
             8,
-            1,
+            layers,
             2,
             6,
             8,

@@ -384,28 +384,12 @@ pub fn fit_maple<B: AutodiffBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ClipConfig;
     use crate::prompt::coop::tests::tokenizer;
     use vlp_core::backend::{DefaultBackend, TrainBackend, default_device, seeded};
-    use vlp_text::TextPooling;
 
     /// A CLIP whose towers have three blocks (8 wide, 16-pixel images in patches of 8).
     fn model<B: Backend>(tok: &dyn Tokenizer, device: &B::Device) -> ClipModel<B> {
-        let eot = tok.encode("").unwrap().ids[1];
-        let m = ClipConfig::shapes_tiny(
-            8,
-            3,
-            2,
-            6,
-            8,
-            16,
-            tok.vocab_size(),
-            tok.context_length(),
-            TextPooling::FirstEos { eos_token_id: eot },
-        )
-        .init(device);
-        vlp_core::backend::materialize(&m);
-        m
+        crate::prompt::coop::tests::model_with_layers(tok, 3, device)
     }
 
     fn classes() -> Vec<String> {

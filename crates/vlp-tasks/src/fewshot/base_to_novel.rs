@@ -12,10 +12,9 @@ use vlp_align::fit::FewShotFitConfig;
 use vlp_align::prompt::{
     CoopPromptLearner, CoopPrompts, MapleConfig, MaplePromptLearner, fit_maple,
 };
-use vlp_core::backend::seeded;
 use vlp_text::Tokenizer;
 
-use super::{Coop, k_shot_indices, rows, scores};
+use super::{Coop, drawn, k_shot_indices, rows, scores};
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
 use crate::probe::{accuracy, argmax_rows};
@@ -357,14 +356,9 @@ impl<B: AutodiffBackend> Maple<'_, B> {
         classes: &[String],
     ) -> Result<(MaplePromptLearner<B>, Vec<f64>)> {
         let pixels = shots.require_pixels("maple")?;
-        let (learner, prompts) = seeded::<B, _>(&self.device, self.fit.seed, || {
-            let r = self
-                .config
-                .init(self.model, self.tokenizer, classes, &self.device);
-            if let Ok((l, _)) = &r {
-                vlp_core::backend::materialize(l);
-            }
-            r
+        let (learner, prompts) = drawn::<B, _, _, _>(&self.device, self.fit.seed, || {
+            self.config
+                .init(self.model, self.tokenizer, classes, &self.device)
         })?;
         let x = pixels.to_tensor::<B>(0..pixels.rows, &self.device);
         Ok(fit_maple(
@@ -432,6 +426,7 @@ impl<'a, B: AutodiffBackend> OpenVocabularyMethod for Maple<'a, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vlp_core::backend::seeded;
 
     fn features_only(f: Features) -> ImageRows {
         ImageRows {
@@ -566,36 +561,19 @@ mod tests {
     #[test]
     fn maple_runs_base_to_novel_deterministically_and_needs_pixels() {
         use burn::tensor::Distribution;
-        use vlp_align::ClipConfig;
         use vlp_core::backend::{TrainBackend as B, default_device};
-        use vlp_text::TextPooling;
-        use vlp_text::tokenizer::word_tokenizer;
 
         let dev = default_device();
-        let tok = word_tokenizer(
+        let (model, tok) = crate::fewshot::testing::tiny_clip(
             &["a", "photo", "of", "red", "blue", "circle", "star", "."],
-            10,
+            3,
+            21,
         );
-        let eot = tok.encode("").unwrap().ids[1];
         let names: Vec<String> = ["red circle", "blue star", "red star", "blue circle"]
             .map(String::from)
             .to_vec();
-        let (model, images) = seeded::<B, _>(&dev, 21, || {
-            let m = ClipConfig::shapes_tiny(
-                8,
-                3,
-                2,
-                6,
-                8,
-                16,
-                tok.vocab_size(),
-                10,
-                TextPooling::FirstEos { eos_token_id: eot },
-            )
-            .init::<B>(&dev);
-            vlp_core::backend::materialize(&m);
-            let px = Tensor::<B, 4>::random([12, 3, 16, 16], Distribution::Normal(0.0, 1.0), &dev);
-            (m, px)
+        let images = seeded::<B, _>(&dev, 22, || {
+            Tensor::<B, 4>::random([12, 3, 16, 16], Distribution::Normal(0.0, 1.0), &dev)
         });
         let inner = model.valid();
         let features = Features::from_tensor(vlp_align::model::normalize(

@@ -8,10 +8,9 @@ use vlp_align::ClipModel;
 use vlp_align::adapter::{ClipAdapterConfig, SgvaConfig, fit_clip_adapter, fit_sgva};
 use vlp_align::fit::FewShotFitConfig;
 use vlp_align::prompt::{CoopConfig, CoopPromptLearner, CoopPrompts, fit_coop};
-use vlp_core::backend::seeded;
 use vlp_text::Tokenizer;
 
-use super::{FewShotContext, FewShotMethod, scores};
+use super::{FewShotContext, FewShotMethod, drawn, scores};
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
 use crate::probe::argmax_rows;
@@ -60,7 +59,7 @@ impl<B: AutodiffBackend> Coop<'_, B> {
         shots: &Features,
         shot_labels: &[usize],
     ) -> Result<(CoopPromptLearner<B>, Vec<f64>)> {
-        let (learner, prompts) = seeded::<B, _>(&self.device, self.fit.seed, || {
+        let (learner, prompts) = drawn::<B, _, _, _>(&self.device, self.fit.seed, || {
             self.config
                 .init(self.model, self.tokenizer, self.classes, &self.device)
         })?;
@@ -166,12 +165,8 @@ impl<B: AutodiffBackend> FewShotMethod for ClipAdapter<B> {
                 ),
             });
         }
-        let adapter = seeded::<B, _>(&self.device, self.fit.seed, || {
-            let a = self.config.init::<B>(&self.device);
-            if let Ok(a) = &a {
-                vlp_core::backend::materialize(a);
-            }
-            a
+        let (adapter, ()) = drawn::<B, _, _, _>(&self.device, self.fit.seed, || {
+            self.config.init::<B>(&self.device).map(|a| (a, ()))
         })?;
         let (adapter, _) = fit_clip_adapter(
             adapter,
@@ -246,14 +241,9 @@ impl<B: AutodiffBackend> LearnedSgva<B> {
 impl<B: AutodiffBackend> Sgva<'_, B> {
     /// Trains the prompt and adapter on `shots` and computes the support prototypes.
     pub fn learn(&self, shots: &Features, shot_labels: &[usize]) -> Result<LearnedSgva<B>> {
-        let (sgva, prompts) = seeded::<B, _>(&self.device, self.fit.seed, || {
-            let r = self
-                .config
-                .init(self.model, self.tokenizer, self.classes, &self.device);
-            if let Ok((s, _)) = &r {
-                vlp_core::backend::materialize(s);
-            }
-            r
+        let (sgva, prompts) = drawn::<B, _, _, _>(&self.device, self.fit.seed, || {
+            self.config
+                .init(self.model, self.tokenizer, self.classes, &self.device)
         })?;
         let x = shots.to_tensor::<B>(&self.device);
         let (sgva, losses) = fit_sgva(
@@ -317,46 +307,33 @@ impl<B: AutodiffBackend> FewShotMethod for Sgva<'_, B> {
 mod tests {
     use super::*;
     use crate::fewshot::{LinearProbe, TipAdapter, run_few_shot};
+    use vlp_core::backend::seeded;
 
     /// CoOp through the harness: one row per k with the method's seeded accuracy; wrong widths
     /// and class counts are refused.
     #[test]
     fn coop_learns_prompts_through_the_harness() {
         use burn::module::Param;
-        use vlp_align::ClipConfig;
         use vlp_align::prompt::CoopPromptLearner;
         use vlp_core::backend::{TrainBackend as B, default_device};
-        use vlp_text::TextPooling;
-        use vlp_text::tokenizer::word_tokenizer;
 
         let dev = default_device();
-        let tok = word_tokenizer(&["red", "blue", "circle", "star", "photo", "."], 10);
-        let eot = tok.encode("").unwrap().ids[1];
+        let (model, tok) = crate::fewshot::testing::tiny_clip(
+            &["red", "blue", "circle", "star", "photo", "."],
+            1,
+            3,
+        );
         let classes: Vec<String> = ["red circle", "blue star", "photo"]
             .map(String::from)
             .to_vec();
         let config = CoopConfig::new().with_n_ctx(3).with_class_specific(true);
-        let (model, targets) = seeded::<B, _>(&dev, 3, || {
-            let model = ClipConfig::shapes_tiny(
-                8,
-                1,
-                2,
-                6,
-                8,
-                16,
-                tok.vocab_size(),
-                10,
-                TextPooling::FirstEos { eos_token_id: eot },
-            )
-            .init::<B>(&dev);
-            vlp_core::backend::materialize(&model);
+        let targets = seeded::<B, _>(&dev, 3, || {
             let (hidden, prompts) = config.init(&model, &tok, &classes, &dev).unwrap();
             let hidden = CoopPromptLearner {
                 ctx: Param::from_tensor(hidden.ctx.val().detach()),
                 position: hidden.position,
             };
-            let targets = Features::from_tensor(hidden.class_embeddings(&model, &prompts));
-            (model, targets)
+            Features::from_tensor(hidden.class_embeddings(&model, &prompts))
         });
         let coop = Coop {
             model: &model,
@@ -433,33 +410,17 @@ mod tests {
     /// perfectly once β lets them lead. Parameters counted; wrong sizes refused.
     #[test]
     fn sgva_classifies_by_its_prototypes_through_the_harness() {
-        use vlp_align::ClipConfig;
-        use vlp_core::backend::{TrainBackend as B, default_device};
-        use vlp_text::TextPooling;
-        use vlp_text::tokenizer::word_tokenizer;
+        use vlp_core::backend::default_device;
 
         let dev = default_device();
-        let tok = word_tokenizer(&["red", "blue", "circle", "star", "photo", "."], 10);
-        let eot = tok.encode("").unwrap().ids[1];
+        let (model, tok) = crate::fewshot::testing::tiny_clip(
+            &["red", "blue", "circle", "star", "photo", "."],
+            1,
+            4,
+        );
         let classes: Vec<String> = ["red circle", "blue star", "photo"]
             .map(String::from)
             .to_vec();
-        let model = seeded::<B, _>(&dev, 4, || {
-            let m = ClipConfig::shapes_tiny(
-                8,
-                1,
-                2,
-                6,
-                8,
-                16,
-                tok.vocab_size(),
-                10,
-                TextPooling::FirstEos { eos_token_id: eot },
-            )
-            .init::<B>(&dev);
-            vlp_core::backend::materialize(&m);
-            m
-        });
         // Class c's rows: the unit vector on axis 2c, tilted a little towards axis 2c + 1.
         let cluster = |n: usize, tilt: f32| {
             let mut data = Vec::new();

@@ -67,6 +67,27 @@ pub fn k_shot_indices(labels: &[usize], classes: usize, k: usize, seed: u64) -> 
     out
 }
 
+/// `init` run under `seed` with every parameter of its module drawn there and then: a lazily
+/// initialised parameter would otherwise be drawn at first use, outside the seed (and each clone
+/// would draw its own).
+pub(crate) fn drawn<B, M, P, E>(
+    device: &B::Device,
+    seed: u64,
+    init: impl FnOnce() -> std::result::Result<(M, P), E>,
+) -> std::result::Result<(M, P), E>
+where
+    B: Backend,
+    M: burn::module::Module<B>,
+{
+    vlp_core::backend::seeded::<B, _>(device, seed, || {
+        let r = init();
+        if let Ok((m, _)) = &r {
+            vlp_core::backend::materialize(m);
+        }
+        r
+    })
+}
+
 pub(crate) fn rows(f: &Features, idx: &[usize]) -> Features {
     let mut out = Features {
         data: Vec::with_capacity(idx.len() * f.dim),
@@ -288,6 +309,45 @@ pub fn run_few_shot(
         }
     }
     Ok(out)
+}
+
+/// What the few-shot and adapter tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use vlp_align::{ClipConfig, ClipModel};
+    use vlp_core::backend::{TrainBackend, default_device, seeded};
+    use vlp_text::tokenizer::word_tokenizer;
+    use vlp_text::{HfTokenizer, TextPooling, Tokenizer};
+
+    /// A random CLIP drawn under `seed`: both towers 8 wide with `layers` blocks, 16-pixel
+    /// images in patches of 8, a 6-wide joint space; and a word tokenizer over `words` with 10
+    /// positions.
+    pub(crate) fn tiny_clip(
+        words: &[&str],
+        layers: usize,
+        seed: u64,
+    ) -> (ClipModel<TrainBackend>, HfTokenizer) {
+        let tok = word_tokenizer(words, 10);
+        let eot = tok.encode("").unwrap().ids[1];
+        let dev = default_device();
+        let model = seeded::<TrainBackend, _>(&dev, seed, || {
+            let m = ClipConfig::shapes_tiny(
+                8,
+                layers,
+                2,
+                6,
+                8,
+                16,
+                tok.vocab_size(),
+                10,
+                TextPooling::FirstEos { eos_token_id: eot },
+            )
+            .init::<TrainBackend>(&dev);
+            vlp_core::backend::materialize(&m);
+            m
+        });
+        (model, tok)
+    }
 }
 
 #[cfg(test)]
