@@ -10,12 +10,15 @@ use vlp_align::adapter::{ClipAdapterConfig, SgvaConfig};
 use vlp_align::fit::FewShotFitConfig;
 use vlp_align::prompt::{CoopConfig, MapleConfig};
 use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
+use vlp_data::loader::{Loader, LoaderConfig};
 use vlp_data::shapes::ShapesWorldConfig;
 use vlp_data::source::open_source;
 use vlp_tasks::adapt::{Adapter, AdapterSpec, adapt};
+use vlp_tasks::battery::require_labels;
 use vlp_tasks::battery::{EvalImages, ZeroShotReport, zero_shot_report};
 use vlp_tasks::bundle::{Bundle, load_bundle};
-use vlp_tasks::fewshot::ImageRows;
+use vlp_tasks::embed::Features;
+use vlp_tasks::fewshot::{ImageRows, Pixels, k_shot_indices};
 use vlp_tasks::scoring::MatrixScorer;
 use vlp_tasks::templates::load_templates;
 
@@ -121,42 +124,51 @@ fn workers() -> usize {
         .unwrap_or(1)
 }
 
-/// Loads labelled images with their class names: features of `model` always, pixels when
-/// `pixels` (methods that run the image tower).
-fn labelled<B: burn::tensor::backend::Backend>(
-    spec: &str,
-    bundle: &Bundle<B>,
-    pixels: bool,
-    device: &B::Device,
-) -> anyhow::Result<(ImageRows, Vec<usize>, Vec<String>)> {
-    let shapes = ShapesWorldConfig {
+fn shapes_of(bundle: &Bundle<DefaultBackend>) -> ShapesWorldConfig {
+    ShapesWorldConfig {
         image_size: bundle.config.vision.image_size,
         ..Default::default()
-    };
-    let source = open_source(spec, &shapes)?;
-    let classes = source
+    }
+}
+
+fn class_names(source: &vlp_data::source::Source, spec: &str) -> anyhow::Result<Vec<String>> {
+    source
         .class_names()
-        .with_context(|| format!("{spec}: not a labelled source (use imagefolder: or shapes:)"))?;
-    let set = EvalImages::load(source, &bundle.pipeline, workers())?;
-    if set.is_empty() {
-        bail!("{spec}: no usable image ({})", set.skipped.summary());
+        .with_context(|| format!("{spec}: not a labelled source (use imagefolder: or shapes:)"))
+}
+
+/// The labelled images of `spec` as frozen features of `bundle`'s model, streamed (no pixels
+/// held), with their labels and the source's class names.
+fn labelled(
+    spec: &str,
+    bundle: &Bundle<DefaultBackend>,
+) -> anyhow::Result<(Features, Vec<usize>, Vec<String>)> {
+    let source = open_source(spec, &shapes_of(bundle))?;
+    let classes = class_names(&source, spec)?;
+    let set = crate::eval::images(bundle, source, 64, spec)?;
+    let labels = require_labels(&set.labels, &set.keys, spec)?;
+    Ok((set.features, labels, classes))
+}
+
+/// The pixels of the images of `spec` at positions `idx` (increasing), read in a second pass
+/// that keeps only them.
+fn pixels_of(spec: &str, bundle: &Bundle<DefaultBackend>, idx: &[usize]) -> anyhow::Result<Pixels> {
+    let keep: std::collections::HashSet<usize> = idx.iter().copied().collect();
+    let source = open_source(spec, &shapes_of(bundle))?;
+    let set = EvalImages::load_where(source, &bundle.pipeline, workers(), &|i| keep.contains(&i))?;
+    if set.len() != idx.len() {
+        bail!(
+            "{spec}: {} of the {} chosen images could be read again (did the data change?)",
+            set.len(),
+            idx.len()
+        );
     }
-    if set.skipped.skipped_count() > 0 {
-        eprintln!("warning: {spec}: {}", set.skipped.summary());
-    }
-    let labels = set
-        .labels
-        .clone()
-        .with_context(|| format!("{spec}: some images have no label"))?;
-    let mut rows = set.image_rows(&bundle.model, device);
-    if !pixels {
-        rows.pixels = None;
-    }
-    Ok((rows, labels, classes))
+    Ok(set.pixels())
 }
 
 /// `adapter` applied to the labelled images of `spec`: their classes are matched to the
-/// adapter's by name, then scored as zero-shot is (top-1, top-5, per class, confusion).
+/// adapter's by name, then scored as zero-shot is (top-1, top-5, per class, confusion). Images
+/// are streamed: a method that runs the image tower (MaPLe) gets them batch by batch.
 pub fn evaluate_adapter(
     adapter: &Adapter<DefaultBackend>,
     bundle: &Bundle<DefaultBackend>,
@@ -164,8 +176,53 @@ pub fn evaluate_adapter(
     adapter_dir: &Path,
 ) -> anyhow::Result<ZeroShotReport> {
     let device = default_device();
-    let (images, labels, classes) =
-        labelled(spec, bundle, adapter.info.spec.needs_pixels(), &device)?;
+    let tok = bundle.tokenizer.as_ref();
+    let (scores, labels, classes) = if adapter.info.spec.needs_pixels() {
+        let source = open_source(spec, &shapes_of(bundle))?;
+        let classes = class_names(&source, spec)?;
+        let cfg = LoaderConfig {
+            batch_size: 64,
+            workers: workers(),
+            shuffle: false,
+            drop_last: false,
+            require_caption: false,
+            max_skip_fraction: 1.0,
+            ..Default::default()
+        };
+        let loader = Loader::new(source, bundle.pipeline.clone(), None, cfg)?;
+        let (mut scores, mut labels, mut keys) = (Features::default(), Vec::new(), Vec::new());
+        let mut epoch = loader.epoch(0, 0);
+        for b in epoch.by_ref() {
+            let b = b?;
+            let x = b.images_tensor::<DefaultBackend>(&device);
+            let rows = ImageRows {
+                features: Features::from_tensor(vlp_align::normalize(bundle.model.encode_image(x))),
+                pixels: Some(Pixels {
+                    rows: b.len(),
+                    image_size: bundle.pipeline.size,
+                    data: b.images,
+                }),
+            };
+            scores.extend(adapter.scores(&bundle.model, tok, &rows, &device)?);
+            labels.extend(b.labels);
+            keys.extend(b.keys);
+        }
+        if keys.is_empty() {
+            bail!("{spec}: no usable image ({})", epoch.stats().summary());
+        }
+        if epoch.stats().skipped_count() > 0 {
+            eprintln!("warning: {spec}: {}", epoch.stats().summary());
+        }
+        (scores, require_labels(&labels, &keys, spec)?, classes)
+    } else {
+        let (features, labels, classes) = labelled(spec, bundle)?;
+        let rows = ImageRows {
+            features,
+            pixels: None,
+        };
+        let scores = adapter.scores(&bundle.model, tok, &rows, &device)?;
+        (scores, labels, classes)
+    };
     // Every class of the data must be one the adapter knows (it may know more: a test set
     // without some class is still scored among all of them).
     let missing: Vec<&String> = classes
@@ -190,7 +247,6 @@ pub fn evaluate_adapter(
         })
         .collect();
     let labels: Vec<usize> = labels.iter().map(|&l| to_adapter[l]).collect();
-    let scores = adapter.scores(&bundle.model, bundle.tokenizer.as_ref(), &images, &device)?;
     Ok(zero_shot_report(
         &MatrixScorer::new(&scores),
         &labels,
@@ -253,8 +309,23 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
         .len()
         .min(bundle.model.vision_model.encoder.layers.len());
     let spec = spec_of(&args, bundle.model.embed_dim(), layers)?;
-    let (train, labels, classes) =
-        labelled(&args.train_data, &bundle, spec.needs_pixels(), &device)?;
+    // Features of every training image, streamed; the pixels of the shots only, for methods
+    // that run the image tower (drawn as `adapt` will draw them).
+    let inner = load_bundle::<DefaultBackend>(&args.model, args.tokenizer.as_deref(), &device)?;
+    let (features, labels, classes) = labelled(&args.train_data, &inner)?;
+    let all = ImageRows {
+        features,
+        pixels: None,
+    };
+    let (train, labels) = if spec.needs_pixels() {
+        let idx = k_shot_indices(&labels, classes.len(), args.shots, args.seed);
+        let mut shots = all.select(&idx);
+        shots.pixels = Some(pixels_of(&args.train_data, &inner, &idx)?);
+        let labels: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+        (shots, labels)
+    } else {
+        (all, labels)
+    };
     let maple = matches!(args.method, Method::Maple);
     let epochs = args.epochs.unwrap_or(match (maple, args.shots) {
         (true, _) => 5,
@@ -306,9 +377,7 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
     });
     if let Some(spec) = &args.eval_data {
         // The adapter as trained, in memory (`vlp eval --adapter` scores the saved one).
-        let bundle =
-            load_bundle::<DefaultBackend>(&args.model, args.tokenizer.as_deref(), &device)?;
-        let r = evaluate_adapter(&adapter, &bundle, spec, &args.out)?;
+        let r = evaluate_adapter(&adapter, &inner, spec, &args.out)?;
         println!("  {spec}: top-1 {:.4}   top-5 {:.4}", r.top1, r.top5);
         result["eval_data"] = spec.clone().into();
         result["top1"] = r.top1.into();

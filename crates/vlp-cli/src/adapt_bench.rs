@@ -12,7 +12,7 @@ use vlp_align::prompt::{CoopConfig, MapleConfig};
 use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
 use vlp_data::shapes::{Background, Palette, Placement, ShapesWorldConfig};
 use vlp_data::source::open_source;
-use vlp_tasks::battery::EvalImages;
+use vlp_tasks::battery::{EvalImages, require_labels};
 use vlp_tasks::bundle::load_bundle;
 use vlp_tasks::fewshot::{
     ClipAdapter, Coop, Domain, FewShotContext, FewShotMethod, FewShotRow, HandWritten, ImageRows,
@@ -163,17 +163,26 @@ fn load(
     let names = source
         .class_names()
         .with_context(|| format!("{spec}: not a labelled source (use imagefolder: or shapes:)"))?;
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let set = EvalImages::load(source, &bundle.pipeline, workers)?;
-    if set.is_empty() {
-        bail!("{spec}: no usable image ({})", set.skipped.summary());
-    }
-    let labels = set
-        .labels
-        .clone()
-        .with_context(|| format!("{spec}: some images have no label"))?;
+    // Features only: streamed, no pixels held. With pixels (MaPLe): every image in memory.
+    let (rows, labels) = if pixels {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let set = EvalImages::load(source, &bundle.pipeline, workers)?;
+        let labels = set
+            .labels
+            .clone()
+            .with_context(|| format!("{spec}: some images have no label"))?;
+        (set.image_rows(&bundle.model, &default_device()), labels)
+    } else {
+        let set = crate::eval::images(bundle, source, 64, spec)?;
+        let labels = require_labels(&set.labels, &set.keys, spec)?;
+        let rows = ImageRows {
+            features: set.features,
+            pixels: None,
+        };
+        (rows, labels)
+    };
     let (labels, names) = match classes {
         Some(c) => {
             let missing: Vec<&String> = names.iter().filter(|n| !c.contains(n)).collect();
@@ -188,10 +197,6 @@ fn load(
         }
         None => (labels, names),
     };
-    let mut rows = set.image_rows(&bundle.model, &default_device());
-    if !pixels {
-        rows.pixels = None;
-    }
     Ok((Loaded { rows, labels }, names))
 }
 

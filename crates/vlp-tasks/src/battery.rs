@@ -44,6 +44,18 @@ pub struct EvalImages {
 impl EvalImages {
     /// Reads every image of `source` through `pipeline` (no augmentation, source order).
     pub fn load(source: Source, pipeline: &ImagePipeline, workers: usize) -> Result<Self> {
+        Self::load_where(source, pipeline, workers, &|_| true)
+    }
+
+    /// [`load`](Self::load), keeping only the images whose position among the source's usable
+    /// images (source order, as `load` numbers them) `keep` accepts: a few shots of a large
+    /// training set without holding every image's pixels.
+    pub fn load_where(
+        source: Source,
+        pipeline: &ImagePipeline,
+        workers: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Result<Self> {
         let name = source.name();
         let classes = source.class_names();
         let cfg = LoaderConfig {
@@ -69,14 +81,29 @@ impl EvalImages {
         };
         let mut labels = Vec::new();
         let mut epoch = loader.epoch(0, 0);
+        let per_image = 3 * pipeline.size * pipeline.size;
+        let mut seen = 0;
         for b in epoch.by_ref() {
             let b = b?;
-            labels.extend(b.labels.iter().copied());
-            out.captions.extend(b.all_captions.iter().cloned());
-            out.keys.extend(b.keys.iter().cloned());
-            out.annotations.extend(b.annotations.iter().cloned());
-            let n = b.len();
-            out.batches.push((b.images, n));
+            let kept: Vec<usize> = (0..b.len()).filter(|&j| keep(seen + j)).collect();
+            seen += b.len();
+            if kept.is_empty() {
+                continue;
+            }
+            labels.extend(kept.iter().map(|&j| b.labels[j]));
+            out.captions
+                .extend(kept.iter().map(|&j| b.all_captions[j].clone()));
+            out.keys.extend(kept.iter().map(|&j| b.keys[j].clone()));
+            out.annotations
+                .extend(kept.iter().map(|&j| b.annotations[j].clone()));
+            let images = if kept.len() == b.len() {
+                b.images
+            } else {
+                kept.iter()
+                    .flat_map(|&j| b.images[j * per_image..(j + 1) * per_image].iter().copied())
+                    .collect()
+            };
+            out.batches.push((images, kept.len()));
         }
         out.skipped = epoch.stats().clone();
         if out.keys.is_empty() {
@@ -396,6 +423,13 @@ mod tests {
         px.to_tensor::<B>(0..300, &dev)
             .into_data()
             .assert_eq(&all.clone().into_data(), true);
+        // Only the kept images, in order, with their keys.
+        let source = vlp_data::source::open_source("shapes:test:300", &shapes).unwrap();
+        let some =
+            EvalImages::load_where(source, &ImagePipeline::clip(16), 1, &|i| i == 3 || i == 299)
+                .unwrap();
+        assert_eq!(some.keys, vec![set.keys[3].clone(), set.keys[299].clone()]);
+        assert_eq!(some.pixels(), px.select(&[3, 299]));
         let picked = px.select(&[299, 3]);
         picked.to_tensor::<B>(0..2, &dev).into_data().assert_eq(
             &Tensor::cat(vec![all.clone().slice([299..300]), all.slice([3..4])], 0).into_data(),
