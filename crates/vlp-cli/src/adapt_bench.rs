@@ -461,6 +461,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     accuracies: r.accuracies.clone(),
                     trainable_params: r.trainable_params,
                     samples: r.samples,
+                    family: Some(r.family),
                 })
                 .collect();
             report["cross_domain"] = serde_json::to_value(&cross)?;

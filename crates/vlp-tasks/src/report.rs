@@ -31,13 +31,17 @@ pub fn plot_font() -> bool {
 /// Few-shot rows as a text table: method, k, mean, std, trained parameters, images.
 pub fn few_shot_table(rows: &[crate::fewshot::FewShotRow]) -> String {
     let mut t = format!(
-        "{:<14} {:>4} {:>8} {:>8} {:>12} {:>7}\n",
-        "method", "k", "mean", "std", "parameters", "images"
+        "{:<14} {:<18} {:>4} {:>8} {:>8} {:>12} {:>7}\n",
+        "method", "family", "k", "mean", "std", "parameters", "images"
     );
     for r in rows {
+        let family = r
+            .family
+            .map(|f| format!("{f:?}").to_lowercase())
+            .unwrap_or_default();
         t += &format!(
-            "{:<14} {:>4} {:>8.4} {:>8.4} {:>12} {:>7}\n",
-            r.method, r.k, r.mean, r.std, r.trainable_params, r.samples
+            "{:<14} {:<18} {:>4} {:>8.4} {:>8.4} {:>12} {:>7}\n",
+            r.method, family, r.k, r.mean, r.std, r.trainable_params, r.samples
         );
     }
     t
@@ -207,6 +211,7 @@ mod tests {
             accuracies: vec![mean],
             trainable_params: 0,
             samples: k,
+            family: Some(crate::fewshot::Family::Baseline),
         };
         let rows = [
             row("top", 4, 1.0),

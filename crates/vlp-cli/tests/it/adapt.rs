@@ -204,6 +204,14 @@ fn the_bench_runs_three_methods_on_three_domains() {
     // The probe: 32-wide embeddings × 30 classes + biases; CoOp: 16 vectors of the 32-wide tower.
     assert_eq!(rows[3]["trainable_params"], 32 * 30 + 30);
     assert_eq!(rows[6]["trainable_params"], 16 * 32);
+    // The survey's families.
+    let families: Vec<&str> = rows
+        .iter()
+        .take(9)
+        .step_by(3)
+        .map(|r| r["family"].as_str().unwrap())
+        .collect();
+    assert_eq!(families, ["baseline", "baseline", "prompt"]);
     // Each domain's gap is the same for every method; the source's own is about 0.
     for r in rows {
         let same = rows.iter().find(|q| q["domain"] == r["domain"]).unwrap();

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{FewShotContext, FewShotMethod, k_shot_indices, rows};
+use super::{Family, FewShotContext, FewShotMethod, k_shot_indices, rows};
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
 use crate::probe::accuracy;
@@ -46,6 +46,8 @@ pub struct CrossDomainRow {
     pub trainable_params: usize,
     /// Labelled images it learned from (the first seed's draw).
     pub samples: usize,
+    /// The method's family.
+    pub family: Family,
 }
 
 fn head(f: &Features) -> &[f32] {
@@ -154,6 +156,7 @@ pub fn cross_domain(
                     mmd2: gap,
                     trainable_params: m.trainable_params(train.dim, ctx.classes),
                     samples: samples.unwrap_or(0),
+                    family: m.family(),
                 });
             }
         }

@@ -10,7 +10,7 @@ use vlp_align::fit::FewShotFitConfig;
 use vlp_align::prompt::{CoopConfig, CoopPromptLearner, CoopPrompts, fit_coop};
 use vlp_text::Tokenizer;
 
-use super::{FewShotContext, FewShotMethod, drawn, scores};
+use super::{Family, FewShotContext, FewShotMethod, drawn, scores};
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
 use crate::probe::argmax_rows;
@@ -79,6 +79,9 @@ impl<B: AutodiffBackend> FewShotMethod for Coop<'_, B> {
     fn name(&self) -> String {
         "coop".into()
     }
+    fn family(&self) -> Family {
+        Family::Prompt
+    }
     fn trainable_params(&self, _: usize, classes: usize) -> usize {
         coop_params(&self.config, self.tokenizer, self.model, classes)
     }
@@ -145,6 +148,9 @@ pub struct ClipAdapter<B: AutodiffBackend> {
 impl<B: AutodiffBackend> FewShotMethod for ClipAdapter<B> {
     fn name(&self) -> String {
         "clip-adapter".into()
+    }
+    fn family(&self) -> Family {
+        Family::Adapter
     }
     fn trainable_params(&self, dim: usize, _: usize) -> usize {
         2 * dim * (dim / self.config.reduction.max(1))
@@ -273,6 +279,9 @@ impl<B: AutodiffBackend> Sgva<'_, B> {
 impl<B: AutodiffBackend> FewShotMethod for Sgva<'_, B> {
     fn name(&self) -> String {
         "sgva-clip".into()
+    }
+    fn family(&self) -> Family {
+        Family::Adapter
     }
     fn trainable_params(&self, dim: usize, classes: usize) -> usize {
         coop_params(&self.config.prompt, self.tokenizer, self.model, classes)

@@ -33,10 +33,28 @@ pub struct FewShotContext<'a> {
     pub zero_shot: &'a Features,
 }
 
+/// The survey's families of few-shot methods (Liu et al., 2024, "Few-shot Adaptation of
+/// Multi-modal Foundation Models: A Survey"), plus the baselines they are measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// Zero-shot prompts and the linear probe.
+    Baseline,
+    /// Prompt-based: learned or searched prompts (CoOp, MaPLe, ProAPO's templates).
+    Prompt,
+    /// Adapter-based: modules or caches on the frozen features (CLIP-Adapter, Tip-Adapter,
+    /// SgVA-CLIP).
+    Adapter,
+    /// External-knowledge-based: text from a language model (GIST, descriptions).
+    ExternalKnowledge,
+}
+
 /// A k-shot method: fits on the shots, predicts test classes.
 pub trait FewShotMethod {
     /// Name in reports.
     fn name(&self) -> String;
+    /// Its family in the survey's taxonomy.
+    fn family(&self) -> Family;
     /// Parameters it trains for `classes` classes of `dim`-wide features (the survey's second
     /// factor; 0 for training-free methods).
     fn trainable_params(&self, dim: usize, classes: usize) -> usize;
@@ -121,6 +139,9 @@ impl FewShotMethod for ZeroShot {
     fn name(&self) -> String {
         "zero-shot".into()
     }
+    fn family(&self) -> Family {
+        Family::Baseline
+    }
     fn trainable_params(&self, _: usize, _: usize) -> usize {
         0
     }
@@ -146,6 +167,9 @@ pub struct LinearProbe<B: Backend> {
 impl<B: Backend> FewShotMethod for LinearProbe<B> {
     fn name(&self) -> String {
         "linear-probe".into()
+    }
+    fn family(&self) -> Family {
+        Family::Baseline
     }
     fn trainable_params(&self, dim: usize, classes: usize) -> usize {
         dim * classes + classes
@@ -190,6 +214,9 @@ impl Default for TipAdapter {
 impl FewShotMethod for TipAdapter {
     fn name(&self) -> String {
         "tip-adapter".into()
+    }
+    fn family(&self) -> Family {
+        Family::Adapter
     }
     fn trainable_params(&self, _: usize, _: usize) -> usize {
         0
@@ -260,6 +287,9 @@ pub struct FewShotRow {
     /// Labelled images it learned from (the survey's third factor; the first seed's draw).
     #[serde(default)]
     pub samples: usize,
+    /// The method's family (absent in reports written before it was recorded).
+    #[serde(default)]
+    pub family: Option<Family>,
 }
 
 /// Runs every method at every k with every seed; shots come from `train`, accuracy from `test`.
@@ -305,6 +335,7 @@ pub fn run_few_shot(
                 accuracies: accs,
                 trainable_params: m.trainable_params(train.dim, ctx.classes),
                 samples: samples.unwrap_or(0),
+                family: Some(m.family()),
             });
         }
     }

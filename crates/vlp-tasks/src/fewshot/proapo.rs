@@ -27,7 +27,7 @@ use vlp_align::ClipModel;
 use vlp_core::rng::Rng;
 use vlp_text::Tokenizer;
 
-use super::{FewShotContext, FewShotMethod, scores};
+use super::{Family, FewShotContext, FewShotMethod, scores};
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
 use crate::probe::argmax_rows;
@@ -489,6 +489,9 @@ impl<B: Backend> Proapo<'_, B> {
 impl<B: Backend> FewShotMethod for Proapo<'_, B> {
     fn name(&self) -> String {
         "proapo".into()
+    }
+    fn family(&self) -> Family {
+        Family::Prompt
     }
     fn trainable_params(&self, _: usize, _: usize) -> usize {
         0
