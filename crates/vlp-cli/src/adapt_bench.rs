@@ -391,6 +391,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 tokenizer: tok,
                 classes: &classes,
                 templates: library.clone(),
+                descriptions: None,
                 config: ProapoConfig::default(),
                 device: device.clone(),
             };

@@ -258,6 +258,7 @@ pub fn adapt<B: AutodiffBackend>(
                 tokenizer,
                 classes,
                 templates: library.clone(),
+                descriptions: None,
                 config: ProapoConfig {
                     seed,
                     ..config.clone()

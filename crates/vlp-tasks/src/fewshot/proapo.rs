@@ -17,8 +17,14 @@
 //!   them; methods.md's task-agnostic stage: a 0.5, b 0.05, c 10 (the code's defaults differ:
 //!   0.1, 0.1, 10, plus a 0.05 redundancy term, which the run scripts do not change).
 //!
-//! Not built: the second, class-specific stage (descriptions per class from an LLM, group-wise
-//! search of the worst classes); the library is templates only.
+//! The second, class-specific stage ([`search_descriptions`]) adds descriptions of each class
+//! (from an LLM, or the offline source with its injected wrong ones) to the chosen templates'
+//! ensemble: classes are ranked by their accuracy on the shots, split into groups of about
+//! 2.5·ln C, and the worst `groups` groups are searched one after the other with the same
+//! operators over their classes' descriptions, fitness `0.2·top5 − 10·CE`
+//! (`tools/process/class_specific_selection.py`). Simplified: the code also mixes templates into
+//! each description ("{template} {class}, which {description}"); here a description is one more
+//! member of its class's ensemble.
 
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
@@ -59,6 +65,10 @@ pub struct ProapoConfig {
     pub top5: f64,
     /// Weight of the cross-entropy on the shots (10).
     pub ce: f64,
+    /// The description stage's fitness weights `[top-1, top-5, CE]` (methods.md: 0, 0.2, 10).
+    pub description_weights: [f64; 3],
+    /// Groups of hardest classes the description stage searches (the code's 4).
+    pub groups: usize,
     /// Seed of every draw.
     pub seed: u64,
 }
@@ -78,6 +88,8 @@ impl Default for ProapoConfig {
             top1: 0.5,
             top5: 0.05,
             ce: 10.0,
+            description_weights: [0.0, 0.2, 10.0],
+            groups: 4,
             seed: 0,
         }
     }
@@ -146,41 +158,57 @@ impl TemplateScorer<'_> {
         }
     }
 
-    /// The fitness of `set` under `cfg`'s weights.
-    pub fn fitness(&self, set: &[usize], cfg: &ProapoConfig) -> Fitness {
-        let w = self.classifier(set);
-        let n = self.shots.rows;
-        let (mut top1, mut top5, mut ce) = (0usize, 0usize, 0.0f64);
-        for i in 0..n {
-            let x = self.shots.row(i);
-            let logits: Vec<f64> = (0..w.rows)
-                .map(|c| {
-                    self.logit_scale
-                        * x.iter()
-                            .zip(w.row(c))
-                            .map(|(a, b)| f64::from(a * b))
-                            .sum::<f64>()
-                })
-                .collect();
-            let y = self.labels[i];
-            let above = logits.iter().filter(|&&l| l > logits[y]).count();
-            top1 += usize::from(above == 0);
-            top5 += usize::from(above < 5);
-            let m = logits.iter().cloned().fold(f64::MIN, f64::max);
-            let lse = m + logits.iter().map(|l| (l - m).exp()).sum::<f64>().ln();
-            ce += lse - logits[y];
-        }
-        let (top1, top5, ce) = (
-            100.0 * top1 as f64 / n as f64,
-            100.0 * top5 as f64 / n as f64,
-            ce / n as f64,
-        );
-        Fitness {
-            top1,
-            top5,
-            ce,
-            score: cfg.top1 * top1 + cfg.top5 * top5 - cfg.ce * ce,
-        }
+    /// The fitness of `set` with weights `[top-1, top-5, CE]`.
+    pub fn fitness(&self, set: &[usize], weights: [f64; 3]) -> Fitness {
+        fitness_of(
+            &self.classifier(set),
+            self.shots,
+            self.labels,
+            self.logit_scale,
+            weights,
+        )
+    }
+}
+
+/// `a·top1 + b·top5 − c·CE` (`weights` = `[a, b, c]`, accuracies in percent) of classifier `w`
+/// on the shots.
+pub fn fitness_of(
+    w: &Features,
+    shots: &Features,
+    labels: &[usize],
+    logit_scale: f64,
+    weights: [f64; 3],
+) -> Fitness {
+    let n = shots.rows;
+    let (mut top1, mut top5, mut ce) = (0usize, 0usize, 0.0f64);
+    for (i, &y) in labels.iter().enumerate().take(n) {
+        let x = shots.row(i);
+        let logits: Vec<f64> = (0..w.rows)
+            .map(|c| {
+                logit_scale
+                    * x.iter()
+                        .zip(w.row(c))
+                        .map(|(a, b)| f64::from(a * b))
+                        .sum::<f64>()
+            })
+            .collect();
+        let above = logits.iter().filter(|&&l| l > logits[y]).count();
+        top1 += usize::from(above == 0);
+        top5 += usize::from(above < 5);
+        let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = m + logits.iter().map(|l| (l - m).exp()).sum::<f64>().ln();
+        ce += lse - logits[y];
+    }
+    let (top1, top5, ce) = (
+        100.0 * top1 as f64 / n as f64,
+        100.0 * top5 as f64 / n as f64,
+        ce / n as f64,
+    );
+    Fitness {
+        top1,
+        top5,
+        ce,
+        score: weights[0] * top1 + weights[1] * top5 - weights[2] * ce,
     }
 }
 
@@ -250,9 +278,25 @@ pub fn search(scorer: &TemplateScorer, cfg: &ProapoConfig) -> Result<ProapoResul
             ),
         });
     }
+    let weights = [cfg.top1, cfg.top5, cfg.ce];
+    Ok(evolve(t, &[0], &|s| scorer.fitness(s, weights), cfg))
+}
+
+/// The evolutionary search over subsets of `n` items (templates, or a group's descriptions)
+/// from the baseline set `start`, each set scored by `fitness`. Deterministic under
+/// `cfg.seed`.
+pub fn evolve(
+    n: usize,
+    start: &[usize],
+    fitness: &dyn Fn(&[usize]) -> Fitness,
+    cfg: &ProapoConfig,
+) -> ProapoResult {
+    let t = n;
     let mut rng = Rng::new(cfg.seed);
-    let single: Vec<Fitness> = (0..t).map(|i| scorer.fitness(&[i], cfg)).collect();
-    let baseline = single[0];
+    let single: Vec<Fitness> = (0..t).map(|i| fitness(&[i])).collect();
+    let mut start = start.to_vec();
+    start.sort_unstable();
+    let baseline = fitness(&start);
     // Sampling weight of each template: its gain over the baseline, plus ε.
     let gain: Vec<f64> = single
         .iter()
@@ -262,9 +306,10 @@ pub fn search(scorer: &TemplateScorer, cfg: &ProapoConfig) -> Result<ProapoResul
     let mut scored: std::collections::BTreeMap<Vec<usize>, f64> = Default::default();
     let mut order: Vec<usize> = (0..t).collect();
     order.sort_by(|&a, &b| single[b].score.total_cmp(&single[a].score).then(a.cmp(&b)));
-    for &i in order.iter().take(cfg.num_top.max(1)).chain([&0]) {
+    for &i in order.iter().take(cfg.num_top.max(1)) {
         scored.insert(vec![i], single[i].score);
     }
+    scored.insert(start.clone(), baseline.score);
     let max_j =
         ((t as f64).log2() as i64 - (cfg.epochs.max(1) as f64).log2() as i64).max(1) as usize;
     let mut size_w: [Vec<f64>; 3] = std::array::from_fn(|_| vec![cfg.epsilon; max_j]);
@@ -286,7 +331,7 @@ pub fn search(scorer: &TemplateScorer, cfg: &ProapoConfig) -> Result<ProapoResul
         if set.is_empty() || scored.contains_key(&set) {
             return None;
         }
-        let f = scorer.fitness(&set, cfg).score;
+        let f = fitness(&set).score;
         *evaluated += 1;
         scored.insert(set, f);
         Some(f)
@@ -408,7 +453,12 @@ pub fn search(scorer: &TemplateScorer, cfg: &ProapoConfig) -> Result<ProapoResul
                 .filter(|_| rng.chance(0.5))
                 .collect();
             if s.is_empty() {
-                s.push(top[a][0]);
+                // Both halves dropped everything: keep a first parent's item, if it has one
+                // (the description stage's starting set is empty).
+                match top[a].first() {
+                    Some(&i) => s.push(i),
+                    None => continue,
+                }
             }
             if try_insert(s, &mut scored, &mut evaluated).is_some() {
                 made += 1;
@@ -417,13 +467,150 @@ pub fn search(scorer: &TemplateScorer, cfg: &ProapoConfig) -> Result<ProapoResul
         history.push(best_of(&scored).1);
     }
     let (best, _) = best_of(&scored);
-    let fitness = scorer.fitness(&best, cfg);
-    Ok(ProapoResult {
+    ProapoResult {
+        fitness: fitness(&best),
         best,
-        fitness,
         baseline,
         history,
         evaluated,
+    }
+}
+
+/// What the description stage chose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DescriptionResult {
+    /// Per class, the indices of its chosen descriptions (increasing; empty: templates only).
+    pub chosen: Vec<Vec<usize>>,
+    /// The groups searched, hardest first (class indices).
+    pub groups: Vec<Vec<usize>>,
+    /// Fitness of the final classifier (description weights).
+    pub fitness: Fitness,
+    /// Fitness of the templates alone (description weights).
+    pub baseline: Fitness,
+    /// The best fitness after initialisation and after each epoch of each group (never
+    /// decreasing).
+    pub history: Vec<f64>,
+}
+
+/// Each class's classifier row: the normalised sum of `base` (the chosen templates' embeddings,
+/// summed) and its chosen descriptions' embeddings.
+pub fn describe_classifier(
+    base: &Features,
+    descriptions: &[Features],
+    chosen: &[Vec<usize>],
+) -> Features {
+    let d = base.dim;
+    let mut data = base.data.clone();
+    for (c, row) in data.chunks_mut(d).enumerate() {
+        for &j in &chosen[c] {
+            row.iter_mut()
+                .zip(descriptions[c].row(j))
+                .for_each(|(a, b)| *a += b);
+        }
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+    Features {
+        data,
+        rows: base.rows,
+        dim: d,
+    }
+}
+
+/// ProAPO's class-specific stage on top of `base` (`[classes, dim]`: the chosen templates'
+/// class embeddings, summed, not normalised), with `descriptions[c]` the normalised embeddings
+/// of class `c`'s candidate descriptions. Deterministic under `cfg.seed`.
+pub fn search_descriptions(
+    base: &Features,
+    descriptions: &[Features],
+    shots: &Features,
+    labels: &[usize],
+    logit_scale: f64,
+    cfg: &ProapoConfig,
+) -> Result<DescriptionResult> {
+    let c = base.rows;
+    if descriptions.len() != c || shots.rows != labels.len() || shots.rows == 0 {
+        return Err(TaskError::Invalid {
+            task: "proapo descriptions".into(),
+            reason: format!(
+                "{} description lists for {c} classes, {} shots for {} labels",
+                descriptions.len(),
+                shots.rows,
+                labels.len()
+            ),
+        });
+    }
+    let w = cfg.description_weights;
+    let mut chosen: Vec<Vec<usize>> = vec![Vec::new(); c];
+    let score = |chosen: &[Vec<usize>]| {
+        fitness_of(
+            &describe_classifier(base, descriptions, chosen),
+            shots,
+            labels,
+            logit_scale,
+            w,
+        )
+    };
+    let baseline = score(&chosen);
+    // The classes the shots find hardest first (those without shots cannot be judged).
+    let start = describe_classifier(base, descriptions, &chosen);
+    let mut acc: Vec<(f64, usize)> = Vec::new();
+    for (k, desc) in descriptions.iter().enumerate() {
+        let mine: Vec<usize> = (0..shots.rows).filter(|&i| labels[i] == k).collect();
+        if mine.is_empty() || desc.rows == 0 {
+            continue;
+        }
+        let right = mine
+            .iter()
+            .filter(|&&i| {
+                let x = shots.row(i);
+                let s = |r: usize| -> f32 { x.iter().zip(start.row(r)).map(|(a, b)| a * b).sum() };
+                (0..c).all(|r| r == k || s(r) < s(k))
+            })
+            .count();
+        acc.push((right as f64 / mine.len() as f64, k));
+    }
+    acc.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let size = ((2.5 * (c as f64).ln()).round() as usize).max(1);
+    let groups: Vec<Vec<usize>> = acc
+        .chunks(size)
+        .take(cfg.groups)
+        .map(|g| g.iter().map(|&(_, k)| k).collect())
+        .collect();
+    let mut history = vec![baseline.score];
+    for group in &groups {
+        // The group's items: (class, description) pairs.
+        let items: Vec<(usize, usize)> = group
+            .iter()
+            .flat_map(|&k| (0..descriptions[k].rows).map(move |j| (k, j)))
+            .collect();
+        let current = chosen.clone();
+        let with = |set: &[usize]| {
+            let mut ch = current.clone();
+            for &k in group {
+                ch[k].clear();
+            }
+            for &i in set {
+                let (k, j) = items[i];
+                ch[k].push(j);
+            }
+            ch
+        };
+        let r = evolve(items.len(), &[], &|set| score(&with(set)), cfg);
+        // Each group starts from the previous groups' choice (its own classes have none yet),
+        // so its history continues the previous one.
+        history.extend(r.history.iter().skip(1));
+        chosen = with(&r.best);
+        for v in &mut chosen {
+            v.sort_unstable();
+        }
+    }
+    Ok(DescriptionResult {
+        fitness: score(&chosen),
+        chosen,
+        groups,
+        baseline,
+        history,
     })
 }
 
@@ -439,6 +626,9 @@ pub struct Proapo<'a, B: Backend> {
     pub classes: &'a [String],
     /// The library; the first is the baseline (e.g. "a photo of a {}.").
     pub templates: Vec<String>,
+    /// Candidate descriptions of each class (full sentences, in class order) for the
+    /// class-specific stage; `None`: the template stage only.
+    pub descriptions: Option<Vec<Vec<String>>>,
     /// The search.
     pub config: ProapoConfig,
     /// Device.
@@ -484,6 +674,86 @@ impl<B: Backend> Proapo<'_, B> {
         let r = search(&scorer, &self.config)?;
         Ok((r, per_template))
     }
+
+    /// Both stages on `shots`: the template search, then (with descriptions) the class-specific
+    /// one; the final classifier (`[classes, dim]`, normalised).
+    pub fn fit(&self, shots: &Features, labels: &[usize]) -> Result<ProapoFit> {
+        let (templates, per_template) = self.search(shots, labels)?;
+        let Some(descriptions) = &self.descriptions else {
+            let scorer = TemplateScorer {
+                per_template: &per_template,
+                shots,
+                labels,
+                logit_scale: 1.0,
+            };
+            return Ok(ProapoFit {
+                classifier: scorer.classifier(&templates.best),
+                templates,
+                descriptions: None,
+            });
+        };
+        if descriptions.len() != self.classes.len() {
+            return Err(TaskError::Invalid {
+                task: "proapo".into(),
+                reason: format!(
+                    "{} description lists for {} classes",
+                    descriptions.len(),
+                    self.classes.len()
+                ),
+            });
+        }
+        // The chosen templates' class embeddings, summed (each prompt one ensemble member).
+        let first = &per_template[templates.best[0]];
+        let mut base = Features {
+            data: vec![0.0; first.data.len()],
+            rows: first.rows,
+            dim: first.dim,
+        };
+        for &t in &templates.best {
+            base.data
+                .iter_mut()
+                .zip(&per_template[t].data)
+                .for_each(|(a, b)| *a += b);
+        }
+        let embedded = descriptions
+            .iter()
+            .map(|d| {
+                if d.is_empty() {
+                    return Ok(Features {
+                        data: Vec::new(),
+                        rows: 0,
+                        dim: base.dim,
+                    });
+                }
+                let refs: Vec<&str> = d.iter().map(String::as_str).collect();
+                crate::embed::embed_texts(self.model, self.tokenizer, &refs, 256, &self.device)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let scale = self
+            .model
+            .logit_scale
+            .val()
+            .exp()
+            .into_scalar()
+            .elem::<f64>();
+        let r = search_descriptions(&base, &embedded, shots, labels, scale, &self.config)?;
+        Ok(ProapoFit {
+            classifier: describe_classifier(&base, &embedded, &r.chosen),
+            templates,
+            descriptions: Some(r),
+        })
+    }
+}
+
+/// What [`Proapo::fit`] found.
+#[derive(Debug, Clone)]
+pub struct ProapoFit {
+    /// The template stage.
+    pub templates: ProapoResult,
+    /// The class-specific stage, when descriptions were given.
+    pub descriptions: Option<DescriptionResult>,
+    /// The final classifier, `[classes, dim]`, normalised.
+    pub classifier: Features,
 }
 
 impl<B: Backend> FewShotMethod for Proapo<'_, B> {
@@ -513,14 +783,8 @@ impl<B: Backend> FewShotMethod for Proapo<'_, B> {
                 ),
             });
         }
-        let (r, per_template) = self.search(shots, shot_labels)?;
-        let scorer = TemplateScorer {
-            per_template: &per_template,
-            shots,
-            labels: shot_labels,
-            logit_scale: 1.0,
-        };
-        Ok(argmax_rows(&scores(test, &scorer.classifier(&r.best))))
+        let fit = self.fit(shots, shot_labels)?;
+        Ok(argmax_rows(&scores(test, &fit.classifier)))
     }
 }
 
@@ -575,7 +839,7 @@ mod tests {
             logit_scale: 10.0,
         };
         let cfg = ProapoConfig::default();
-        let f = s.fitness(&[1, 2], &cfg);
+        let f = s.fitness(&[1, 2], [cfg.top1, cfg.top5, cfg.ce]);
         // By hand: the ensemble of templates 1 and 2, logits 10·cos, CE over the four shots.
         let w = s.classifier(&[1, 2]);
         let (mut ce, mut right) = (0.0, 0);
@@ -633,7 +897,7 @@ mod tests {
         let (best, best_score) = (1u32..32)
             .map(|m| {
                 let set: Vec<usize> = (0..5).filter(|i| m & (1 << i) != 0).collect();
-                let f = s.fitness(&set, &cfg).score;
+                let f = s.fitness(&set, [cfg.top1, cfg.top5, cfg.ce]).score;
                 (set, f)
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -661,6 +925,69 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("4 shots for 2 labels"), "{err}");
+    }
+
+    /// The baseline template confuses classes 0 and 1; each has a right description (on its
+    /// own axis) and a wrong one (on the other's, as an LLM describing the wrong class would).
+    /// The stage searches the hardest classes first, picks the right descriptions, leaves the
+    /// wrong ones out, and never lowers its best fitness.
+    #[test]
+    fn the_description_stage_keeps_right_descriptions_and_drops_wrong_ones() {
+        let (lib, shots, labels) = library();
+        let base = lib[0].clone();
+        let d = |rows: &[[f32; 3]]| Features {
+            data: rows.iter().flat_map(|r| unit(*r)).collect(),
+            rows: rows.len(),
+            dim: 3,
+        };
+        let descriptions = vec![
+            d(&[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+            d(&[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.1, 0.9, 0.1]]),
+            d(&[]),
+        ];
+        let cfg = ProapoConfig {
+            seed: 5,
+            ..Default::default()
+        };
+        let r = search_descriptions(&base, &descriptions, &shots, &labels, 10.0, &cfg).unwrap();
+        // Classes 0 and 1 are wrong under the baseline; class 2 has no descriptions to search.
+        assert_eq!(r.groups.concat().len(), 2, "{:?}", r.groups);
+        assert!(
+            r.chosen[0].contains(&0) && !r.chosen[0].contains(&1),
+            "{:?}",
+            r.chosen
+        );
+        assert!(!r.chosen[1].contains(&1), "{:?}", r.chosen);
+        assert!(
+            r.chosen[1].contains(&0) || r.chosen[1].contains(&2),
+            "{:?}",
+            r.chosen
+        );
+        assert!(r.chosen[2].is_empty());
+        assert!(r.fitness.score > r.baseline.score);
+        assert_eq!(r.fitness.top1, 100.0, "{:?}", r.fitness);
+        assert!(
+            r.history.windows(2).all(|w| w[1] >= w[0]),
+            "{:?}",
+            r.history
+        );
+        assert_eq!(*r.history.last().unwrap(), r.fitness.score);
+        assert_eq!(
+            search_descriptions(&base, &descriptions, &shots, &labels, 10.0, &cfg).unwrap(),
+            r
+        );
+        // The classifier: base plus the chosen descriptions, normalised.
+        let w = describe_classifier(&base, &descriptions, &r.chosen);
+        let mut want: Vec<f32> = base.row(0).to_vec();
+        for &j in &r.chosen[0] {
+            want.iter_mut()
+                .zip(descriptions[0].row(j))
+                .for_each(|(a, b)| *a += b);
+        }
+        let want = unit([want[0], want[1], want[2]]);
+        for (g, w) in w.row(0).iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6);
+        }
     }
 
     #[test]
