@@ -194,16 +194,14 @@ pub fn evaluate_adapter(
         let mut epoch = loader.epoch(0, 0);
         for b in epoch.by_ref() {
             let b = b?;
-            let x = b.images_tensor::<DefaultBackend>(&device);
-            let rows = ImageRows {
-                features: Features::from_tensor(vlp_align::normalize(bundle.model.encode_image(x))),
-                pixels: Some(Pixels {
-                    rows: b.len(),
-                    image_size: bundle.pipeline.size,
-                    data: b.images,
-                }),
+            // Only the prompted tower runs: the plain image features would go unused.
+            let pixels = Pixels {
+                rows: b.len(),
+                image_size: bundle.pipeline.size,
+                data: b.images,
             };
-            scores.extend(adapter.scores(&bundle.model, tok, &rows, &device)?);
+            scores.extend(adapter.scores_pixels(&bundle.model, tok, &pixels, &device)?);
+
             labels.extend(b.labels);
             keys.extend(b.keys);
         }
@@ -308,6 +306,9 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
         .layers
         .len()
         .min(bundle.model.vision_model.encoder.layers.len());
+    if args.shots == 0 {
+        bail!("--shots must be at least 1");
+    }
     let spec = spec_of(&args, bundle.model.embed_dim(), layers)?;
     // Features of every training image, streamed; the pixels of the shots only, for methods
     // that run the image tower (drawn as `adapt` will draw them).

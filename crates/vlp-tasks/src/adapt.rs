@@ -27,8 +27,9 @@ use vlp_text::Tokenizer;
 
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
+use crate::fewshot::base_to_novel::maple_scores;
 use crate::fewshot::{
-    Coop, ImageRows, Maple, Proapo, ProapoConfig, Sgva, TipAdapter, k_shot_indices,
+    Coop, ImageRows, Maple, Pixels, Proapo, ProapoConfig, Sgva, TipAdapter, k_shot_indices,
     scores as dot_scores,
 };
 use crate::probe::fit as fit_probe;
@@ -350,24 +351,13 @@ impl<B: Backend> Adapter<B> {
                     config,
                 ))
             }
-            (State::Maple(learner), AdapterSpec::Maple { config }) => {
-                let pixels = images.require_pixels("maple")?;
-                let prompts = config.prompts(tokenizer, classes)?;
-                let (text, _) = learner.encode_text(model, &prompts, false);
-                let mut out = Features::default();
-                for start in (0..pixels.rows).step_by(256) {
-                    let end = (start + 256).min(pixels.rows);
-                    let (image, _) = learner.encode_image(
-                        model,
-                        pixels.to_tensor::<B>(start..end, device),
-                        false,
-                    );
-                    out.extend(Features::from_tensor(
-                        image.matmul(text.clone().transpose()),
-                    ));
-                }
-                out.dim = classes.len();
-                scaled(out)
+            (State::Maple(_), _) => {
+                return self.scores_pixels(
+                    model,
+                    tokenizer,
+                    images.require_pixels("maple")?,
+                    device,
+                );
             }
             (
                 State::TipAdapter { keys, labels },
@@ -400,6 +390,32 @@ impl<B: Backend> Adapter<B> {
             }
             _ => unreachable!("the state is built from its spec"),
         })
+    }
+
+    /// Scores of images given as pixels only, for the methods that run the image tower
+    /// ([`AdapterSpec::needs_pixels`]; their frozen features would go unused).
+    pub fn scores_pixels(
+        &self,
+        model: &ClipModel<B>,
+        tokenizer: &dyn Tokenizer,
+        pixels: &Pixels,
+        device: &B::Device,
+    ) -> Result<Features> {
+        match (&self.state, &self.info.spec) {
+            (State::Maple(learner), AdapterSpec::Maple { config }) => maple_scores(
+                learner,
+                model,
+                config,
+                tokenizer,
+                &self.info.classes,
+                pixels,
+                device,
+            ),
+            _ => Err(invalid(format!(
+                "{} scores frozen features: give them, not pixels",
+                self.info.spec.name()
+            ))),
+        }
     }
 
     /// Writes `adapter.json` and `adapter.safetensors` into `dir` (created if missing).

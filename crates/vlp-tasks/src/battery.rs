@@ -106,6 +106,12 @@ impl EvalImages {
             out.batches.push((images, kept.len()));
         }
         out.skipped = epoch.stats().clone();
+        if out.keys.is_empty() && seen > 0 {
+            return Err(TaskError::Invalid {
+                task: "evaluation".into(),
+                reason: format!("{name}: none of its {seen} usable images was asked for"),
+            });
+        }
         if out.keys.is_empty() {
             return Err(TaskError::Invalid {
                 task: "evaluation".into(),

@@ -137,6 +137,27 @@ fn an_adapter_saved_by_vlp_adapt_evaluates_the_same_after_reloading() {
         "{}",
         text(&o)
     );
+    let none = dir.path().join("none");
+    let o = vlp(&[
+        "adapt",
+        "--model",
+        model,
+        "--method",
+        "maple",
+        "--train-data",
+        &train,
+        "--shots",
+        "0",
+        "--out",
+        none.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--shots must be at least 1"),
+        "{}",
+        text(&o)
+    );
+    assert!(!none.exists(), "nothing written for a refused run");
 }
 
 /// The harness check: zero-shot, linear probe and CoOp on 3 domains (the source and two

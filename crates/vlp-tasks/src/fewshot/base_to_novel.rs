@@ -383,23 +383,47 @@ struct LearnedMaple<'a, B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> OpenClassifier for LearnedMaple<'_, B> {
     fn scores(&self, images: &ImageRows, classes: &[String]) -> Result<Features> {
-        let pixels = images.require_pixels("maple")?;
-        let prompts = self.config.prompts(self.tokenizer, classes)?;
-        let (text, _) = self.learner.encode_text(&self.model, &prompts, false);
-        let mut out = Features::default();
-        for start in (0..pixels.rows).step_by(256) {
-            let end = (start + 256).min(pixels.rows);
-            let x = pixels.to_tensor::<B::InnerBackend>(start..end, &self.device);
-            let (image, _) = self.learner.encode_image(&self.model, x, false);
-            out.extend(Features::from_tensor(
-                image.matmul(text.clone().transpose()),
-            ));
-        }
-        if out.rows == 0 {
-            out.dim = classes.len();
-        }
-        Ok(out)
+        maple_scores(
+            &self.learner,
+            &self.model,
+            &self.config,
+            self.tokenizer,
+            classes,
+            images.require_pixels("maple")?,
+            &self.device,
+        )
     }
+}
+
+/// MaPLe's logits `exp(logit_scale)·img·txtᵀ` of `pixels` (256 images at a time through the
+/// prompted image tower) against `classes` prompted with the learned context,
+/// `[images, classes]`.
+pub fn maple_scores<B: Backend>(
+    learner: &MaplePromptLearner<B>,
+    model: &ClipModel<B>,
+    config: &MapleConfig,
+    tokenizer: &dyn Tokenizer,
+    classes: &[String],
+    pixels: &Pixels,
+    device: &B::Device,
+) -> Result<Features> {
+    let prompts = config.prompts(tokenizer, classes)?;
+    let (text, _) = learner.encode_text(model, &prompts, false);
+    let text = text * model.logit_scale.val().exp().unsqueeze::<2>();
+    let mut out = Features {
+        data: Vec::new(),
+        rows: 0,
+        dim: classes.len(),
+    };
+    for start in (0..pixels.rows).step_by(256) {
+        let end = (start + 256).min(pixels.rows);
+        let (image, _) =
+            learner.encode_image(model, pixels.to_tensor::<B>(start..end, device), false);
+        out.extend(Features::from_tensor(
+            image.matmul(text.clone().transpose()),
+        ));
+    }
+    Ok(out)
 }
 
 impl<'a, B: AutodiffBackend> OpenVocabularyMethod for Maple<'a, B> {

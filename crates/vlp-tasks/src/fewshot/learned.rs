@@ -92,16 +92,7 @@ impl<B: AutodiffBackend> FewShotMethod for Coop<'_, B> {
         ctx: &FewShotContext,
         test: &Features,
     ) -> Result<Vec<usize>> {
-        if ctx.classes != self.classes.len() {
-            return Err(TaskError::Invalid {
-                task: "coop".into(),
-                reason: format!(
-                    "{} classes to tell apart, {} class names",
-                    ctx.classes,
-                    self.classes.len()
-                ),
-            });
-        }
+        ctx.check_names("coop", self.classes)?;
         let (text, _) = self.learn(shots, shot_labels)?;
         Ok(argmax_rows(&scores(test, &text)))
     }

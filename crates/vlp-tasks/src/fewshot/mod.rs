@@ -49,6 +49,23 @@ pub enum Family {
     ExternalKnowledge,
 }
 
+impl FewShotContext<'_> {
+    /// Checks that a method given class names has one per class to tell apart.
+    pub fn check_names(&self, method: &str, names: &[String]) -> Result<()> {
+        if self.classes == names.len() {
+            return Ok(());
+        }
+        Err(TaskError::Invalid {
+            task: method.into(),
+            reason: format!(
+                "{} classes to tell apart, {} class names",
+                self.classes,
+                names.len()
+            ),
+        })
+    }
+}
+
 /// A k-shot method: fits on the shots, predicts test classes.
 pub trait FewShotMethod {
     /// Name in reports.

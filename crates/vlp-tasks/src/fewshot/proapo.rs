@@ -292,6 +292,17 @@ pub fn evolve(
     cfg: &ProapoConfig,
 ) -> ProapoResult {
     let t = n;
+    if t == 0 {
+        // Nothing to search: the baseline is all there is.
+        let baseline = fitness(start);
+        return ProapoResult {
+            best: start.to_vec(),
+            fitness: baseline,
+            baseline,
+            history: vec![baseline.score; cfg.epochs + 1],
+            evaluated: 0,
+        };
+    }
     let mut rng = Rng::new(cfg.seed);
     let single: Vec<Fitness> = (0..t).map(|i| fitness(&[i])).collect();
     let mut start = start.to_vec();
@@ -773,16 +784,7 @@ impl<B: Backend> FewShotMethod for Proapo<'_, B> {
         ctx: &FewShotContext,
         test: &Features,
     ) -> Result<Vec<usize>> {
-        if ctx.classes != self.classes.len() {
-            return Err(TaskError::Invalid {
-                task: "proapo".into(),
-                reason: format!(
-                    "{} classes to tell apart, {} class names",
-                    ctx.classes,
-                    self.classes.len()
-                ),
-            });
-        }
+        ctx.check_names("proapo", self.classes)?;
         let fit = self.fit(shots, shot_labels)?;
         Ok(argmax_rows(&scores(test, &fit.classifier)))
     }
@@ -914,6 +916,14 @@ mod tests {
         // No composition is scored twice: at most the 31 non-empty subsets of 5 templates.
         assert!(r.evaluated <= 5 + 31, "{}", r.evaluated);
         assert_eq!(search(&s, &cfg).unwrap(), r);
+        // Zero items: the start set comes back unchanged, without a draw.
+        let empty = evolve(
+            0,
+            &[],
+            &|set| s.fitness(if set.is_empty() { &[1] } else { set }, [1.0, 0.0, 0.0]),
+            &cfg,
+        );
+        assert!(empty.best.is_empty() && empty.evaluated == 0);
         let err = search(
             &TemplateScorer {
                 per_template: &lib,
