@@ -35,9 +35,11 @@ pub struct FewShotFitConfig {
     /// Weight decay.
     #[config(default = 5e-4)]
     pub weight_decay: f64,
-    /// Epochs of constant warm-up before the cosine schedule.
-    #[config(default = 1)]
-    pub warmup_epochs: usize,
+    /// Epochs of constant warm-up before the cosine schedule, at most half the steps; fractions
+    /// allowed (trained on `v` augmented views per shot, one of the code's epochs is `1/v` of an
+    /// epoch here).
+    #[config(default = 1.0)]
+    pub warmup_epochs: f64,
     /// Learning rate during warm-up.
     #[config(default = 1e-5)]
     pub warmup_lr: f64,
@@ -76,6 +78,12 @@ pub fn fit_few_shot<B: AutodiffBackend, M: AutodiffModule<B>>(
     })
 }
 
+/// Steps of warm-up: `warmup_epochs` of `per_epoch` steps, rounded, never more than half of
+/// `total`.
+fn warmup_steps(cfg: &FewShotFitConfig, per_epoch: usize, total: usize) -> usize {
+    ((per_epoch as f64 * cfg.warmup_epochs).round() as usize).min(total / 2)
+}
+
 /// [`fit_few_shot`] with a loss of the method's own: `loss(module, inputs of a batch, their
 /// labels ([batch]))` returns a `[1]` tensor to minimise. The inputs are any tensor whose first
 /// dimension is the shots: frozen features (`[shots, dim]`) or images (`[shots, 3, h, w]`) for
@@ -106,11 +114,17 @@ pub fn fit_few_shot_with_loss<B: AutodiffBackend, M: AutodiffModule<B>, const D:
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(bad("batch_size and epochs must be at least 1".into()));
     }
+    if !(cfg.warmup_epochs.is_finite() && cfg.warmup_epochs >= 0.0) {
+        return Err(bad(format!(
+            "warmup_epochs {} must be a finite number ≥ 0",
+            cfg.warmup_epochs
+        )));
+    }
     let device = features.device();
     let features = features.detach();
     let per_epoch = n.div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
-    let warmup = per_epoch * cfg.warmup_epochs.min(cfg.epochs - 1);
+    let warmup = warmup_steps(cfg, per_epoch, total);
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig::new().with_momentum(cfg.momentum)))
         .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
@@ -140,6 +154,17 @@ pub fn fit_few_shot_with_loss<B: AutodiffBackend, M: AutodiffModule<B>, const D:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warm_up_counts_fractions_of_an_epoch_and_at_most_half_the_run() {
+        let cfg = |w: f64| FewShotFitConfig::new().with_warmup_epochs(w);
+        // 60 steps an epoch: a fifth is 12 steps (one of the code's epochs over 5 views).
+        assert_eq!(warmup_steps(&cfg(0.2), 60, 300), 12);
+        assert_eq!(warmup_steps(&cfg(1.0), 60, 12_000), 60);
+        assert_eq!(warmup_steps(&cfg(0.0), 60, 300), 0);
+        // One epoch of warm-up in a one-epoch run would leave nothing to train.
+        assert_eq!(warmup_steps(&cfg(1.0), 60, 60), 30);
+    }
 
     #[test]
     fn warm_up_is_constant_then_cosine_reaches_zero() {

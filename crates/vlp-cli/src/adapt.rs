@@ -10,6 +10,7 @@ use vlp_align::adapter::{ClipAdapterConfig, SgvaConfig};
 use vlp_align::fit::FewShotFitConfig;
 use vlp_align::prompt::{CoopConfig, MapleConfig};
 use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
+use vlp_curate::describe::{DescriptionSource, TemplateDescriptions};
 use vlp_data::loader::{Loader, LoaderConfig};
 use vlp_data::shapes::ShapesWorldConfig;
 use vlp_data::source::open_source;
@@ -18,7 +19,7 @@ use vlp_tasks::battery::require_labels;
 use vlp_tasks::battery::{EvalImages, ZeroShotReport, zero_shot_report};
 use vlp_tasks::bundle::{Bundle, load_bundle};
 use vlp_tasks::embed::Features;
-use vlp_tasks::fewshot::{ImageRows, Pixels, k_shot_indices};
+use vlp_tasks::fewshot::{GistConfig, ImageRows, Pixels, k_shot_indices};
 use vlp_tasks::scoring::MatrixScorer;
 use vlp_tasks::templates::load_templates;
 
@@ -38,6 +39,9 @@ pub enum Method {
     /// ProAPO: an evolutionary search for the template set (from `--templates`, the library)
     /// that classifies the shots best.
     Proapo,
+    /// GIST: each shot matched to its class's descriptions (`--descriptions`), the model
+    /// fine-tuned on those pairs, a linear probe on the tuned image features.
+    Gist,
 }
 
 /// `vlp adapt [bench]`.
@@ -113,9 +117,17 @@ pub struct AdaptArgs {
     /// Peak learning rate (defaults: 0.002; MaPLe 0.0035).
     #[arg(long)]
     lr: Option<f64>,
-    /// Shots per step (defaults: 32; MaPLe 4).
+    /// Shots per step (defaults: 32; MaPLe 4; GIST 20 pairs).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// GIST: the class descriptions, a JSON file as `vlp curate describe --out` writes it (for
+    /// an LLM's: `--source llm`); without it, the offline template source with 20 % wrong
+    /// descriptions (seeded by `--seed`).
+    #[arg(long)]
+    descriptions: Option<PathBuf>,
+    /// GIST: descriptions per class drawn from the offline source.
+    #[arg(long, default_value_t = 10)]
+    descriptions_per_class: usize,
 }
 
 fn workers() -> usize {
@@ -253,7 +265,12 @@ pub fn evaluate_adapter(
     )?)
 }
 
-fn spec_of(args: &AdaptArgs, embed_dim: usize, layers: usize) -> anyhow::Result<AdapterSpec> {
+fn spec_of(
+    args: &AdaptArgs,
+    embed_dim: usize,
+    layers: usize,
+    classes: &[String],
+) -> anyhow::Result<AdapterSpec> {
     let init = |default: Option<&str>| match args.ctx_init.as_deref() {
         Some("none") => None,
         Some(p) => Some(p.to_string()),
@@ -292,7 +309,68 @@ fn spec_of(args: &AdaptArgs, embed_dim: usize, layers: usize) -> anyhow::Result<
             config: vlp_tasks::fewshot::ProapoConfig::default(),
             library: load_templates(&args.templates)?,
         },
+        Method::Gist => {
+            let mut config = GistConfig::new();
+            if let Some(e) = args.epochs {
+                config = config.with_epochs(e);
+            }
+            if let Some(lr) = args.lr {
+                config = config.with_lr(lr);
+            }
+            if let Some(b) = args.batch_size {
+                config = config.with_batch_size(b);
+            }
+            AdapterSpec::Gist {
+                config,
+                descriptions: descriptions_for(args, classes)?,
+            }
+        }
     })
+}
+
+/// GIST's descriptions of `classes`, in their order: from `--descriptions` (matched by class
+/// name) or the offline template source.
+fn descriptions_for(args: &AdaptArgs, classes: &[String]) -> anyhow::Result<Vec<Vec<String>>> {
+    let Some(path) = &args.descriptions else {
+        let source = TemplateDescriptions {
+            error_rate: 0.2,
+            seed: args.seed,
+            ..Default::default()
+        };
+        let described = source.describe(classes, args.descriptions_per_class)?;
+        return Ok(described
+            .into_iter()
+            .map(|l| l.into_iter().map(|d| d.text).collect())
+            .collect());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let file: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let not_a_file = || {
+        anyhow::anyhow!(
+            "{}: not a descriptions file (vlp curate describe's {{\"classes\": [{{\"class\": \
+             NAME, \"descriptions\": [TEXT, ...]}}, ...]}})",
+            path.display()
+        )
+    };
+    let mut by_name: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for e in file["classes"].as_array().ok_or_else(not_a_file)? {
+        let name = e["class"].as_str().ok_or_else(not_a_file)?;
+        let list = e["descriptions"].as_array().ok_or_else(not_a_file)?;
+        let texts = list
+            .iter()
+            .map(|d| d.as_str().map(str::to_string).ok_or_else(not_a_file))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        by_name.insert(name.to_string(), texts);
+    }
+    classes
+        .iter()
+        .map(|c| match by_name.get(c.as_str()) {
+            Some(d) if !d.is_empty() => Ok(d.clone()),
+            Some(_) => bail!("{}: class {c:?} has no description", path.display()),
+            None => bail!("{}: no descriptions of class {c:?}", path.display()),
+        })
+        .collect()
 }
 
 /// Trains, saves, optionally evaluates; prints the result as the last stdout line (JSON).
@@ -309,10 +387,15 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
     if args.shots == 0 {
         bail!("--shots must be at least 1");
     }
-    let spec = spec_of(&args, bundle.model.embed_dim(), layers)?;
+    let inner = load_bundle::<DefaultBackend>(&args.model, args.tokenizer.as_deref(), &device)?;
+    // The settings (templates, descriptions) are checked before the images are read.
+    let names = class_names(
+        &open_source(&args.train_data, &shapes_of(&inner))?,
+        &args.train_data,
+    )?;
+    let spec = spec_of(&args, bundle.model.embed_dim(), layers, &names)?;
     // Features of every training image, streamed; the pixels of the shots only, for methods
     // that run the image tower (drawn as `adapt` will draw them).
-    let inner = load_bundle::<DefaultBackend>(&args.model, args.tokenizer.as_deref(), &device)?;
     let (features, labels, classes) = labelled(&args.train_data, &inner)?;
     let all = ImageRows {
         features,

@@ -4,7 +4,8 @@
 //! An adapter directory holds `adapter.json` (the method and its settings, the class names in
 //! label order, how it was trained) and `adapter.safetensors` (the trained tensors: prompt
 //! contexts and adapters under the module's own parameter names, Tip-Adapter's cache, a linear
-//! probe's weights). The model itself is not copied: the adapter is applied to the model it was
+//! probe's weights, GIST's fine-tuned image tower under the checkpoint's names and its probe as
+//! `probe.*`). The model itself is not copied: the adapter is applied to the model it was
 //! trained on, whose joint width is recorded and checked.
 
 use std::collections::BTreeMap;
@@ -28,9 +29,10 @@ use vlp_text::Tokenizer;
 use crate::embed::Features;
 use crate::error::{Result, TaskError};
 use crate::fewshot::base_to_novel::maple_scores;
+use crate::fewshot::gist::GistTower;
 use crate::fewshot::{
-    Coop, ImageRows, Maple, Pixels, Proapo, ProapoConfig, Sgva, TipAdapter, k_shot_indices,
-    scores as dot_scores,
+    Coop, Gist, GistConfig, ImageRows, Maple, Pixels, Proapo, ProapoConfig, Sgva, TipAdapter,
+    k_shot_indices, scores as dot_scores,
 };
 use crate::probe::fit as fit_probe;
 
@@ -72,6 +74,15 @@ pub enum AdapterSpec {
         /// L2 strength.
         lambda: f64,
     },
+    /// GIST: the image tower fine-tuned on the shots paired with their matched class
+    /// descriptions, then a linear probe on its features.
+    Gist {
+        /// Matching, fine-tuning and probe.
+        config: GistConfig,
+        /// Each class's descriptions, in label order (from a description source: the offline
+        /// templates or `vlp curate describe`'s file).
+        descriptions: Vec<Vec<String>>,
+    },
     /// ProAPO's search for the template set that classifies the shots best.
     Proapo {
         /// The search.
@@ -82,7 +93,8 @@ pub enum AdapterSpec {
 }
 
 impl AdapterSpec {
-    /// The method's name (`coop`, `sgva`, `maple`, `tip-adapter`, `linear-probe`).
+    /// The method's name (`coop`, `sgva`, `maple`, `tip-adapter`, `linear-probe`, `proapo`,
+    /// `gist`).
     pub fn name(&self) -> &'static str {
         match self {
             AdapterSpec::Coop { .. } => "coop",
@@ -91,13 +103,14 @@ impl AdapterSpec {
             AdapterSpec::TipAdapter { .. } => "tip-adapter",
             AdapterSpec::LinearProbe { .. } => "linear-probe",
             AdapterSpec::Proapo { .. } => "proapo",
+            AdapterSpec::Gist { .. } => "gist",
         }
     }
 
     /// Whether applying it runs the image tower (so the images' pixels are needed, not only
     /// their frozen features).
     pub fn needs_pixels(&self) -> bool {
-        matches!(self, AdapterSpec::Maple { .. })
+        matches!(self, AdapterSpec::Maple { .. } | AdapterSpec::Gist { .. })
     }
 }
 
@@ -149,6 +162,14 @@ enum State<B: Backend> {
     },
     /// The chosen templates live in [`AdapterInfo::chosen_templates`].
     Proapo,
+    Gist {
+        // Boxed: a whole image tower next to small prompt learners.
+        tower: Box<GistTower<B>>,
+        /// The probe on the tuned features, `[dim, classes]`.
+        weight: Tensor<B, 2>,
+        /// `[classes]`.
+        bias: Tensor<B, 1>,
+    },
 }
 
 /// An adapted classifier: its description and its trained state.
@@ -270,6 +291,38 @@ pub fn adapt<B: AutodiffBackend>(
             chosen = r.best.iter().map(|&i| library[i].clone()).collect();
             (State::Proapo, r.history, 0)
         }
+        AdapterSpec::Gist {
+            config,
+            descriptions,
+        } => {
+            let gist = Gist {
+                model,
+                tokenizer,
+                classes,
+                descriptions,
+                config: config.clone().with_seed(seed),
+                device: device.clone(),
+            };
+            let fitted = gist.fit(&set, &labels)?;
+            let tower = GistTower::of(&fitted.model);
+            let x = tower.embed(set.require_pixels("gist")?, device);
+            let r = fit_probe::<B::InnerBackend>(
+                &x,
+                &labels,
+                classes.len(),
+                config.probe_lambda,
+                100,
+                device,
+            )?;
+            // Every parameter of the model is fine-tuned, then the probe.
+            let n = model.num_params() + r.weight.dims().iter().product::<usize>() + classes.len();
+            let state = State::Gist {
+                tower: Box::new(tower),
+                weight: r.weight,
+                bias: r.bias,
+            };
+            (state, fitted.losses, n)
+        }
         AdapterSpec::LinearProbe { lambda } => {
             let r = fit_probe::<B::InnerBackend>(
                 &set.features,
@@ -351,11 +404,11 @@ impl<B: Backend> Adapter<B> {
                     config,
                 ))
             }
-            (State::Maple(_), _) => {
+            (State::Maple(_) | State::Gist { .. }, spec) => {
                 return self.scores_pixels(
                     model,
                     tokenizer,
-                    images.require_pixels("maple")?,
+                    images.require_pixels(spec.name())?,
                     device,
                 );
             }
@@ -411,6 +464,19 @@ impl<B: Backend> Adapter<B> {
                 pixels,
                 device,
             ),
+            (
+                State::Gist {
+                    tower,
+                    weight,
+                    bias,
+                },
+                _,
+            ) => {
+                let x = tower.embed(pixels, device).to_tensor::<B>(device);
+                Ok(Features::from_tensor(
+                    x.matmul(weight.clone()) + bias.clone().unsqueeze(),
+                ))
+            }
             _ => Err(invalid(format!(
                 "{} scores frozen features: give them, not pixels",
                 self.info.spec.name()
@@ -441,6 +507,19 @@ impl<B: Backend> Adapter<B> {
                 HostTensor::new(vec![keys.rows, keys.dim], keys.data.clone()),
             )]),
             State::Proapo => BTreeMap::new(),
+            State::Gist {
+                tower,
+                weight,
+                bias,
+            } => {
+                let mut t = collect_params(tower.as_ref());
+                t.insert(
+                    "probe.weight".into(),
+                    HostTensor::from_tensor(weight.clone()),
+                );
+                t.insert("probe.bias".into(), HostTensor::from_tensor(bias.clone()));
+                t
+            }
             State::LinearProbe { weight, bias } => BTreeMap::from([
                 (
                     "weight".to_string(),
@@ -560,27 +639,46 @@ impl<B: Backend> Adapter<B> {
                 }
                 State::Proapo
             }
+            AdapterSpec::Gist { .. } => {
+                let tower = load_params(GistTower::of(model), &file, same, |k| {
+                    k.starts_with("probe.")
+                })
+                .map_err(core)?;
+                let (weight, bias) = probe_tensors(&get, "probe.", &info, &bad, device)?;
+                State::Gist {
+                    tower: Box::new(tower),
+                    weight,
+                    bias,
+                }
+            }
             AdapterSpec::LinearProbe { .. } => {
-                let w = get("weight")?;
-                let b = get("bias")?;
-                if w.shape != [info.embed_dim, classes.len()] || b.shape != [classes.len()] {
-                    return Err(bad(format!(
-                        "weight {:?} and bias {:?}, expected [{}, {}] and [{}]",
-                        w.shape,
-                        b.shape,
-                        info.embed_dim,
-                        classes.len(),
-                        classes.len()
-                    )));
-                }
-                State::LinearProbe {
-                    weight: w.into_tensor(device),
-                    bias: b.into_tensor(device),
-                }
+                let (weight, bias) = probe_tensors(&get, "", &info, &bad, device)?;
+                State::LinearProbe { weight, bias }
             }
         };
         Ok(Adapter { info, state })
     }
+}
+
+/// A probe's `{prefix}weight` (`[embed_dim, classes]`) and `{prefix}bias` (`[classes]`), their
+/// shapes checked against `info`.
+fn probe_tensors<B: Backend>(
+    get: &dyn Fn(&str) -> Result<HostTensor>,
+    prefix: &str,
+    info: &AdapterInfo,
+    bad: &dyn Fn(String) -> TaskError,
+    device: &B::Device,
+) -> Result<(Tensor<B, 2>, Tensor<B, 1>)> {
+    let c = info.classes.len();
+    let w = get(&format!("{prefix}weight"))?;
+    let b = get(&format!("{prefix}bias"))?;
+    if w.shape != [info.embed_dim, c] || b.shape != [c] {
+        return Err(bad(format!(
+            "{prefix}weight {:?} and {prefix}bias {:?}, expected [{}, {c}] and [{c}]",
+            w.shape, b.shape, info.embed_dim
+        )));
+    }
+    Ok((w.into_tensor(device), b.into_tensor(device)))
 }
 
 #[cfg(test)]
@@ -621,6 +719,19 @@ mod tests {
                     "a {}.".into(),
                     "{}".into(),
                     "a red {}.".into(),
+                ],
+            },
+            AdapterSpec::Gist {
+                config: GistConfig::new()
+                    .with_top_k(2)
+                    .with_captions_per_image(2)
+                    .with_epochs(2)
+                    .with_batch_size(4)
+                    .with_lr(1e-3),
+                descriptions: vec![
+                    vec!["a red circle.".into(), "a photo of a red circle.".into()],
+                    vec!["a blue star.".into(), "a photo of a blue star.".into()],
+                    vec!["a red star.".into(), "a photo of a blue circle.".into()],
                 ],
             },
         ]
@@ -702,8 +813,10 @@ mod tests {
                     .trainable_params
             })
             .collect();
-        // CoOp 2×8; SgVA 2×8 + 2·6·3; MaPLe (ctx 2×8, proj 8×8+8)·2; Tip 0; probe 6·3+3.
-        assert_eq!(params, vec![16, 16 + 36, 2 * (16 + 72), 0, 21, 0]);
+        // CoOp 2×8; SgVA 2×8 + 2·6·3; MaPLe (ctx 2×8, proj 8×8+8)·2; Tip 0; probe 6·3+3;
+        // ProAPO 0; GIST every parameter of the model and a probe.
+        let all = model.num_params();
+        assert_eq!(params, vec![16, 16 + 36, 2 * (16 + 72), 0, 21, 0, all + 21]);
     }
 
     #[test]

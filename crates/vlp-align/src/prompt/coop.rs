@@ -676,7 +676,7 @@ pub(crate) mod tests {
         let want = ctx0.clone() - (grad + ctx0.clone() * wd) * lr;
         let fit = FewShotFitConfig::new()
             .with_epochs(1)
-            .with_warmup_epochs(0)
+            .with_warmup_epochs(0.0)
             .with_batch_size(4)
             .with_lr(lr)
             .with_weight_decay(wd);

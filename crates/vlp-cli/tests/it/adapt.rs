@@ -45,6 +45,7 @@ fn an_adapter_saved_by_vlp_adapt_evaluates_the_same_after_reloading() {
         "tip-adapter",
         "linear-probe",
         "proapo",
+        "gist",
     ] {
         let out = dir.path().join(method);
         let o = vlp(&[
@@ -158,6 +159,72 @@ fn an_adapter_saved_by_vlp_adapt_evaluates_the_same_after_reloading() {
         text(&o)
     );
     assert!(!none.exists(), "nothing written for a refused run");
+}
+
+/// GIST reads an LLM's (here the template source's) descriptions as `vlp curate describe`
+/// writes them, and refuses a file that lacks one of the data's classes, naming it.
+#[test]
+fn gist_takes_the_descriptions_vlp_curate_describe_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = folder(dir.path(), Split::Train, 120);
+    let model = reference("clip_hf");
+    let model = model.to_str().unwrap();
+    let file = dir.path().join("descriptions.json");
+    let o = vlp(&[
+        "curate",
+        "describe",
+        "--data",
+        &train,
+        "--per-class",
+        "3",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let adapt = |descriptions: &std::path::Path, out: &str| {
+        vlp(&[
+            "adapt",
+            "--model",
+            model,
+            "--method",
+            "gist",
+            "--train-data",
+            &train,
+            "--shots",
+            "1",
+            "--epochs",
+            "1",
+            "--descriptions",
+            descriptions.to_str().unwrap(),
+            "--out",
+            dir.path().join(out).to_str().unwrap(),
+        ])
+    };
+    let o = adapt(&file, "ok");
+    assert!(o.status.success(), "{}", text(&o));
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("ok").join("adapter.json")).unwrap(),
+    )
+    .unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let first = &written["classes"][0];
+    let classes = saved["classes"].as_array().unwrap();
+    let at = classes.iter().position(|c| *c == first["class"]).unwrap();
+    assert_eq!(saved["descriptions"][at], first["descriptions"]);
+    // The same file without its first class.
+    let mut short = written.clone();
+    short["classes"].as_array_mut().unwrap().remove(0);
+    let partial = dir.path().join("partial.json");
+    std::fs::write(&partial, serde_json::to_string(&short).unwrap()).unwrap();
+    let o = adapt(&partial, "refused");
+    assert!(!o.status.success());
+    let want = format!("no descriptions of class {}", first["class"]);
+    assert!(
+        text(&o).contains("partial.json") && text(&o).contains(&want),
+        "{}",
+        text(&o)
+    );
 }
 
 /// The harness check: zero-shot, linear probe and CoOp on 3 domains (the source and two

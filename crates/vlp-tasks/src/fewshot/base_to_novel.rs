@@ -49,6 +49,27 @@ impl Pixels {
         }
     }
 
+    /// Normalised image embeddings of every row under `model`, 256 images at a time.
+    pub fn embed<B: Backend>(&self, model: &ClipModel<B>, device: &B::Device) -> Features {
+        self.embed_with(device, &|x| model.encode_image(x))
+    }
+
+    /// Normalised embeddings of every row under `encode` (`[n, 3, size, size]` to `[n, d]`),
+    /// 256 images at a time.
+    pub fn embed_with<B: Backend>(
+        &self,
+        device: &B::Device,
+        encode: &dyn Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+    ) -> Features {
+        let mut out = Features::default();
+        for start in (0..self.rows).step_by(256) {
+            let end = (start + 256).min(self.rows);
+            let x = self.to_tensor::<B>(start..end, device);
+            out.extend(Features::from_tensor(vlp_align::normalize(encode(x))));
+        }
+        out
+    }
+
     /// Images `range` as a `[n, 3, size, size]` tensor.
     pub fn to_tensor<B: Backend>(
         &self,

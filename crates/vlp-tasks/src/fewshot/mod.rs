@@ -13,8 +13,10 @@ use crate::probe::{accuracy, argmax_rows, fit};
 
 pub mod base_to_novel;
 pub mod cross_domain;
+pub mod gist;
 pub mod learned;
 pub mod proapo;
+pub mod views;
 
 pub use base_to_novel::Maple;
 pub use base_to_novel::{
@@ -22,8 +24,10 @@ pub use base_to_novel::{
     base_to_novel, harmonic_mean,
 };
 pub use cross_domain::{CrossDomainRow, Domain, cross_domain};
+pub use gist::{Gist, GistConfig, GistFit};
 pub use learned::{ClipAdapter, Coop, LearnedSgva, Sgva};
 pub use proapo::{Proapo, ProapoConfig};
+pub use views::AugmentedShots;
 
 /// What a method may use besides the shots.
 pub struct FewShotContext<'a> {

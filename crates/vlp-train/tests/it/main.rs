@@ -11,6 +11,7 @@ mod dreamlip;
 mod eval;
 mod filip;
 mod fixture;
+mod gist;
 mod lxmert;
 mod maple;
 mod pixel_linguist;
