@@ -11,6 +11,7 @@ use vlp_align::fit::FewShotFitConfig;
 use vlp_align::prompt::{CoopConfig, MapleConfig};
 use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
 use vlp_curate::describe::{DescriptionSource, TemplateDescriptions};
+use vlp_data::augment::AugmentConfig;
 use vlp_data::loader::{Loader, LoaderConfig};
 use vlp_data::shapes::ShapesWorldConfig;
 use vlp_data::source::open_source;
@@ -19,7 +20,7 @@ use vlp_tasks::battery::require_labels;
 use vlp_tasks::battery::{EvalImages, ZeroShotReport, zero_shot_report};
 use vlp_tasks::bundle::{Bundle, load_bundle};
 use vlp_tasks::embed::Features;
-use vlp_tasks::fewshot::{GistConfig, ImageRows, Pixels, k_shot_indices};
+use vlp_tasks::fewshot::{GistConfig, ImageRows, Pixels, ShotViews, k_shot_indices};
 use vlp_tasks::scoring::MatrixScorer;
 use vlp_tasks::templates::load_templates;
 
@@ -125,6 +126,15 @@ pub struct AdaptArgs {
     /// descriptions (seeded by `--seed`).
     #[arg(long)]
     descriptions: Option<PathBuf>,
+    /// Train on this many augmented views of each shot (a random resized crop and a flip, as
+    /// CoOp's and MaPLe's code draw at every step) instead of the shots; the default epochs and
+    /// the warm-up are divided by it, so each of the code's epochs sees one view per shot.
+    #[arg(long, default_value_t = 0)]
+    views: usize,
+    /// The views' smallest crop, as a fraction of the image's area (torchvision's 0.08; raise
+    /// it when the objects are small).
+    #[arg(long, default_value_t = 0.08)]
+    crop_scale: f32,
     /// GIST: descriptions per class drawn from the offline source.
     #[arg(long, default_value_t = 10)]
     descriptions_per_class: usize,
@@ -401,7 +411,18 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
         features,
         pixels: None,
     };
-    let (train, labels) = if spec.needs_pixels() {
+    let views = (args.views > 0).then(|| ShotViews {
+        augment: AugmentConfig {
+            scale: [args.crop_scale, 1.0],
+            hflip: 0.5,
+            ..Default::default()
+        },
+        views: args.views,
+    });
+    if let Some(v) = &views {
+        v.augment.validate().context("--crop-scale")?;
+    }
+    let (train, labels) = if spec.needs_pixels() || views.is_some() {
         let idx = k_shot_indices(&labels, classes.len(), args.shots, args.seed);
         let mut shots = all.select(&idx);
         shots.pixels = Some(pixels_of(&args.train_data, &inner, &idx)?);
@@ -411,14 +432,19 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
         (all, labels)
     };
     let maple = matches!(args.method, Method::Maple);
-    let epochs = args.epochs.unwrap_or(match (maple, args.shots) {
-        (true, _) => 5,
-        (false, 0..=2) => 50,
-        (false, 3..=8) => 100,
-        _ => 200,
-    });
+    let per_view = args.views.max(1);
+    let epochs = args.epochs.unwrap_or(
+        match (maple, args.shots) {
+            (true, _) => 5usize,
+            (false, 0..=2) => 50,
+            (false, 3..=8) => 100,
+            _ => 200,
+        }
+        .div_ceil(per_view),
+    );
     let fit = FewShotFitConfig::new()
         .with_epochs(epochs)
+        .with_warmup_epochs(1.0 / per_view as f64)
         .with_lr(args.lr.unwrap_or(if maple { 0.0035 } else { 0.002 }))
         .with_batch_size(args.batch_size.unwrap_or(if maple { 4 } else { 32 }));
     let adapter = adapt(
@@ -430,6 +456,7 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
         &labels,
         args.shots,
         args.seed,
+        views.as_ref(),
         &fit,
         &device,
     )?;

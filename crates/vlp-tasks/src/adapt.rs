@@ -31,8 +31,8 @@ use crate::error::{Result, TaskError};
 use crate::fewshot::base_to_novel::maple_scores;
 use crate::fewshot::gist::GistTower;
 use crate::fewshot::{
-    Coop, Gist, GistConfig, ImageRows, Maple, Pixels, Proapo, ProapoConfig, Sgva, TipAdapter,
-    k_shot_indices, scores as dot_scores,
+    Coop, Gist, GistConfig, ImageRows, Maple, Pixels, Proapo, ProapoConfig, Sgva, ShotViews,
+    TipAdapter, k_shot_indices, scores as dot_scores,
 };
 use crate::probe::fit as fit_probe;
 
@@ -132,6 +132,9 @@ pub struct AdapterInfo {
     pub seed: u64,
     /// Labelled images it learned from.
     pub samples: usize,
+    /// Augmented views of each image it trained on instead of the image (none: the images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<ShotViews>,
     /// Parameters it trained (0 for Tip-Adapter).
     pub trainable_params: usize,
     /// Each epoch's mean training loss (empty for closed-form methods; ProAPO: the best
@@ -191,7 +194,8 @@ fn core(e: vlp_core::CoreError) -> TaskError {
 }
 
 /// Trains `spec` on `shots` images per class of `train` (drawn with `seed`, as the few-shot
-/// harness draws them) for the classes `classes` (labels index them).
+/// harness draws them) for the classes `classes` (labels index them); with `views`, on
+/// augmented views of those images (which then need pixels) instead of the images.
 #[allow(clippy::too_many_arguments)]
 pub fn adapt<B: AutodiffBackend>(
     spec: &AdapterSpec,
@@ -202,6 +206,7 @@ pub fn adapt<B: AutodiffBackend>(
     train_labels: &[usize],
     shots: usize,
     seed: u64,
+    views: Option<&ShotViews>,
     fit: &FewShotFitConfig,
     device: &B::Device,
 ) -> Result<Adapter<B::InnerBackend>> {
@@ -221,8 +226,13 @@ pub fn adapt<B: AutodiffBackend>(
     let idx = k_shot_indices(train_labels, classes.len(), shots, seed);
     let set = train.select(&idx);
     let labels: Vec<usize> = idx.iter().map(|&i| train_labels[i]).collect();
+    let samples = labels.len();
     let fit = fit.clone().with_seed(seed);
     let inner = model.valid();
+    let (set, labels) = match views {
+        Some(v) => v.of(&inner, &set, &labels, seed, spec.name(), device)?,
+        None => (set, labels),
+    };
     let mut chosen = Vec::new();
     let (state, losses, trainable) = match spec {
         AdapterSpec::Coop { config } => {
@@ -348,7 +358,8 @@ pub fn adapt<B: AutodiffBackend>(
             embed_dim: inner.embed_dim(),
             shots,
             seed,
-            samples: labels.len(),
+            samples,
+            views: views.cloned(),
             trainable_params: trainable,
             losses,
             chosen_templates: chosen,
@@ -770,7 +781,7 @@ mod tests {
         for spec in specs(6) {
             let name = spec.name();
             let a = adapt(
-                &spec, &model, &tok, &classes, &set, &labels, 2, 4, &fit, &dev,
+                &spec, &model, &tok, &classes, &set, &labels, 2, 4, None, &fit, &dev,
             )
             .unwrap();
             assert_eq!(a.info.samples, 6, "{name}");
@@ -807,16 +818,74 @@ mod tests {
         let params: Vec<usize> = specs(6)
             .iter()
             .map(|s| {
-                adapt(s, &model, &tok, &classes, &set, &labels, 2, 4, &fit, &dev)
-                    .unwrap()
-                    .info
-                    .trainable_params
+                adapt(
+                    s, &model, &tok, &classes, &set, &labels, 2, 4, None, &fit, &dev,
+                )
+                .unwrap()
+                .info
+                .trainable_params
             })
             .collect();
         // CoOp 2×8; SgVA 2×8 + 2·6·3; MaPLe (ctx 2×8, proj 8×8+8)·2; Tip 0; probe 6·3+3;
         // ProAPO 0; GIST every parameter of the model and a probe.
         let all = model.num_params();
         assert_eq!(params, vec![16, 16 + 36, 2 * (16 + 72), 0, 21, 0, all + 21]);
+    }
+
+    /// With views, a method trains on augmented copies of its shots: the result differs from
+    /// training on the shots, the file records the views, and images without pixels are refused.
+    #[test]
+    fn views_train_on_augmented_shots_and_are_recorded() {
+        let dev = default_device();
+        let (model, tok) = crate::fewshot::testing::tiny_clip(&["red", "star", "."], 1, 8);
+        let inner = model.valid();
+        let classes: Vec<String> = vec!["red".into(), "star".into()];
+        let pixels = Pixels {
+            data: (0..6 * 3 * 256)
+                .map(|v| ((v * 29) % 83) as f32 / 41.0 - 1.0)
+                .collect(),
+            rows: 6,
+            image_size: 16,
+        };
+        let set = ImageRows {
+            features: pixels.embed(&inner, &dev),
+            pixels: Some(pixels),
+        };
+        let labels = [0, 1, 0, 1, 0, 1];
+        let views = ShotViews {
+            augment: vlp_data::augment::AugmentConfig {
+                scale: [0.5, 1.0],
+                hflip: 0.5,
+                ..Default::default()
+            },
+            views: 3,
+        };
+        let spec = AdapterSpec::LinearProbe { lambda: 1e-3 };
+        let fit = FewShotFitConfig::new();
+        let run = |v: Option<&ShotViews>, set: &ImageRows| {
+            adapt(
+                &spec, &model, &tok, &classes, set, &labels, 2, 5, v, &fit, &dev,
+            )
+        };
+        let plain = run(None, &set).unwrap();
+        let viewed = run(Some(&views), &set).unwrap();
+        assert_eq!((plain.info.samples, viewed.info.samples), (4, 4));
+        assert_eq!(viewed.info.views.as_ref(), Some(&views));
+        let (a, b) = (
+            plain.scores(&inner, &tok, &set, &dev).unwrap(),
+            viewed.scores(&inner, &tok, &set, &dev).unwrap(),
+        );
+        assert_ne!(a, b, "training on views changed nothing");
+        let dir = tempfile::tempdir().unwrap();
+        viewed.save(dir.path()).unwrap();
+        let back = Adapter::<DefaultBackend>::load(dir.path(), &inner, &tok, &dev).unwrap();
+        assert_eq!(back.info.views, Some(views.clone()));
+        let blind = ImageRows {
+            features: set.features.clone(),
+            pixels: None,
+        };
+        let err = run(Some(&views), &blind).err().unwrap().to_string();
+        assert!(err.contains("pixels"), "{err}");
     }
 
     #[test]
@@ -843,6 +912,7 @@ mod tests {
             &[0, 1, 0, 1],
             2,
             0,
+            None,
             &fit,
             &dev,
         )
@@ -881,6 +951,7 @@ mod tests {
             &[0, 1, 2, 1],
             2,
             0,
+            None,
             &fit,
             &dev,
         )

@@ -161,6 +161,54 @@ fn an_adapter_saved_by_vlp_adapt_evaluates_the_same_after_reloading() {
     assert!(!none.exists(), "nothing written for a refused run");
 }
 
+/// `--views` trains on augmented views of the shots (pixels are read for CoOp too), records
+/// them in `adapter.json`, and a crop scale outside (0, 1] is refused by name.
+#[test]
+fn views_of_the_shots_are_trained_on_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = folder(dir.path(), Split::Train, 120);
+    let model = reference("clip_hf");
+    let model = model.to_str().unwrap();
+    let out = dir.path().join("coop");
+    let adapt = |scale: &str| {
+        vlp(&[
+            "adapt",
+            "--model",
+            model,
+            "--method",
+            "coop",
+            "--train-data",
+            &train,
+            "--shots",
+            "1",
+            "--n-ctx",
+            "2",
+            "--views",
+            "3",
+            "--crop-scale",
+            scale,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = adapt("0.5");
+    assert!(o.status.success(), "{}", text(&o));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter.json")).unwrap()).unwrap();
+    assert_eq!(saved["views"]["views"], 3);
+    assert_eq!(saved["views"]["augment"]["scale"][0], 0.5);
+    // 1 shot of each class, 3 views each; the default 50 epochs over 3 views: 17.
+    assert_eq!(saved["samples"], saved["classes"].as_array().unwrap().len());
+    assert_eq!(saved["losses"].as_array().unwrap().len(), 17);
+    let o = adapt("1.5");
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--crop-scale") && text(&o).contains("scale[0]"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// GIST reads an LLM's (here the template source's) descriptions as `vlp curate describe`
 /// writes them, and refuses a file that lacks one of the data's classes, naming it.
 #[test]

@@ -27,7 +27,7 @@ pub use cross_domain::{CrossDomainRow, Domain, cross_domain};
 pub use gist::{Gist, GistConfig, GistFit};
 pub use learned::{ClipAdapter, Coop, LearnedSgva, Sgva};
 pub use proapo::{Proapo, ProapoConfig};
-pub use views::AugmentedShots;
+pub use views::{AugmentedShots, ShotViews};
 
 /// What a method may use besides the shots.
 pub struct FewShotContext<'a> {

@@ -11,6 +11,7 @@
 //! raw colours and are refused.
 
 use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
 use vlp_align::ClipModel;
 use vlp_core::numerics::bicubic_resize;
 use vlp_core::rng::Rng;
@@ -77,33 +78,31 @@ impl Pixels {
     }
 }
 
-/// An [`OpenVocabularyMethod`] trained on augmented views of its shots instead of the shots:
-/// the views' pixels, and their features under the frozen `model`, go to `method`, each with
-/// its shot's label.
-pub struct AugmentedShots<'a, B: Backend> {
-    /// The method to train.
-    pub method: &'a dyn OpenVocabularyMethod,
-    /// The frozen model that encodes the views (the one `method` adapts).
-    pub model: &'a ClipModel<B>,
+/// How many augmented views of each shot to train on, and their crop and flip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShotViews {
     /// The crop and flip (colour augmentations are refused).
     pub augment: AugmentConfig,
     /// Views per shot.
     pub views: usize,
-    /// Seed of the crops and flips.
-    pub seed: u64,
-    /// Device to encode on.
-    pub device: B::Device,
 }
 
-impl<B: Backend> AugmentedShots<'_, B> {
-    /// The augmented views of `shots` and their labels.
-    pub fn views_of(&self, shots: &ImageRows, labels: &[usize]) -> Result<(ImageRows, Vec<usize>)> {
-        let pixels = shots.require_pixels(&self.method.name())?.augmented(
-            &self.augment,
-            self.views,
-            self.seed,
-        )?;
-        let features = pixels.embed(self.model, &self.device);
+impl ShotViews {
+    /// The views of `shots` (which need pixels; `who` is named when they have none), their
+    /// features under the frozen `model`, and each view's label.
+    pub fn of<B: Backend>(
+        &self,
+        model: &ClipModel<B>,
+        shots: &ImageRows,
+        labels: &[usize],
+        seed: u64,
+        who: &str,
+        device: &B::Device,
+    ) -> Result<(ImageRows, Vec<usize>)> {
+        let pixels = shots
+            .require_pixels(who)?
+            .augmented(&self.augment, self.views, seed)?;
+        let features = pixels.embed(model, device);
         let labels = (0..self.views)
             .flat_map(|_| labels.iter().copied())
             .collect();
@@ -117,6 +116,22 @@ impl<B: Backend> AugmentedShots<'_, B> {
     }
 }
 
+/// An [`OpenVocabularyMethod`] trained on augmented views of its shots instead of the shots:
+/// the views' pixels, and their features under the frozen `model`, go to `method`, each with
+/// its shot's label.
+pub struct AugmentedShots<'a, B: Backend> {
+    /// The method to train.
+    pub method: &'a dyn OpenVocabularyMethod,
+    /// The frozen model that encodes the views (the one `method` adapts).
+    pub model: &'a ClipModel<B>,
+    /// The views.
+    pub views: ShotViews,
+    /// Seed of the crops and flips.
+    pub seed: u64,
+    /// Device to encode on.
+    pub device: B::Device,
+}
+
 impl<B: Backend> OpenVocabularyMethod for AugmentedShots<'_, B> {
     fn name(&self) -> String {
         self.method.name()
@@ -127,7 +142,14 @@ impl<B: Backend> OpenVocabularyMethod for AugmentedShots<'_, B> {
         shot_labels: &[usize],
         classes: &[String],
     ) -> Result<Box<dyn OpenClassifier + '_>> {
-        let (views, labels) = self.views_of(shots, shot_labels)?;
+        let (views, labels) = self.views.of(
+            self.model,
+            shots,
+            shot_labels,
+            self.seed,
+            &self.method.name(),
+            &self.device,
+        )?;
         self.method.fit(&views, &labels, classes)
     }
 }
@@ -276,8 +298,10 @@ mod tests {
         let aug = AugmentedShots::<DefaultBackend> {
             method: &rec,
             model: &model,
-            augment: cfg.clone(),
-            views: 3,
+            views: ShotViews {
+                augment: cfg.clone(),
+                views: 3,
+            },
             seed: 4,
             device: dev,
         };

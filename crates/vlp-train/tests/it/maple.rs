@@ -8,7 +8,7 @@ use vlp_align::prompt::{CoopConfig, MapleConfig};
 use vlp_core::backend::{DefaultBackend, TrainBackend, default_device};
 use vlp_data::augment::AugmentConfig;
 use vlp_tasks::fewshot::{
-    AugmentedShots, BaseToNovel, Coop, HandWritten, Maple, OpenVocabularyMethod,
+    AugmentedShots, BaseToNovel, Coop, HandWritten, Maple, OpenVocabularyMethod, ShotViews,
 };
 
 use crate::fixture::{Bench, bench};
@@ -46,12 +46,14 @@ fn views<'a>(
     AugmentedShots {
         method,
         model: &b.inner,
-        augment: AugmentConfig {
-            scale: [0.5, 1.0],
-            hflip: 0.5,
-            ..Default::default()
+        views: ShotViews {
+            augment: AugmentConfig {
+                scale: [0.5, 1.0],
+                hflip: 0.5,
+                ..Default::default()
+            },
+            views: VIEWS,
         },
-        views: VIEWS,
         seed,
         device: default_device(),
     }
