@@ -128,7 +128,8 @@ pub struct AdaptArgs {
     descriptions: Option<PathBuf>,
     /// Train on this many augmented views of each shot (a random resized crop and a flip, as
     /// CoOp's and MaPLe's code draw at every step) instead of the shots; the default epochs and
-    /// the warm-up are divided by it, so each of the code's epochs sees one view per shot.
+    /// the warm-up are divided by it, so each of the code's epochs sees one view per shot. The
+    /// views are drawn up front and held in memory: V × shots images.
     #[arg(long, default_value_t = 0)]
     views: usize,
     /// The views' smallest crop, as a fraction of the image's area (torchvision's 0.08; raise
