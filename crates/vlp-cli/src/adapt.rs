@@ -132,8 +132,8 @@ pub struct AdaptArgs {
     /// views are drawn up front and held in memory: V × shots images.
     #[arg(long, default_value_t = 0)]
     views: usize,
-    /// The views' smallest crop, as a fraction of the image's area (torchvision's 0.08; raise
-    /// it when the objects are small).
+    /// The smallest crop of `--views` and of GIST's per-step crops, as a fraction of the
+    /// image's area (torchvision's 0.08; raise it when the objects are small).
     #[arg(long, default_value_t = 0.08)]
     crop_scale: f32,
     /// GIST: descriptions per class drawn from the offline source.
@@ -276,6 +276,15 @@ pub fn evaluate_adapter(
     )?)
 }
 
+/// The random resized crop (from `--crop-scale`) and flip of views and of GIST's steps.
+fn crop(args: &AdaptArgs) -> AugmentConfig {
+    AugmentConfig {
+        scale: [args.crop_scale, 1.0],
+        hflip: 0.5,
+        ..Default::default()
+    }
+}
+
 fn spec_of(
     args: &AdaptArgs,
     embed_dim: usize,
@@ -321,7 +330,8 @@ fn spec_of(
             library: load_templates(&args.templates)?,
         },
         Method::Gist => {
-            let mut config = GistConfig::new();
+            // The code crops and flips every image at every step.
+            let mut config = GistConfig::new().with_augment(Some(crop(args)));
             if let Some(e) = args.epochs {
                 config = config.with_epochs(e);
             }
@@ -404,6 +414,7 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
         &open_source(&args.train_data, &shapes_of(&inner))?,
         &args.train_data,
     )?;
+    crop(&args).validate().context("--crop-scale")?;
     let spec = spec_of(&args, bundle.model.embed_dim(), layers, &names)?;
     // Features of every training image, streamed; the pixels of the shots only, for methods
     // that run the image tower (drawn as `adapt` will draw them).
@@ -413,16 +424,9 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
         pixels: None,
     };
     let views = (args.views > 0).then(|| ShotViews {
-        augment: AugmentConfig {
-            scale: [args.crop_scale, 1.0],
-            hflip: 0.5,
-            ..Default::default()
-        },
+        augment: crop(&args),
         views: args.views,
     });
-    if let Some(v) = &views {
-        v.augment.validate().context("--crop-scale")?;
-    }
     let (train, labels) = if spec.needs_pixels() || views.is_some() {
         let idx = k_shot_indices(&labels, classes.len(), args.shots, args.seed);
         let mut shots = all.select(&idx);

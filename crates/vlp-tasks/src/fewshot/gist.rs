@@ -268,9 +268,16 @@ impl<B: Backend> GistFit<B> {
         lambda: f64,
         device: &B::Device,
     ) -> Result<Vec<usize>> {
-        let train = shots.embed(&self.model, device);
-        let probe = fit_probe::<B>(&train, labels, classes, lambda, 100, device)?;
-        Ok(probe.predict(&test.embed(&self.model, device), device))
+        let tower = GistTower::of(&self.model);
+        let probe = fit_probe::<B>(
+            &tower.embed(shots, device),
+            labels,
+            classes,
+            lambda,
+            100,
+            device,
+        )?;
+        Ok(probe.predict(&tower.embed(test, device), device))
     }
 }
 
