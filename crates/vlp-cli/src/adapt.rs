@@ -382,7 +382,9 @@ fn descriptions_for(args: &AdaptArgs, classes: &[String]) -> anyhow::Result<Vec<
             .iter()
             .map(|d| d.as_str().map(str::to_string).ok_or_else(not_a_file))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        by_name.insert(name.to_string(), texts);
+        if by_name.insert(name.to_string(), texts).is_some() {
+            bail!("{}: class {name:?} is listed twice", path.display());
+        }
     }
     classes
         .iter()
@@ -419,6 +421,12 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
     // Features of every training image, streamed; the pixels of the shots only, for methods
     // that run the image tower (drawn as `adapt` will draw them).
     let (features, labels, classes) = labelled(&args.train_data, &inner)?;
+    if classes != names {
+        bail!(
+            "{}: the class list changed between two reads (did the data change?)",
+            args.train_data
+        );
+    }
     let all = ImageRows {
         features,
         pixels: None,

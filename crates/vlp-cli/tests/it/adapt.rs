@@ -273,6 +273,15 @@ fn gist_takes_the_descriptions_vlp_curate_describe_wrote() {
         "{}",
         text(&o)
     );
+    // A class listed twice would silently lose one list.
+    let mut twice = written.clone();
+    let again = twice["classes"][0].clone();
+    twice["classes"].as_array_mut().unwrap().push(again);
+    let doubled = dir.path().join("twice.json");
+    std::fs::write(&doubled, serde_json::to_string(&twice).unwrap()).unwrap();
+    let o = adapt(&doubled, "refused2");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("is listed twice"), "{}", text(&o));
 }
 
 /// The harness check: zero-shot, linear probe and CoOp on 3 domains (the source and two
