@@ -840,13 +840,7 @@ mod tests {
         let (model, tok) = crate::fewshot::testing::tiny_clip(&["red", "star", "."], 1, 8);
         let inner = model.valid();
         let classes: Vec<String> = vec!["red".into(), "star".into()];
-        let pixels = Pixels {
-            data: (0..6 * 3 * 256)
-                .map(|v| ((v * 29) % 83) as f32 / 41.0 - 1.0)
-                .collect(),
-            rows: 6,
-            image_size: 16,
-        };
+        let pixels = crate::fewshot::testing::pattern_pixels(6, 29);
         let set = ImageRows {
             features: pixels.embed(&inner, &dev),
             pixels: Some(pixels),

@@ -446,13 +446,7 @@ mod tests {
     }
 
     fn pixels(rows: usize) -> Pixels {
-        Pixels {
-            data: (0..rows * 3 * 256)
-                .map(|v| ((v * 53) % 97) as f32 / 48.0 - 1.0)
-                .collect(),
-            rows,
-            image_size: 16,
-        }
+        crate::fewshot::testing::pattern_pixels(rows, 53)
     }
 
     #[test]

@@ -371,6 +371,18 @@ pub(crate) mod testing {
     use vlp_text::tokenizer::word_tokenizer;
     use vlp_text::{HfTokenizer, TextPooling, Tokenizer};
 
+    /// `rows` deterministic 16-pixel images in [-1, 1] for [`tiny_clip`]: a pattern that
+    /// `step` (a small prime) varies.
+    pub(crate) fn pattern_pixels(rows: usize, step: usize) -> super::Pixels {
+        super::Pixels {
+            data: (0..rows * 3 * 256)
+                .map(|v| ((v * step) % 97) as f32 / 48.0 - 1.0)
+                .collect(),
+            rows,
+            image_size: 16,
+        }
+    }
+
     /// A random CLIP drawn under `seed`: both towers 8 wide with `layers` blocks, 16-pixel
     /// images in patches of 8, a 6-wide joint space; and a word tokenizer over `words` with 10
     /// positions.

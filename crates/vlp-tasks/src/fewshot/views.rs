@@ -278,13 +278,7 @@ mod tests {
         let dev = default_device();
         let (model, _) = tiny_clip(&["a"], 1, 3);
         let model = model.valid();
-        let p = Pixels {
-            data: (0..2 * 3 * 256)
-                .map(|v| ((v * 37) % 101) as f32 / 50.0 - 1.0)
-                .collect(),
-            rows: 2,
-            image_size: 16,
-        };
+        let p = crate::fewshot::testing::pattern_pixels(2, 37);
         let shots = ImageRows {
             features: p.embed(&model, &dev),
             pixels: Some(p.clone()),
