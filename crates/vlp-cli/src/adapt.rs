@@ -353,6 +353,9 @@ fn spec_of(
 /// name) or the offline template source.
 fn descriptions_for(args: &AdaptArgs, classes: &[String]) -> anyhow::Result<Vec<Vec<String>>> {
     let Some(path) = &args.descriptions else {
+        if args.descriptions_per_class == 0 {
+            bail!("--descriptions-per-class must be at least 1");
+        }
         let source = TemplateDescriptions {
             error_rate: 0.2,
             seed: args.seed,
@@ -400,13 +403,7 @@ fn descriptions_for(args: &AdaptArgs, classes: &[String]) -> anyhow::Result<Vec<
 pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
     let device = default_device();
     let bundle = load_bundle::<TrainBackend>(&args.model, args.tokenizer.as_deref(), &device)?;
-    let layers = bundle
-        .model
-        .text_model
-        .encoder
-        .layers
-        .len()
-        .min(bundle.model.vision_model.encoder.layers.len());
+    let layers = bundle.model.shared_depth();
     if args.shots == 0 {
         bail!("--shots must be at least 1");
     }

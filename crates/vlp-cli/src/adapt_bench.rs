@@ -233,13 +233,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let (train, classes) = load(&args.train_data, &shapes, &bundle, None, pixels)?;
     let (test, _) = load(&args.data, &shapes, &bundle, Some(&classes), pixels)?;
-    let layers = bundle
-        .model
-        .text_model
-        .encoder
-        .layers
-        .len()
-        .min(bundle.model.vision_model.encoder.layers.len());
+    let layers = bundle.model.shared_depth();
     let coop_cfg = || match args.n_ctx {
         Some(n) => CoopConfig::new().with_n_ctx(n),
         None => CoopConfig::new(),
@@ -339,7 +333,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             classes: classes.len(),
             zero_shot: &zs,
         };
-        let scale = f64::from(bundle.model.logit_scale.val().exp().into_scalar());
+        let scale = bundle.model.scale();
         // Other domains: the test data drawn again with one ShapesWorld axis changed.
         let mut shifted = Vec::new();
         if args.protocol == Protocol::CrossDomain {

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::{AutodiffModule, Module};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
 use serde::{Deserialize, Serialize};
 use vlp_align::ClipModel;
 use vlp_align::adapter::{Sgva as SgvaModule, SgvaConfig};
@@ -393,7 +393,7 @@ impl<B: Backend> Adapter<B> {
             )));
         }
         let classes = &self.info.classes;
-        let scale = model.logit_scale.val().exp().into_scalar().elem::<f64>() as f32;
+        let scale = model.scale() as f32;
         let scaled = |mut f: Features| {
             f.data.iter_mut().for_each(|v| *v *= scale);
             f

@@ -23,7 +23,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use vlp_core::loss::{softmax_kl_divergence, supervised_contrastive_loss};
 use vlp_text::Tokenizer;
 
@@ -174,7 +174,7 @@ pub fn fit_sgva<B: AutodiffBackend>(
 ) -> Result<(Sgva<B>, Vec<f64>)> {
     vlp_core::backend::materialize(model);
     let model = model.clone().no_grad();
-    let scale = model.logit_scale.val().exp().into_scalar().elem::<f64>();
+    let scale = model.scale();
     let device = image_features.device();
     let classes = prompts.len();
     let support = image_features.clone().detach();
@@ -328,7 +328,7 @@ mod tests {
         let frozen = m.clone().no_grad();
         let fa = rows(sgva.adapter.forward(x.clone()));
         let text = rows(sgva.text(&frozen, &prompts));
-        let scale = frozen.logit_scale.val().exp().into_scalar().elem::<f64>();
+        let scale = frozen.scale();
         let want = loss_by_hand(&fa, &text, &labels, scale, &cfg);
         let fit = FewShotFitConfig::new().with_epochs(1).with_batch_size(8);
         let (_, losses) = fit_sgva(&m, sgva, &prompts, x, &labels, &cfg, &fit).unwrap();

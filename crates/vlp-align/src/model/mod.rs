@@ -255,11 +255,46 @@ impl<B: Backend> ClipModel<B> {
         }
     }
 
+    /// `exp(logit_scale)` as a number: the factor on cosine similarities in the logits.
+    pub fn scale(&self) -> f64 {
+        use burn::tensor::ElementConversion;
+        self.logit_scale.val().exp().into_scalar().elem::<f64>()
+    }
+
+    /// Blocks of the shallower tower: how deep prompts can go in both (MaPLe's depth limit).
+    pub fn shared_depth(&self) -> usize {
+        self.text_model
+            .encoder
+            .layers
+            .len()
+            .min(self.vision_model.encoder.layers.len())
+    }
+
     /// Width of the joint embedding space.
     pub fn embed_dim(&self) -> usize {
         match &self.visual_projection {
             Some(p) => p.weight.lazy_shape().dims::<2>()[1],
             None => self.vision_model.hidden_size(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompt::coop::tests::{model_with_layers, tokenizer};
+    use vlp_core::backend::{DefaultBackend as B, default_device};
+
+    #[test]
+    fn scale_is_the_exponentiated_parameter_and_depth_the_shallower_tower() {
+        let dev = default_device();
+        let mut m = model_with_layers::<B>(&tokenizer(8), 3, &dev);
+        m.logit_scale = Param::from_tensor(Tensor::from_floats([20f32.ln()], &dev));
+        assert!((m.scale() - 20.0).abs() < 1e-4, "{}", m.scale());
+        assert_eq!(m.shared_depth(), 3);
+        m.vision_model.encoder.layers.truncate(2);
+        assert_eq!(m.shared_depth(), 2);
+        m.text_model.encoder.layers.truncate(1);
+        assert_eq!(m.shared_depth(), 1);
     }
 }

@@ -144,12 +144,7 @@ impl MapleConfig {
         classes: &[String],
         device: &B::Device,
     ) -> Result<(MaplePromptLearner<B>, CoopPrompts)> {
-        let layers = model
-            .text_model
-            .encoder
-            .layers
-            .len()
-            .min(model.vision_model.encoder.layers.len());
+        let layers = model.shared_depth();
         if self.depth == 0 || self.depth > layers {
             return Err(bad(
                 "prompt depth",

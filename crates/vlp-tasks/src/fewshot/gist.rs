@@ -307,6 +307,14 @@ pub fn fine_tune<B: AutodiffBackend>(
             cfg.epochs
         ));
     }
+    let lr_ok = cfg.lr.is_finite() && cfg.lr > 0.0;
+    let decay_ok = cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0;
+    if !lr_ok || !decay_ok {
+        return bad(format!(
+            "lr {} must be > 0 and weight_decay {} ≥ 0",
+            cfg.lr, cfg.weight_decay
+        ));
+    }
     if let Some((i, _)) = pairs.iter().find(|(i, _)| *i >= pixels.rows) {
         return bad(format!("a pair names image {i} of {}", pixels.rows));
     }
@@ -495,10 +503,14 @@ mod tests {
             .to_string();
         assert!(e.contains("1 pairs"), "{e}");
         let bad = vec![(0, "a star.".to_string()), (4, "a star.".to_string())];
-        let e = fine_tune(model, &tok, &px, &bad, &cfg, &dev)
+        let e = fine_tune(model.clone(), &tok, &px, &bad, &cfg, &dev)
             .unwrap_err()
             .to_string();
         assert!(e.contains("image 4 of 4"), "{e}");
+        let e = fine_tune(model, &tok, &px, &pairs, &cfg.clone().with_lr(-1e-3), &dev)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lr -0.001 must be > 0"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! and SgVA-CLIP (prompt and adapter).
 
 use burn::module::AutodiffModule;
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use vlp_align::ClipModel;
 use vlp_align::adapter::{ClipAdapterConfig, SgvaConfig, fit_clip_adapter, fit_sgva};
@@ -217,13 +216,7 @@ pub struct LearnedSgva<B: AutodiffBackend> {
 impl<B: AutodiffBackend> LearnedSgva<B> {
     /// Inference logits (`cross-modal + β·prototype`) of frozen image features, `[n, classes]`.
     pub fn scores(&self, images: &Features) -> Features {
-        let scale = self
-            .model
-            .logit_scale
-            .val()
-            .exp()
-            .into_scalar()
-            .elem::<f64>();
+        let scale = self.model.scale();
         let text = self.sgva.text(&self.model, &self.prompts);
         Features::from_tensor(self.sgva.logits(
             images.to_tensor::<B::InnerBackend>(&self.device),

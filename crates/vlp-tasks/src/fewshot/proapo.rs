@@ -26,7 +26,6 @@
 //! each description ("{template} {class}, which {description}"); here a description is one more
 //! member of its class's ensemble.
 
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use vlp_align::ClipModel;
@@ -674,13 +673,7 @@ impl<B: Backend> Proapo<'_, B> {
             per_template: &per_template,
             shots,
             labels,
-            logit_scale: self
-                .model
-                .logit_scale
-                .val()
-                .exp()
-                .into_scalar()
-                .elem::<f64>(),
+            logit_scale: self.model.scale(),
         };
         let r = search(&scorer, &self.config)?;
         Ok((r, per_template))
@@ -740,13 +733,7 @@ impl<B: Backend> Proapo<'_, B> {
                 crate::embed::embed_texts(self.model, self.tokenizer, &refs, 256, &self.device)
             })
             .collect::<Result<Vec<_>>>()?;
-        let scale = self
-            .model
-            .logit_scale
-            .val()
-            .exp()
-            .into_scalar()
-            .elem::<f64>();
+        let scale = self.model.scale();
         let r = search_descriptions(&base, &embedded, shots, labels, scale, &self.config)?;
         Ok(ProapoFit {
             classifier: describe_classifier(&base, &embedded, &r.chosen),
