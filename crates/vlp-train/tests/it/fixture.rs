@@ -31,20 +31,20 @@ const STEPS: usize = 1000;
 /// How the fixture's captions are phrased; part of the recipe's hash.
 const PHRASING: &str = "{shape} coloured {colour}";
 
-/// The fixture's only caption: its main object as "<shape> coloured <colour>".
+/// Class `label` as the fixture's captions name it: "<shape> coloured <colour>".
+pub fn phrased(label: usize) -> String {
+    let (shape, colour) = class_of(label);
+    PHRASING
+        .replace("{shape}", shape.name())
+        .replace("{colour}", colour.name())
+}
+
+/// The fixture's only caption: its main object, [`phrased`].
 struct Coloured;
 
 impl vlp_data::TextTransform for Coloured {
     fn texts(&self, sample: &vlp_data::TextInput<'_>, _: &mut Rng) -> Vec<String> {
-        let Some(label) = sample.label else {
-            return Vec::new();
-        };
-        let (shape, colour) = class_of(label);
-        vec![
-            PHRASING
-                .replace("{shape}", shape.name())
-                .replace("{colour}", colour.name()),
-        ]
+        sample.label.map(phrased).into_iter().collect()
     }
 }
 
@@ -193,10 +193,12 @@ pub fn bench() -> Bench {
 }
 
 impl Bench {
-    /// Base-to-novel at `k` shots with `seed` (see `vlp_tasks::fewshot::base_to_novel`).
+    /// Base-to-novel at `k` shots with `seed`, the labels named `classes` (see
+    /// `vlp_tasks::fewshot::base_to_novel`).
     pub fn base_to_novel(
         &self,
         method: &dyn OpenVocabularyMethod,
+        classes: &[String],
         k: usize,
         seed: u64,
     ) -> BaseToNovel {
@@ -206,7 +208,7 @@ impl Bench {
             &self.train_y,
             &self.test_rows,
             &self.test_y,
-            &self.classes,
+            classes,
             k,
             seed,
         )
