@@ -86,7 +86,8 @@ fn views<'a>(
 /// updated (causal attention, pooled at the end token): likely why both learned prompts stay
 /// below the bare name even on base classes.
 ///
-/// Measured (2026-12-02, release, 2 cores, ~110 s a seed with the fixture cached), B / N / H:
+/// Measured (2026-12-02, release, 2 cores, 78 s for all of it with the fixture cached), B / N / H
+/// (the hand-written prompt does not depend on the seed):
 /// | seed | hand-written (bare name) | CoOp | MaPLe |
 /// | --- | --- | --- | --- |
 /// | 1 | 0.648 / 0.569 / 0.606 | 0.583 / 0.366 / 0.450 | 0.593 / 0.415 / 0.488 |
