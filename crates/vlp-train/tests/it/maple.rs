@@ -81,10 +81,16 @@ fn views<'a>(
 /// warm-up: N 0.070); at 0.001 the loss falls (to ≈ 0.8) on every seed.
 ///
 /// Why random context rather than MaPLe's 2 vectors from "a photo of a": the fixture's captions
-/// have no words before the class, so no phrase to start from. Learned context also moves the
-/// name past the fixture's 3-word captions, to positions whose embeddings its training never
-/// updated (causal attention, pooled at the end token): likely why both learned prompts stay
-/// below the bare name even on base classes.
+/// have no words before the class, so no phrase to start from.
+///
+/// Both learned prompts stay below the bare name even on base classes: the bare name is the
+/// fixture's training caption itself, the text its image features were fitted to, so a prompt
+/// learned from 16 shots can at best approach it; where CLIP's prompt is only a guess at its web
+/// captions, the paper's learned prompts beat it on base classes. Untrained positions (the
+/// context pushes the name past the fixture's 3-word captions) are not the cause: with a fixture
+/// whose captions had 0–10 leading words (measured 2026-12-02, seeds 1–3) base stayed below
+/// (CoOp 0.596, MaPLe 0.596, bare name 0.642; MaPLe's N 0.387 vs CoOp's 0.357). That fixture was
+/// not kept: it made "a photo of a {}." a good prompt (0.450) and CoOp's own claim fails on it.
 ///
 /// Measured (2026-12-02, release, 2 cores, 78 s for all of it with the fixture cached), B / N / H
 /// (the hand-written prompt does not depend on the seed):
