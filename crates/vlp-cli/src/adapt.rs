@@ -97,6 +97,12 @@ pub struct AdaptArgs {
     /// Labelled data to report the adapted accuracy on (the same classes, by name).
     #[arg(long)]
     eval_data: Option<String>,
+    /// Class names for the prompts, one per line: `FOLDER<TAB>NAME` names the data's class
+    /// `FOLDER` (an ImageNet synset folder) `NAME`, a line without a tab keeps the data's name;
+    /// it must list every class of the training and evaluation data (it may list more). Give
+    /// the same file to `vlp eval --adapter`: classes are matched by these names.
+    #[arg(long)]
+    classes: Option<PathBuf>,
     /// Prompt templates of Tip-Adapter's zero-shot classifier, or ProAPO's library (its first
     /// is the search's baseline): `openai`, `simple` or a file.
     #[arg(long, default_value = "openai")]
@@ -154,20 +160,16 @@ fn shapes_of(bundle: &Bundle<DefaultBackend>) -> ShapesWorldConfig {
     }
 }
 
-fn class_names(source: &vlp_data::source::Source, spec: &str) -> anyhow::Result<Vec<String>> {
-    source
-        .class_names()
-        .with_context(|| format!("{spec}: not a labelled source (use imagefolder: or shapes:)"))
-}
-
 /// The labelled images of `spec` as frozen features of `bundle`'s model, streamed (no pixels
-/// held), with their labels and the source's class names.
+/// held), with their labels and the source's class names, renamed by `names` (a `--classes`
+/// file listing at least the data's classes).
 fn labelled(
     spec: &str,
+    names: Option<&PathBuf>,
     bundle: &Bundle<DefaultBackend>,
 ) -> anyhow::Result<(Features, Vec<usize>, Vec<String>)> {
     let source = open_source(spec, &shapes_of(bundle))?;
-    let classes = class_names(&source, spec)?;
+    let classes = crate::eval::class_names_within(&source, names)?;
     let set = crate::eval::images(bundle, source, 64, spec)?;
     let labels = require_labels(&set.labels, &set.keys, spec)?;
     Ok((set.features, labels, classes))
@@ -189,20 +191,22 @@ fn pixels_of(spec: &str, bundle: &Bundle<DefaultBackend>, idx: &[usize]) -> anyh
     Ok(set.pixels())
 }
 
-/// `adapter` applied to the labelled images of `spec`: their classes are matched to the
-/// adapter's by name, then scored as zero-shot is (top-1, top-5, per class, confusion). Images
-/// are streamed: a method that runs the image tower (MaPLe) gets them batch by batch.
+/// `adapter` applied to the labelled images of `spec`: their classes (renamed by `names`, a
+/// `--classes` file, which may list more) are matched to the adapter's by name, then scored as
+/// zero-shot is (top-1, top-5, per class, confusion). Images are streamed: a method that runs
+/// the image tower (MaPLe) gets them batch by batch.
 pub fn evaluate_adapter(
     adapter: &Adapter<DefaultBackend>,
     bundle: &Bundle<DefaultBackend>,
     spec: &str,
+    names: Option<&PathBuf>,
     adapter_dir: &Path,
 ) -> anyhow::Result<ZeroShotReport> {
     let device = default_device();
     let tok = bundle.tokenizer.as_ref();
     let (scores, labels, classes) = if adapter.info.spec.needs_pixels() {
         let source = open_source(spec, &shapes_of(bundle))?;
-        let classes = class_names(&source, spec)?;
+        let classes = crate::eval::class_names_within(&source, names)?;
         let cfg = LoaderConfig {
             batch_size: 64,
             workers: workers(),
@@ -236,7 +240,7 @@ pub fn evaluate_adapter(
         }
         (scores, require_labels(&labels, &keys, spec)?, classes)
     } else {
-        let (features, labels, classes) = labelled(spec, bundle)?;
+        let (features, labels, classes) = labelled(spec, names, bundle)?;
         let rows = ImageRows {
             features,
             pixels: None,
@@ -409,15 +413,15 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
     }
     let inner = load_bundle::<DefaultBackend>(&args.model, args.tokenizer.as_deref(), &device)?;
     // The settings (templates, descriptions) are checked before the images are read.
-    let names = class_names(
+    let names = crate::eval::class_names_within(
         &open_source(&args.train_data, &shapes_of(&inner))?,
-        &args.train_data,
+        args.classes.as_ref(),
     )?;
     crop(&args).validate().context("--crop-scale")?;
     let spec = spec_of(&args, bundle.model.embed_dim(), layers, &names)?;
     // Features of every training image, streamed; the pixels of the shots only, for methods
     // that run the image tower (drawn as `adapt` will draw them).
-    let (features, labels, classes) = labelled(&args.train_data, &inner)?;
+    let (features, labels, classes) = labelled(&args.train_data, args.classes.as_ref(), &inner)?;
     if classes != names {
         bail!(
             "{}: the class list changed between two reads (did the data change?)",
@@ -498,7 +502,7 @@ pub fn run(args: AdaptArgs) -> anyhow::Result<()> {
     });
     if let Some(spec) = &args.eval_data {
         // The adapter as trained, in memory (`vlp eval --adapter` scores the saved one).
-        let r = evaluate_adapter(&adapter, &inner, spec, &args.out)?;
+        let r = evaluate_adapter(&adapter, &inner, spec, args.classes.as_ref(), &args.out)?;
         println!("  {spec}: top-1 {:.4}   top-5 {:.4}", r.top1, r.top5);
         result["eval_data"] = spec.clone().into();
         result["top1"] = r.top1.into();

@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// Labelled data the shots are drawn from.
     #[arg(long)]
     train_data: String,
+    /// Class names for the prompts, as `vlp adapt --classes` reads them (`FOLDER<TAB>NAME`
+    /// lines); it must list every class of the data (it may list more).
+    #[arg(long)]
+    classes: Option<std::path::PathBuf>,
     /// Labelled test data (the source domain for cross-domain), same classes by name.
     #[arg(long)]
     data: String,
@@ -151,18 +155,18 @@ struct Loaded {
     labels: Vec<usize>,
 }
 
-/// Labelled images of `spec` in the label space of `classes` (matched by name).
+/// Labelled images of `spec`, their classes renamed by `file` (`--classes`), in the label
+/// space of `classes` (matched by name).
 fn load(
     spec: &str,
     shapes: &ShapesWorldConfig,
     bundle: &vlp_tasks::bundle::Bundle<DefaultBackend>,
+    file: Option<&std::path::PathBuf>,
     classes: Option<&[String]>,
     pixels: bool,
 ) -> anyhow::Result<(Loaded, Vec<String>)> {
     let source = open_source(spec, shapes)?;
-    let names = source
-        .class_names()
-        .with_context(|| format!("{spec}: not a labelled source (use imagefolder: or shapes:)"))?;
+    let names = crate::eval::class_names_within(&source, file)?;
     // Features only: streamed, no pixels held. With pixels (MaPLe): every image in memory.
     let (rows, labels) = if pixels {
         let workers = std::thread::available_parallelism()
@@ -231,8 +235,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if pixels && !b2n {
         bail!("maple runs in --protocol base-to-novel only (it needs the images, not features)");
     }
-    let (train, classes) = load(&args.train_data, &shapes, &bundle, None, pixels)?;
-    let (test, _) = load(&args.data, &shapes, &bundle, Some(&classes), pixels)?;
+    let (train, classes) = load(
+        &args.train_data,
+        &shapes,
+        &bundle,
+        args.classes.as_ref(),
+        None,
+        pixels,
+    )?;
+    let (test, _) = load(
+        &args.data,
+        &shapes,
+        &bundle,
+        args.classes.as_ref(),
+        Some(&classes),
+        pixels,
+    )?;
     let layers = bundle.model.shared_depth();
     let coop_cfg = || match args.n_ctx {
         Some(n) => CoopConfig::new().with_n_ctx(n),
@@ -342,7 +360,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             for d in &args.domains {
                 let cfg = d.apply(shapes.clone());
-                let (l, _) = load(&args.data, &cfg, &bundle, Some(&classes), false)?;
+                let (l, _) = load(
+                    &args.data,
+                    &cfg,
+                    &bundle,
+                    args.classes.as_ref(),
+                    Some(&classes),
+                    false,
+                )?;
                 shifted.push((format!("{d:?}").to_lowercase(), l));
             }
         }

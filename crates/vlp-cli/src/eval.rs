@@ -138,14 +138,53 @@ fn labels(set: &ImageSet, name: &str) -> anyhow::Result<Vec<usize>> {
 /// and duplicates matter, the result is in the data's label order). A line `FOLDER<TAB>NAME`
 /// names the data's class `FOLDER` (an ImageNet synset folder, `n01440764`) `NAME` in prompts
 /// (`tench`); a line without a tab keeps the data's name.
-fn class_names(source: &Source, classes: Option<&PathBuf>) -> anyhow::Result<Vec<String>> {
-    let own = source.class_names().with_context(|| {
+pub(crate) fn class_names(
+    source: &Source,
+    classes: Option<&PathBuf>,
+) -> anyhow::Result<Vec<String>> {
+    let own = labelled_classes(source)?;
+    let Some(path) = classes else { return Ok(own) };
+    let (listed, names) = read_class_file(path)?;
+    let ordered = match_classes(&own, &listed, &source.name(), &path.display().to_string())?;
+    Ok(ordered.iter().map(|c| names[c].clone()).collect())
+}
+
+/// As [`class_names`], but the file may list classes the data lacks (a shared class list, a
+/// test set without some of an adapter's classes); every class of the data must be listed.
+pub(crate) fn class_names_within(
+    source: &Source,
+    classes: Option<&PathBuf>,
+) -> anyhow::Result<Vec<String>> {
+    let own = labelled_classes(source)?;
+    let Some(path) = classes else { return Ok(own) };
+    let (_, names) = read_class_file(path)?;
+    own.iter()
+        .map(|c| {
+            names.get(c).cloned().with_context(|| {
+                format!(
+                    "{} does not list class \"{c}\" of {}",
+                    path.display(),
+                    source.name()
+                )
+            })
+        })
+        .collect()
+}
+
+fn labelled_classes(source: &Source) -> anyhow::Result<Vec<String>> {
+    source.class_names().with_context(|| {
         format!(
             "{}: not a labelled source (use imagefolder: or shapes:)",
             source.name()
         )
-    })?;
-    let Some(path) = classes else { return Ok(own) };
+    })
+}
+
+/// A `--classes` file: the listed classes in order (a class listed twice refused) and each
+/// one's prompt name.
+fn read_class_file(
+    path: &PathBuf,
+) -> anyhow::Result<(Vec<String>, std::collections::HashMap<String, String>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut listed = Vec::new();
@@ -160,11 +199,16 @@ fn class_names(source: &Source, classes: Option<&PathBuf>) -> anyhow::Result<Vec
             Some(_) => bail!("{} line {}: no name after the tab", path.display(), i + 1),
             None => (line.trim(), line.trim()),
         };
+        if names.insert(class.to_string(), name.to_string()).is_some() {
+            bail!(
+                "{} line {}: class \"{class}\" listed twice",
+                path.display(),
+                i + 1
+            );
+        }
         listed.push(class.to_string());
-        names.insert(class.to_string(), name.to_string());
     }
-    let ordered = match_classes(&own, &listed, &source.name(), &path.display().to_string())?;
-    Ok(ordered.iter().map(|c| names[c].clone()).collect())
+    Ok((listed, names))
 }
 
 /// `--task vqa`: every question of the data's images, answered by a question-answering model.
@@ -250,16 +294,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         Task::Vqa => unreachable!("answered by `vqa` above"),
         Task::ZeroShot if args.adapter.is_some() => {
             let dir = args.adapter.as_ref().expect("checked");
-            if args.classes.is_some() {
-                bail!("--classes does not apply with --adapter: the adapter's classes are used");
-            }
             let adapter = vlp_tasks::adapt::Adapter::load(
                 dir,
                 &bundle.model,
                 bundle.tokenizer.as_ref(),
                 &device,
             )?;
-            let r = crate::adapt::evaluate_adapter(&adapter, &bundle, &args.data, dir)?;
+            let r = crate::adapt::evaluate_adapter(
+                &adapter,
+                &bundle,
+                &args.data,
+                args.classes.as_ref(),
+                dir,
+            )?;
             println!(
                 "{} adapter on {} images, {} classes",
                 adapter.info.spec.name(),

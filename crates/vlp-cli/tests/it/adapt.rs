@@ -161,6 +161,131 @@ fn an_adapter_saved_by_vlp_adapt_evaluates_the_same_after_reloading() {
     assert!(!none.exists(), "nothing written for a refused run");
 }
 
+/// `--classes` names the data's classes in the prompts (`FOLDER<TAB>NAME`): the adapter keeps
+/// the new names, `vlp eval --adapter` given the same file scores the same, and without it the
+/// data's folder names are classes the adapter does not know. A file that misses a training
+/// class or lists one twice is refused naming it.
+#[test]
+fn class_names_from_a_file_name_the_prompts_and_match_at_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = folder(dir.path(), Split::Train, 240);
+    let test = folder(dir.path(), Split::Test, 30);
+    let model = reference("clip_hf");
+    let model = model.to_str().unwrap();
+    // The data's class names (ImageFolder reads "red_circle" as "red circle"), the training
+    // set's: the test set's are among them.
+    let mut folders: Vec<String> = std::fs::read_dir(dir.path().join("Train"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .into_string()
+                .unwrap()
+                .replace('_', " ")
+        })
+        .collect();
+    folders.sort();
+    let listed = folders.len();
+    let renamed = |f: &str| format!("kind {f}");
+    let lines: Vec<String> = folders
+        .iter()
+        .map(|f| format!("{f}\t{}", renamed(f)))
+        .collect();
+    let file = dir.path().join("classes.tsv");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = dir.path().join("coop");
+    let adapt = |classes: &std::path::Path, out: &std::path::Path| {
+        vlp(&[
+            "adapt",
+            "--model",
+            model,
+            "--method",
+            "coop",
+            "--train-data",
+            &train,
+            "--shots",
+            "2",
+            "--epochs",
+            "2",
+            "--n-ctx",
+            "2",
+            "--classes",
+            classes.to_str().unwrap(),
+            "--eval-data",
+            &test,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = adapt(&file, &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let adapted = last_json(&o);
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter.json")).unwrap()).unwrap();
+    let mut kept: Vec<String> = info["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    kept.sort();
+    let mut expected: Vec<String> = folders.iter().map(|f| renamed(f)).collect();
+    expected.sort();
+    assert_eq!(kept, expected);
+    assert_eq!(kept.len(), listed);
+    let eval = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--model",
+            model,
+            "--task",
+            "zero-shot",
+            "--data",
+            &test,
+            "--adapter",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        vlp(&a)
+    };
+    let o = eval(&["--classes", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let evaluated = last_json(&o);
+    assert_eq!(evaluated["count"], 30);
+    assert_eq!(evaluated["top1"], adapted["top1"]);
+    assert_eq!(evaluated["top5"], adapted["top5"]);
+    // Without the file the test set's classes keep their data names, unknown to the adapter.
+    let o = eval(&[]);
+    assert!(!o.status.success());
+    let named = |t: &str| folders.iter().any(|f| t.contains(&format!("\"{f}\"")));
+    assert!(
+        text(&o).contains("classes the adapter") && named(&text(&o)),
+        "{}",
+        text(&o)
+    );
+    // A training class left out, then one listed twice.
+    let short = dir.path().join("short.tsv");
+    std::fs::write(&short, lines[1..].join("\n")).unwrap();
+    let o = adapt(&short, &dir.path().join("short"));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("short.tsv") && text(&o).contains(&format!("\"{}\"", folders[0])),
+        "{}",
+        text(&o)
+    );
+    let doubled = dir.path().join("doubled.tsv");
+    let mut twice = lines.clone();
+    twice.push(lines[0].clone());
+    std::fs::write(&doubled, twice.join("\n")).unwrap();
+    let o = adapt(&doubled, &dir.path().join("doubled"));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("doubled.tsv") && text(&o).contains("listed twice"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// `--views` trains on augmented views of the shots (pixels are read for CoOp too), records
 /// them in `adapter.json`, and a crop scale outside (0, 1] is refused by name.
 #[test]
