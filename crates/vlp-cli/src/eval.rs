@@ -60,7 +60,8 @@ pub struct EvalArgs {
     train_data: Option<String>,
     /// Class names, one per line (default: the data's own, e.g. folder names); each must match
     /// a class of the data; `FOLDER<TAB>NAME` lines give the prompt name of a folder
-    /// (`datasets/imagenet-1k/classes.tsv`).
+    /// (`datasets/imagenet-1k/classes.tsv`). With `--adapter`: the file the adapter was
+    /// trained with (`vlp adapt --classes`), which may list more classes than the data.
     #[arg(long)]
     classes: Option<PathBuf>,
     /// Prompt templates: `openai` (80), `simple`, or a file with one template per line.
