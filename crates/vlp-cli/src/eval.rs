@@ -151,7 +151,8 @@ pub(crate) fn class_names(
 }
 
 /// As [`class_names`], but the file may list classes the data lacks (a shared class list, a
-/// test set without some of an adapter's classes); every class of the data must be listed.
+/// test set without some of an adapter's classes); every class of the data must be listed, and
+/// under a name of its own (adapters match classes by name).
 pub(crate) fn class_names_within(
     source: &Source,
     classes: Option<&PathBuf>,
@@ -159,17 +160,27 @@ pub(crate) fn class_names_within(
     let own = labelled_classes(source)?;
     let Some(path) = classes else { return Ok(own) };
     let (_, names) = read_class_file(path)?;
-    own.iter()
-        .map(|c| {
-            names.get(c).cloned().with_context(|| {
-                format!(
-                    "{} does not list class \"{c}\" of {}",
-                    path.display(),
-                    source.name()
-                )
-            })
-        })
-        .collect()
+    let mut renamed: Vec<String> = Vec::with_capacity(own.len());
+    for c in &own {
+        let name = names.get(c).with_context(|| {
+            format!(
+                "{} does not list class \"{c}\" of {}",
+                path.display(),
+                source.name()
+            )
+        })?;
+        // Adapters match classes by name: two classes under one name would be scored as one.
+        if let Some(i) = renamed.iter().position(|n| n == name) {
+            bail!(
+                "{} names classes \"{}\" and \"{c}\" of {} both \"{name}\"",
+                path.display(),
+                own[i],
+                source.name()
+            );
+        }
+        renamed.push(name.clone());
+    }
+    Ok(renamed)
 }
 
 fn labelled_classes(source: &Source) -> anyhow::Result<Vec<String>> {

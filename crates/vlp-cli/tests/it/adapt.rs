@@ -284,6 +284,21 @@ fn class_names_from_a_file_name_the_prompts_and_match_at_evaluation() {
         "{}",
         text(&o)
     );
+    // Two classes under one name would be one class to the adapter.
+    let merged = dir.path().join("merged.tsv");
+    let mut one = lines.clone();
+    one[1] = format!("{}\t{}", folders[1], renamed(&folders[0]));
+    std::fs::write(&merged, one.join("\n")).unwrap();
+    let o = adapt(&merged, &dir.path().join("merged"));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("merged.tsv")
+            && text(&o).contains(&format!("\"{}\"", folders[1]))
+            && text(&o).contains(&format!("both \"{}\"", renamed(&folders[0]))),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.path().join("merged").exists(), "nothing written");
 }
 
 /// `--views` trains on augmented views of the shots (pixels are read for CoOp too), records
