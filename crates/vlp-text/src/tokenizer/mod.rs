@@ -10,7 +10,7 @@ pub use clean::{clean_lower, fix_text, html_unescape, whitespace_clean};
 pub use clip::{ClipTokenizer, Padding};
 pub use hf::{HfTokenizer, MAX_CONTEXT};
 pub use resolve::{ResolvedTokenizer, from_hf, resolve, resolve_for_model};
-pub use word::word_tokenizer;
+pub use word::{unknown_words, word_tokenizer};
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use rayon::prelude::*;

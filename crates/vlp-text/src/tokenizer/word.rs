@@ -81,6 +81,33 @@ pub fn word_tokenizer(words: &[&str], context_length: usize) -> HfTokenizer {
     HfTokenizer::from_tokenizer(t, context_length)
 }
 
+/// The words of `texts` that `tok`, a [`word_tokenizer`], maps to `<unk>`, lower-cased as it
+/// reads them, each once in order of first appearance (the whole texts: no truncation). Empty
+/// for a tokenizer without `<unk>`.
+pub fn unknown_words(tok: &HfTokenizer, texts: &[&str]) -> Vec<String> {
+    let Some(unk) = tok.token_to_id(UNK) else {
+        return Vec::new();
+    };
+    let mut whole = tok.inner().clone();
+    whole.with_padding(None);
+    // Cannot fail: `None` turns truncation off.
+    let _ = whole.with_truncation(None);
+    let mut out: Vec<String> = Vec::new();
+    for text in texts {
+        let Ok(e) = whole.encode(*text, false) else {
+            continue;
+        };
+        for (&id, &(a, b)) in e.get_ids().iter().zip(e.get_offsets()) {
+            let Some(word) = text.get(a..b) else { continue };
+            let word = word.to_lowercase();
+            if id == unk && !out.contains(&word) {
+                out.push(word);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +131,22 @@ mod tests {
         // Truncation keeps the end token.
         let e = tok.encode("a a a a a a a a a a a").unwrap();
         assert_eq!(e.ids[7], 8);
+    }
+
+    #[test]
+    fn unknown_words_are_listed_once_beyond_the_context() {
+        let tok = word_tokenizer(&["a", "red", "circle", "in", "the"], 4);
+        let got = unknown_words(
+            &tok,
+            &[
+                "a red circle",
+                "A Lake in the north-west, a LAKE",
+                "a red circle by a lake",
+            ],
+        );
+        // "north-west" is three words to the BERT pre-tokenizer; "by" comes after the context.
+        assert_eq!(got, ["lake", "north", "-", "west", ",", "by"]);
+        assert!(unknown_words(&tok, &["a red circle", "the circle"]).is_empty());
     }
 
     #[test]

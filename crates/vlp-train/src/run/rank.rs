@@ -68,6 +68,7 @@ where
     let source = open_source(&cfg.data.train, &cfg.data.shapes)?;
     // A method that needs what the data lacks stops here, naming both.
     source.require(&method.requires(), &format!("method `{}`", method.name()))?;
+    crate::model::check_vocabulary(cfg, &tok, &source)?;
     let request = method.data();
     let per_rank = cfg.data.batch_size / world;
     let loader_cfg = LoaderConfig {

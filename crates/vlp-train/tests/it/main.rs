@@ -16,6 +16,7 @@ mod lxmert;
 mod maple;
 mod pixel_linguist;
 mod precision;
+mod priorclip;
 mod proapo;
 mod ptp;
 mod semaim;
