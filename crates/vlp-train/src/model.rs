@@ -92,7 +92,6 @@ mod tests {
             "scenes:train:64",
             "scenes-train-",
             "tokenizer.kind = \"clip\"",
-            "\"",
         ] {
             assert!(e.contains(part), "{part} missing from: {e}");
         }
@@ -100,6 +99,21 @@ mod tests {
             e.contains(" more;"),
             "more than 8 unknown words are counted: {e}"
         );
+        // The 8 words shown are SceneWorld's and outside ShapesWorld's vocabulary.
+        let shown = &e[e.find("know (").unwrap() + 6..e.find(" and ").unwrap()];
+        let words: Vec<&str> = shown.split(", ").map(|w| w.trim_matches('"')).collect();
+        assert_eq!(words.len(), 8, "{e}");
+        let shapes = TrainConfig::default().data.shapes;
+        let world = vlp_data::scenes::SceneWorld::new(shapes.image_size, shapes.seed).unwrap();
+        let captions = (0..64)
+            .flat_map(|i| world.sample(vlp_data::shapes::Split::Train, i).captions)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let known = vlp_data::shapes::vocabulary();
+        for w in words {
+            assert!(!known.contains(&w), "\"{w}\" is in the vocabulary: {e}");
+            assert!(captions.contains(w), "\"{w}\" is in no caption: {e}");
+        }
         // The BPE reads anything.
         check(&["data.train=\"scenes:train:64\"", "tokenizer.kind=\"clip\""]).unwrap();
     }
