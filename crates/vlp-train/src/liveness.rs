@@ -355,6 +355,16 @@ impl Watchdog {
 mod tests {
     use super::*;
 
+    /// A free port below the kernel's ephemeral range. Not `bind(:0)`: tests run side by side,
+    /// and a port from the ephemeral range that one test frees can be handed to another test's
+    /// `bind(:0)` at once. CI saw exactly that on 2026-12-02: the unreachable-coordinator test's
+    /// port became the check-in test's service, so its join was welcomed and the real rank 1 was
+    /// reset. Below the range only an explicit bind takes a port, and outgoing connections never
+    /// use it as their local port (no self-connection either).
+    fn test_port() -> u16 {
+        crate::distributed::free_port_block(1).unwrap()
+    }
+
     #[test]
     fn addresses_and_hashes() {
         assert_eq!(liveness_address("10.0.0.1:7000").unwrap(), "10.0.0.1:7001");
@@ -366,10 +376,7 @@ mod tests {
 
     #[test]
     fn ranks_with_the_same_configuration_check_in_and_others_are_refused() {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = test_port();
         let addr = format!("127.0.0.1:{port}");
         let a2 = addr.clone();
         let server =
@@ -380,10 +387,7 @@ mod tests {
         client.finish();
         server.finish();
 
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = test_port();
         let addr = format!("127.0.0.1:{port}");
         let a2 = addr.clone();
         let server =
@@ -402,15 +406,12 @@ mod tests {
 
     #[test]
     fn an_unreachable_coordinator_is_reported_within_the_timeout() {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = test_port();
         let t = Instant::now();
-        let e = Liveness::join(&format!("127.0.0.1:{port}"), 1, 7, Duration::from_secs(1))
-            .err()
-            .unwrap()
-            .to_string();
+        let e = match Liveness::join(&format!("127.0.0.1:{port}"), 1, 7, Duration::from_secs(1)) {
+            Ok(_) => panic!("joined a liveness service on port {port}, where none was started"),
+            Err(e) => e.to_string(),
+        };
         assert!(t.elapsed() < Duration::from_secs(5));
         assert!(
             e.contains("cannot reach") && e.contains(&port.to_string()),

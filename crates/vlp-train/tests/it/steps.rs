@@ -349,11 +349,9 @@ fn two_device_run_trains_and_a_lone_multi_node_rank_stops_in_time() {
     assert!(e.contains("data.batch_size"), "{e}");
     // Rank 1 of a two-machine run whose coordinator never answers: an error naming the
     // coordinator's liveness address, within the timeout.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Coordinator and liveness ports below the ephemeral range: a port from `bind(:0)` can be
+    // handed to another test's server as soon as it is freed (see `liveness::tests`).
+    let port = vlp_train::distributed::free_port_block(2).unwrap();
     let cfg = tiny(&[
         "optim.steps=3",
         "distributed.world_size=2",
