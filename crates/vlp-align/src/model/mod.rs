@@ -97,6 +97,24 @@ impl<B: Backend> ClipModel<B> {
         self
     }
 
+    /// Adds LoRA updates to the MLP of every block of the chosen towers
+    /// ([`vlp_core::nn::Mlp::add_lora`]), next to [`add_lora`](Self::add_lora)'s.
+    pub fn add_mlp_lora(
+        mut self,
+        config: &LoraConfig,
+        image: bool,
+        text: bool,
+        device: &B::Device,
+    ) -> Self {
+        if image {
+            self.vision_model.encoder = self.vision_model.encoder.add_mlp_lora(config, device);
+        }
+        if text {
+            self.text_model.encoder = self.text_model.encoder.add_mlp_lora(config, device);
+        }
+        self
+    }
+
     /// Folds `weight` times the LoRA updates into the towers' weights and drops the adapters:
     /// 1 gives the adapted model, λ the weight average `(1 − λ)·θ₀ + λ·θ` with the model the
     /// adapters started from. No-op without adapters.
@@ -106,10 +124,12 @@ impl<B: Backend> ClipModel<B> {
         self
     }
 
-    /// Whether any attention layer carries LoRA adapters.
+    /// Whether any attention layer or MLP carries LoRA adapters.
     pub fn has_lora(&self) -> bool {
         let adapted = |layers: &[vlp_core::nn::EncoderLayer<B>]| {
-            layers.iter().any(|l| l.self_attn.lora.is_some())
+            layers
+                .iter()
+                .any(|l| l.self_attn.lora.is_some() || l.mlp.lora.is_some())
         };
         adapted(&self.vision_model.encoder.layers) || adapted(&self.text_model.encoder.layers)
     }

@@ -5,7 +5,8 @@
 //! Initialisation and scaling follow PEFT (`peft/tuners/lora/layer.py`, `reset_lora_parameters`):
 //! `A` Kaiming-uniform with `a = √5` (bound `1/√d_in`), `B` zeros, scale `lora_alpha / r`. The
 //! attention layers carry their adapters ([`crate::nn::Attention::add_lora`], on the query and
-//! value projections as the LoRA paper's §7.1 recommends); [`train_only_lora`] freezes
+//! value projections as the LoRA paper's §7.1 recommends; [`crate::nn::Mlp::add_lora`] adds them
+//! to both MLP layers too); [`train_only_lora`] freezes
 //! everything else, and merging folds an update back into the weights, scaled — `weight` 1 is the
 //! fine-tuned model, `weight` λ < 1 the weight average `(1 − λ)·θ₀ + λ·θ` with the original
 //! model (WiSE-FT), exactly, since only the adapters moved.

@@ -24,7 +24,7 @@ pub use cross_modal::{
 pub use ema::{ema_update, frozen_copy};
 pub use lora::{Lora, LoraConfig, num_trainable, train_only_lora};
 pub use mask::AttentionMask;
-pub use mlp::{Mlp, MlpConfig, linear_2d};
+pub use mlp::{Mlp, MlpConfig, MlpLora, linear_2d};
 pub use norm::{LayerNorm, LayerNormConfig};
 pub use projection::{FinalNorm, ProjectionHead, ProjectionHeadConfig};
 pub use roi_align::{Roi, RoiAlignConfig, roi_align};

@@ -218,14 +218,28 @@ impl<B: Backend> TransformerEncoder<B> {
         self
     }
 
-    /// Folds `weight` times every block's LoRA updates into its weights
-    /// ([`Attention::merge_lora`]).
+    /// Adds LoRA updates to every block's MLP ([`crate::nn::Mlp::add_lora`]).
+    pub fn add_mlp_lora(mut self, config: &LoraConfig, device: &B::Device) -> Self {
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|mut l| {
+                l.mlp = l.mlp.add_lora(config, device);
+                l
+            })
+            .collect();
+        self
+    }
+
+    /// Folds `weight` times every block's LoRA updates (attention and MLP) into its weights
+    /// ([`Attention::merge_lora`], [`crate::nn::Mlp::merge_lora`]).
     pub fn merge_lora(mut self, weight: f64) -> Self {
         self.layers = self
             .layers
             .into_iter()
             .map(|mut l| {
                 l.self_attn = l.self_attn.merge_lora(weight);
+                l.mlp = l.mlp.merge_lora(weight);
                 l
             })
             .collect();
