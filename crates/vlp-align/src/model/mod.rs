@@ -79,38 +79,22 @@ pub fn normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 
 impl<B: Backend> ClipModel<B> {
     /// Adds LoRA updates to the attention of every block of the chosen towers
-    /// ([`vlp_core::nn::Attention::add_lora`]); freeze the rest with
+    /// ([`vlp_core::nn::Attention::add_lora`]) and, with `mlp`, to their MLPs
+    /// ([`vlp_core::nn::Mlp::add_lora`]); freeze the rest with
     /// [`vlp_core::nn::train_only_lora`].
     pub fn add_lora(
         mut self,
         config: &LoraConfig,
         image: bool,
         text: bool,
+        mlp: bool,
         device: &B::Device,
     ) -> Self {
         if image {
-            self.vision_model.encoder = self.vision_model.encoder.add_lora(config, device);
+            self.vision_model.encoder = self.vision_model.encoder.add_lora(config, mlp, device);
         }
         if text {
-            self.text_model.encoder = self.text_model.encoder.add_lora(config, device);
-        }
-        self
-    }
-
-    /// Adds LoRA updates to the MLP of every block of the chosen towers
-    /// ([`vlp_core::nn::Mlp::add_lora`]), next to [`add_lora`](Self::add_lora)'s.
-    pub fn add_mlp_lora(
-        mut self,
-        config: &LoraConfig,
-        image: bool,
-        text: bool,
-        device: &B::Device,
-    ) -> Self {
-        if image {
-            self.vision_model.encoder = self.vision_model.encoder.add_mlp_lora(config, device);
-        }
-        if text {
-            self.text_model.encoder = self.text_model.encoder.add_mlp_lora(config, device);
+            self.text_model.encoder = self.text_model.encoder.add_lora(config, mlp, device);
         }
         self
     }

@@ -231,7 +231,7 @@ mod tests {
             .with_fused_qkv(fused)
             .init::<B>(&dev);
         let base = base.clone().map(&mut Materialize);
-        let mut adapted = base.clone().add_lora(cfg, &dev);
+        let mut adapted = base.clone().add_lora(cfg, false, &dev);
         for (i, l) in adapted.layers.iter_mut().enumerate() {
             let lora = l.self_attn.lora.as_mut().unwrap();
             for (j, side) in [&mut lora.q, &mut lora.v].into_iter().enumerate() {
@@ -263,7 +263,7 @@ mod tests {
             let (base, adapted) = adapted_encoder(fused, &cfg);
             let plain = values(base.forward(x.clone(), None, false).last_hidden_state);
             // Fresh adapters (B = 0) leave the output bit-identical.
-            let fresh = base.clone().add_lora(&cfg, &dev);
+            let fresh = base.clone().add_lora(&cfg, false, &dev);
             let same = values(fresh.forward(x.clone(), None, false).last_hidden_state);
             assert_eq!(plain, same, "fused {fused}");
             // Non-zero adapters change it; merging with weight 1 reproduces the adapted output.
@@ -310,7 +310,7 @@ mod tests {
         let (d, layers) = (12usize, 2usize);
         let enc = crate::nn::TransformerEncoderConfig::new(d, layers, 3, 24)
             .init::<T>(&dev)
-            .add_lora(&cfg, &dev);
+            .add_lora(&cfg, false, &dev);
         let all = enc.num_params();
         assert!(
             num_trainable(&enc) == all,
@@ -319,6 +319,16 @@ mod tests {
         let enc = train_only_lora(enc);
         // r·(d_in + d_out) per wrapped linear, two wrapped linears (q, v) per block.
         assert_eq!(num_trainable(&enc), layers * 2 * 3 * (d + d));
+        // With the MLPs (hidden 24) too: their two layers, d → 24 and 24 → d, per block.
+        let all_linear = train_only_lora(
+            crate::nn::TransformerEncoderConfig::new(d, layers, 3, 24)
+                .init::<T>(&dev)
+                .add_lora(&cfg, true, &dev),
+        );
+        assert_eq!(
+            num_trainable(&all_linear),
+            layers * 3 * (2 * (d + d) + 2 * (d + 24))
+        );
         let x = Tensor::<T, 3>::random([2, 4, d], Distribution::Normal(0.0, 1.0), &dev);
         let grads = enc
             .forward(x, None, false)

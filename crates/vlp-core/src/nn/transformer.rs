@@ -205,26 +205,17 @@ impl TransformerEncoderConfig {
 }
 
 impl<B: Backend> TransformerEncoder<B> {
-    /// Adds LoRA updates to every block's attention ([`Attention::add_lora`]).
-    pub fn add_lora(mut self, config: &LoraConfig, device: &B::Device) -> Self {
+    /// Adds LoRA updates to every block's attention ([`Attention::add_lora`]) and, with `mlp`,
+    /// to both layers of its MLP ([`crate::nn::Mlp::add_lora`]; PEFT's "all-linear").
+    pub fn add_lora(mut self, config: &LoraConfig, mlp: bool, device: &B::Device) -> Self {
         self.layers = self
             .layers
             .into_iter()
             .map(|mut l| {
                 l.self_attn = l.self_attn.add_lora(config, device);
-                l
-            })
-            .collect();
-        self
-    }
-
-    /// Adds LoRA updates to every block's MLP ([`crate::nn::Mlp::add_lora`]).
-    pub fn add_mlp_lora(mut self, config: &LoraConfig, device: &B::Device) -> Self {
-        self.layers = self
-            .layers
-            .into_iter()
-            .map(|mut l| {
-                l.mlp = l.mlp.add_lora(config, device);
+                if mlp {
+                    l.mlp = l.mlp.add_lora(config, device);
+                }
                 l
             })
             .collect();

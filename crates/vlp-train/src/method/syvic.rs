@@ -308,17 +308,13 @@ impl Method for SyvicMethod {
         device: &B::Device,
     ) -> Result<ClipModel<B>> {
         let s = &self.settings;
-        let model = build_clip::<B>(ctx, false, device)?.add_lora(
+        Ok(build_clip::<B>(ctx, false, device)?.add_lora(
             &self.lora(),
             s.lora_image,
             s.lora_text,
+            s.lora_mlp,
             device,
-        );
-        Ok(if s.lora_mlp {
-            model.add_mlp_lora(&self.lora(), s.lora_image, s.lora_text, device)
-        } else {
-            model
-        })
+        ))
     }
 
     fn freeze<B: Backend>(&self, model: ClipModel<B>) -> ClipModel<B> {
