@@ -268,8 +268,8 @@ fn syvic_fine_tunes_the_first_stage_and_exports_plain_averaged_weights() {
 }
 
 /// A SyViC run interrupted after its first step and resumed from its checkpoint follows the
-/// uninterrupted run's losses exactly: the LoRA adapters (an optional field of the attention
-/// record), their optimiser state and the frozen weights all come back.
+/// uninterrupted run's losses exactly: the LoRA adapters (optional fields of the attention and,
+/// with `lora_mlp`, the MLP records), their optimiser state and the frozen weights all come back.
 #[test]
 fn an_interrupted_syvic_run_resumes_on_the_same_trajectory() {
     use std::sync::Arc;
@@ -289,6 +289,7 @@ fn an_interrupted_syvic_run_resumes_on_the_same_trajectory() {
         "method.kind=\"syvic\"",
         "method.syvic.swap_pairs=1",
         "method.syvic.lora_rank=2",
+        "method.syvic.lora_mlp=true",
         &from,
     ]);
     let run = |dir: &std::path::Path, stop: bool, resume: bool| {
@@ -310,4 +311,23 @@ fn an_interrupted_syvic_run_resumes_on_the_same_trajectory() {
     let (a, b) = (crate::train_losses(&full), crate::train_losses(&part));
     assert_eq!(a.len(), 5);
     assert_eq!(a, b, "resumed trajectory differs");
+    // The MLP adapters take part: without them the same run follows another trajectory.
+    let attention_only = crate::tiny(&[
+        "optim.steps=5",
+        "method.kind=\"syvic\"",
+        "method.syvic.swap_pairs=1",
+        "method.syvic.lora_rank=2",
+        &from,
+    ]);
+    let plain = root.path().join("plain");
+    vlp_train::train::<TrainBackend>(
+        &attention_only,
+        crate::devices(&attention_only),
+        RunOptions {
+            run_dir: Some(plain.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_ne!(crate::train_losses(&plain), a);
 }
