@@ -289,6 +289,44 @@ mod tests {
         }
     }
 
+    /// With `mlp`, an encoder's merge folds the MLP adapters too: nothing is left behind (an
+    /// export would otherwise drop them) and the merged encoder computes what the adapted one did.
+    #[test]
+    fn encoder_merge_folds_mlp_adapters_too() {
+        let dev = default_device();
+        let cfg = LoraConfig::new().with_rank(2).with_alpha(4.0);
+        let base = crate::nn::TransformerEncoderConfig::new(12, 2, 3, 24)
+            .init::<B>(&dev)
+            .map(&mut Materialize);
+        let x = Tensor::<B, 3>::random([2, 5, 12], Distribution::Normal(0.0, 1.0), &dev);
+        let plain = values(base.forward(x.clone(), None, false).last_hidden_state);
+        let mut adapted = base.clone().add_lora(&cfg, true, &dev);
+        for l in adapted.layers.iter_mut() {
+            let lora = l.mlp.lora.as_mut().expect("mlp adapters added");
+            lora.fc1.up = Param::from_tensor(Tensor::random(
+                [2, 24],
+                Distribution::Normal(0.0, 0.5),
+                &dev,
+            ));
+            lora.fc2.up = Param::from_tensor(Tensor::random(
+                [2, 12],
+                Distribution::Normal(0.0, 0.5),
+                &dev,
+            ));
+        }
+        let out = values(adapted.forward(x.clone(), None, false).last_hidden_state);
+        assert!(max_diff(&out, &plain) > 1e-2);
+        let merged = adapted.merge_lora(1.0);
+        assert!(
+            merged
+                .layers
+                .iter()
+                .all(|l| l.self_attn.lora.is_none() && l.mlp.lora.is_none())
+        );
+        let back = values(merged.forward(x, None, false).last_hidden_state);
+        assert!(max_diff(&out, &back) < 1e-5);
+    }
+
     /// Every float parameter, flattened, in visiting order.
     fn params(m: &crate::nn::TransformerEncoder<B>) -> Vec<Vec<f32>> {
         struct All(Vec<Vec<f32>>);
